@@ -1,0 +1,224 @@
+"""The agent: one state pytree, one jitted update, one jitted act.
+
+`Agent` holds what is static (networks, policy optimizer, hyperparameters) and is hashable, so
+it is passed to the jitted functions as a static argument; `AgentState` holds every array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from iapo import distributions as dist
+from iapo.config import AgentConfig
+from iapo.networks import TwinCritic
+from iapo.objective import make_objective, pessimistic_value
+from iapo.optimizers import PolicyOptimizer, make_policy_optimizer
+
+sg = jax.lax.stop_gradient
+
+# Incremented each time `update` is traced (a Python side effect runs only while tracing).
+TRACE_COUNT = {"update": 0, "act": 0}
+
+
+class AgentState(flax.struct.PyTreeNode):
+    policy_params: dict
+    critic_params: dict
+    target_critic_params: dict
+    log_alpha: jax.Array
+    policy_opt_state: optax.OptState
+    critic_opt_state: optax.OptState
+    alpha_opt_state: optax.OptState
+    key: jax.Array
+    updates: jax.Array  # number of updates done, int32
+
+
+class Batch(flax.struct.PyTreeNode):
+    obs: jax.Array  # (B, obs_dim)
+    action: jax.Array  # (B, d) in (-1, 1)
+    reward: jax.Array  # (B,)
+    next_obs: jax.Array  # (B, obs_dim)
+    terminated: jax.Array  # (B,) 1.0 where the episode truly ended (no bootstrap)
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    config: AgentConfig
+    obs_dim: int
+    act_dim: int
+
+    @functools.cached_property
+    def optimizer(self) -> PolicyOptimizer:
+        return make_policy_optimizer(self.config, self.act_dim)
+
+    @functools.cached_property
+    def critic(self) -> TwinCritic:
+        return TwinCritic(tuple(self.config.critic_hidden_sizes))
+
+    def _adam(self, lr: float) -> optax.GradientTransformation:
+        return optax.adam(lr)
+
+    def init(self, key: jax.Array) -> AgentState:
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)  # raw uint32 keys serialize into checkpoints
+        k_policy, k_critic, key = jax.random.split(key, 3)
+        policy_params = self.optimizer.init(k_policy, self.obs_dim)
+        critic_params = self.critic.init(
+            k_critic, jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.act_dim))
+        )
+        log_alpha = jnp.asarray(math.log(self.config.init_alpha), jnp.float32)
+        return AgentState(
+            policy_params=policy_params,
+            critic_params=critic_params,
+            target_critic_params=jax.tree.map(jnp.copy, critic_params),
+            log_alpha=log_alpha,
+            policy_opt_state=self._adam(self.config.policy_lr).init(policy_params),
+            critic_opt_state=self._adam(self.config.critic_lr).init(critic_params),
+            alpha_opt_state=self._adam(self.config.alpha_lr).init(log_alpha),
+            key=key,
+            updates=jnp.zeros((), jnp.int32),
+        )
+
+    def objective_critic_params(self, state: AgentState):
+        """The critics that J uses for policy optimization (`objective_critics`)."""
+        if self.config.objective_critics == "target":
+            return state.target_critic_params
+        return state.critic_params
+
+    def objective(self, state: AgentState, obs: jax.Array):
+        """J(lambda; s) at the states `obs` with the agent's critics, temperature and beta."""
+        return make_objective(
+            self.critic.apply,
+            self.objective_critic_params(state),
+            obs,
+            jnp.exp(state.log_alpha),
+            self.config.beta,
+            self.config.action_samples,
+        )
+
+
+def _critic_target(agent: Agent, state: AgentState, batch: Batch, key: jax.Array) -> jax.Array:
+    """y = r + gamma (1 - terminated) [Q_target(s', a') - alpha KL(a')], a' ~ pi_{lambda'} (Eq. 8, 13)."""
+    cfg = agent.config
+    k_opt, k_sample = jax.random.split(key)
+    lam_next, _ = agent.optimizer.optimize(
+        state.policy_params, batch.next_obs, agent.objective(state, batch.next_obs), k_opt
+    )
+    a_next, log_pi = dist.sample(lam_next, k_sample)  # (B, d), (B,)
+    q_next = pessimistic_value(
+        agent.critic.apply(state.target_critic_params, batch.next_obs, a_next), cfg.beta
+    )
+    soft_value = q_next - jnp.exp(state.log_alpha) * dist.kl_sample(log_pi, agent.act_dim)
+    return sg(batch.reward + cfg.gamma * (1.0 - batch.terminated) * soft_value)
+
+
+def _critic_loss(critic_params, agent: Agent, batch: Batch, target: jax.Array):
+    """sum_i 1/2 (Q_i(s, a) - y)^2, mean over the batch."""
+    q = agent.critic.apply(critic_params, batch.obs, batch.action)  # (2, B)
+    loss = jnp.mean(jnp.sum(0.5 * (q - target) ** 2, axis=0))
+    return loss, jnp.mean(q)
+
+
+@functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
+def update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, dict]:
+    """One training update: critic targets, critics, policy optimizer, temperature, targets."""
+    TRACE_COUNT["update"] += 1
+    cfg = agent.config
+    key, k_target, k_policy = jax.random.split(state.key, 3)
+
+    # 1-2. Critics.
+    target = _critic_target(agent, state, batch, k_target)
+    (critic_loss, q_mean), critic_grads = jax.value_and_grad(_critic_loss, has_aux=True)(
+        state.critic_params, agent, batch, target
+    )
+    critic_updates, critic_opt_state = agent._adam(cfg.critic_lr).update(
+        critic_grads, state.critic_opt_state
+    )
+    critic_params = optax.apply_updates(state.critic_params, critic_updates)
+    state = state.replace(critic_params=critic_params, critic_opt_state=critic_opt_state)
+
+    # 3. Policy optimizer: -J averaged over iterates (iterative) or -J(f_phi(s)) (direct).
+    objective = agent.objective(state, batch.obs)
+    (policy_loss, pinfo), policy_grads = jax.value_and_grad(agent.optimizer.loss, has_aux=True)(
+        state.policy_params, batch.obs, objective, k_policy
+    )
+    policy_updates, policy_opt_state = agent._adam(cfg.policy_lr).update(
+        policy_grads, state.policy_opt_state
+    )
+    policy_params = optax.apply_updates(state.policy_params, policy_updates)
+
+    # 4. Temperature: log alpha minimizes -alpha (KL - target KL).
+    kl = sg(jnp.mean(pinfo["kl"]))
+
+    def alpha_loss_fn(log_alpha):
+        return -jnp.exp(log_alpha) * (kl - dist.target_kl(agent.act_dim))
+
+    alpha_grad = jax.grad(alpha_loss_fn)(state.log_alpha)
+    alpha_updates, alpha_opt_state = agent._adam(cfg.alpha_lr).update(
+        alpha_grad, state.alpha_opt_state
+    )
+    log_alpha = optax.apply_updates(state.log_alpha, alpha_updates)
+
+    # 5. Targets: Polyak averaging, and optionally a full copy every `target_copy_every` updates.
+    updates = state.updates + 1
+    targets = optax.incremental_update(critic_params, state.target_critic_params, cfg.tau)
+    if cfg.target_copy_every > 0:
+        copy = updates % cfg.target_copy_every == 0
+        targets = jax.tree.map(lambda c, t: jnp.where(copy, c, t), critic_params, targets)
+
+    per_iteration = pinfo["objective_per_iteration"]
+    _, log_scale = dist.split(pinfo["lam"])
+    info = {
+        "critic_loss": critic_loss,
+        "policy_loss": policy_loss,
+        "alpha": jnp.exp(state.log_alpha),
+        "kl": kl,
+        "q_mean": q_mean,
+        "policy_scale": jnp.mean(jnp.exp(log_scale)),
+        "objective": per_iteration[-1],
+        # Gain of the refinement iterations after the first (0 for the direct agent).
+        "objective_improvement": per_iteration[-1] - per_iteration[min(1, per_iteration.shape[0] - 1)],
+        "objective_per_iteration": per_iteration,
+    }
+    new_state = state.replace(
+        policy_params=policy_params,
+        policy_opt_state=policy_opt_state,
+        log_alpha=log_alpha,
+        alpha_opt_state=alpha_opt_state,
+        target_critic_params=targets,
+        key=key,
+        updates=updates,
+    )
+    return new_state, info
+
+
+@functools.partial(jax.jit, static_argnames=("agent", "deterministic", "iterations"))
+def act(
+    agent: Agent,
+    state: AgentState,
+    obs: jax.Array,
+    key: jax.Array,
+    deterministic: bool = False,
+    iterations: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Actions (B, d) in (-1, 1) for states (B, obs_dim), and the next acting key.
+
+    Stochastic a ~ pi_lambda for training; tanh(mu) when `deterministic` (evaluation). The
+    iterative optimizer runs `iterations` (default: the training K) using the critics.
+    """
+    TRACE_COUNT["act"] += 1
+    key, k_opt, k_sample = jax.random.split(key, 3)
+    obs = obs.astype(jnp.float32)
+    lam, _ = agent.optimizer.optimize(
+        state.policy_params, obs, agent.objective(state, obs), k_opt, iterations
+    )
+    if deterministic:
+        return dist.mode(lam), key
+    action, _ = dist.sample(lam, k_sample)
+    return action, key

@@ -1,0 +1,228 @@
+"""Configuration dataclasses. Every field has a docstring below it: tyro turns them into `--help`.
+
+Defaults follow the paper and its reference implementation (see `ALGORITHM.md` in the docs and
+`docs/defaults.md`); where the two differ, the choice is a field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+from iapo.errors import ConfigError
+
+AgentKind = Literal["direct", "iterative"]
+Critics = Literal["target", "online"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """The algorithm: policy optimizer, critics, objective and their optimizers."""
+
+    agent: AgentKind = "iterative"
+    """Policy optimizer: `direct` (SAC's policy network, Eq. 10) or `iterative` (IAPO, Eq. 11-12)."""
+
+    iterations: int = 5
+    """K, iterations of the iterative optimizer per state during training (paper: 5)."""
+
+    eval_iterations: int | None = None
+    """Iterations used when acting at evaluation; unset means the same as `iterations`."""
+
+    action_samples: int = 10
+    """N, reparameterized action samples per state to estimate the objective J (reference: 10)."""
+
+    pessimism: float | None = None
+    """beta in Q = mean - beta * std over the twin critics (Eq. 13); unset means 1 for direct,
+    2.5 for iterative (paper). beta = 1 is min(Q1, Q2)."""
+
+    objective_critics: Critics = "target"
+    """Critics used by the policy objective J: `target` (reference code) or `online` (SAC)."""
+
+    final_iterate_loss: bool = False
+    """Train the iterative optimizer on the final iterate's objective only, instead of the mean
+    over all K iterates (reference)."""
+
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the policy network (direct or iterative)."""
+
+    critic_hidden_sizes: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of each of the two critics."""
+
+    init_mean: float = 0.0
+    """Initial mean (before the tanh) of the iterative optimizer's lambda_0 (reference: 0)."""
+
+    init_scale: float = 0.5
+    """Initial standard deviation (before the tanh) of lambda_0 (reference: 0.5)."""
+
+    log_scale_min: float = -5.0
+    """Lower soft bound on log sigma of the policy."""
+
+    log_scale_max: float = 2.0
+    """Upper soft bound on log sigma of the policy."""
+
+    gamma: float = 0.99
+    """Discount factor, in (0, 1]."""
+
+    tau: float = 0.005
+    """Polyak rate of the target critics, in (0, 1]."""
+
+    target_copy_every: int = 0
+    """Also copy the critics into the targets every this many updates (reference: 200); 0: never."""
+
+    policy_lr: float = 3e-4
+    """Adam learning rate of the policy network."""
+
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critics."""
+
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log alpha."""
+
+    init_alpha: float = 1.0
+    """Initial temperature alpha."""
+
+    batch_size: int = 256
+    """Transitions per update."""
+
+    @property
+    def beta(self) -> float:
+        """The pessimism beta in force (the field, or the paper's default for the agent)."""
+        if self.pessimism is not None:
+            return self.pessimism
+        return 1.0 if self.agent == "direct" else 2.5
+
+    @property
+    def acting_iterations(self) -> int:
+        return self.iterations if self.eval_iterations is None else self.eval_iterations
+
+    def validate(self) -> None:
+        _positive_int("iterations", self.iterations)
+        if self.eval_iterations is not None:
+            _positive_int("eval-iterations", self.eval_iterations)
+        _positive_int("action-samples", self.action_samples)
+        _positive_int("batch-size", self.batch_size)
+        _positive_int("target-copy-every", self.target_copy_every, allow_zero=True)
+        if self.pessimism is not None:
+            _finite("pessimism", self.pessimism)
+            if self.pessimism < 0:
+                raise ConfigError(f"--pessimism must be >= 0, got {self.pessimism}")
+        for name in ("policy_lr", "critic_lr", "alpha_lr", "init_alpha", "init_scale"):
+            value = getattr(self, name)
+            _finite(_flag(name), value)
+            if value <= 0:
+                raise ConfigError(f"--{_flag(name)} must be > 0, got {value}")
+        _finite("init-mean", self.init_mean)
+        _finite("gamma", self.gamma)
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"--gamma must be in (0, 1], got {self.gamma}")
+        _finite("tau", self.tau)
+        if not 0 < self.tau <= 1:
+            raise ConfigError(f"--tau must be in (0, 1], got {self.tau}")
+        _finite("log-scale-min", self.log_scale_min)
+        _finite("log-scale-max", self.log_scale_max)
+        if self.log_scale_min >= self.log_scale_max:
+            raise ConfigError(
+                f"--log-scale-min ({self.log_scale_min}) must be below --log-scale-max ({self.log_scale_max})"
+            )
+        for name in ("hidden_sizes", "critic_hidden_sizes"):
+            sizes = getattr(self, name)
+            if not sizes or any(s < 1 for s in sizes):
+                raise ConfigError(f"--{_flag(name)} must be one or more positive widths, got {sizes}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A training run: environment, budget, logging; the algorithm's fields are under `algo`."""
+
+    env: str = "Hopper-v5"
+    """Gymnasium environment id; any env with a bounded Box action space."""
+
+    seed: int = 0
+    """Random seed (networks, replay sampling, exploration, environments)."""
+
+    total_steps: int = 1_000_000
+    """Environment steps to train for."""
+
+    run_dir: str = "runs/iapo"
+    """Directory that receives config.json, metrics.csv, TensorBoard events, checkpoints and the
+    learning curve."""
+
+    random_steps: int = 5_000
+    """Initial steps with uniformly random actions before the agent acts and updates."""
+
+    buffer_capacity: int = 1_000_000
+    """Replay buffer capacity in transitions."""
+
+    updates_per_step: int = 1
+    """Gradient updates per environment step once the random phase is over."""
+
+    eval_every: int = 1_000
+    """Evaluate the deterministic policy every this many environment steps."""
+
+    eval_episodes: int = 5
+    """Episodes per evaluation (run side by side, batched through one act call)."""
+
+    checkpoint_every: int = 100_000
+    """Write a checkpoint every this many environment steps (and always at the end)."""
+
+    overwrite: bool = False
+    """Replace a run already in --run-dir instead of refusing."""
+
+    progress: bool = True
+    """Show a progress bar."""
+
+    algo: AgentConfig = dataclasses.field(default_factory=AgentConfig)
+    """The algorithm's fields (their flags carry no prefix: `--iterations`, `--pessimism`, ...)."""
+
+    def validate(self) -> None:
+        self.algo.validate()
+        _positive_int("total-steps", self.total_steps)
+        _positive_int("random-steps", self.random_steps, allow_zero=True)
+        _positive_int("buffer-capacity", self.buffer_capacity)
+        _positive_int("updates-per-step", self.updates_per_step, allow_zero=True)
+        _positive_int("eval-every", self.eval_every)
+        _positive_int("eval-episodes", self.eval_episodes)
+        _positive_int("checkpoint-every", self.checkpoint_every)
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
+        if self.buffer_capacity > 2**31:
+            raise ConfigError(f"--buffer-capacity {self.buffer_capacity} is too large (at most 2**31)")
+        if not self.env:
+            raise ConfigError("--env must name a Gymnasium environment id")
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def train_config_from_dict(data: dict) -> TrainConfig:
+    """Rebuild a TrainConfig from its `config.json` form (lists back to tuples)."""
+    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    agent_data = dict(data.get("algo", {}))
+    unknown = (set(agent_data) - agent_fields) | (set(data) - train_fields)
+    if unknown:
+        raise ConfigError(f"config has unknown fields: {', '.join(sorted(unknown))}")
+    for name in ("hidden_sizes", "critic_hidden_sizes"):
+        if name in agent_data:
+            agent_data[name] = tuple(agent_data[name])
+    rest = {k: v for k, v in data.items() if k != "algo"}
+    return TrainConfig(algo=AgentConfig(**agent_data), **rest)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _finite(flag: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"--{flag} must be a finite number, got {value}")
+
+
+def _positive_int(flag: str, value: int, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if value < low:
+        raise ConfigError(f"--{flag} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
+    if value > 10**12:
+        raise ConfigError(f"--{flag} is too large: {value}")

@@ -1,0 +1,109 @@
+"""Run outputs: metrics.csv (one row per evaluation), TensorBoard events, learning_curve.png."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+# The columns of metrics.csv, in order, with their meaning (also in docs/run-directory.md).
+COLUMNS = {
+    "step": "environment steps taken so far",
+    "episodes": "training episodes finished so far",
+    "eval_return_mean": "mean undiscounted return of the deterministic policy over the evaluation episodes",
+    "eval_return_std": "standard deviation of that return over the evaluation episodes",
+    "eval_length_mean": "mean length of the evaluation episodes",
+    "train_episode_return": "mean return of the training episodes that ended since the last evaluation (empty if none)",
+    "critic_loss": "mean critic loss sum_i 1/2 (Q_i - y)^2 over the updates since the last evaluation",
+    "policy_loss": "mean policy-optimizer loss (-J, averaged over iterates for the iterative agent)",
+    "alpha": "temperature alpha at the last update",
+    "kl": "mean estimate of KL(pi || uniform prior) at the final policy estimate",
+    "q_mean": "mean of the online critics' Q(s, a) on replayed transitions",
+    "policy_scale": "mean sigma (before the tanh) of the final policy estimate on replayed states",
+    "objective": "mean objective J at the final policy estimate on replayed states",
+    "objective_improvement": "J(lambda_K) - J(lambda_1): gain of the iterations after the first (0 for direct)",
+    "updates": "gradient updates done so far",
+    "env_steps_per_s": "training environment steps per second since the last evaluation (evaluation time excluded)",
+    "wall_time_s": "seconds since the run started",
+}
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{float(value):.6g}"
+
+
+class RunLogger:
+    """Appends a row to metrics.csv, writes the same scalars to TensorBoard, redraws the curve."""
+
+    def __init__(self, run_dir: Path, title: str):
+        from tensorboardX import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self.title = title
+        self.csv_path = self.run_dir / "metrics.csv"
+        new = not self.csv_path.exists()
+        self._csv = open(self.csv_path, "a", newline="")
+        self._writer = csv.DictWriter(self._csv, fieldnames=list(COLUMNS))
+        if new:
+            self._writer.writeheader()
+        self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def log(self, row: dict, per_iteration: np.ndarray | None = None) -> None:
+        self._writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+        self._csv.flush()
+        step = int(row["step"])
+        for name, value in row.items():
+            if name != "step" and value is not None and not (isinstance(value, float) and math.isnan(value)):
+                self._tb.add_scalar(f"iapo/{name}", float(value), step)
+        if per_iteration is not None and per_iteration.size > 1:
+            for k, value in enumerate(per_iteration):
+                self._tb.add_scalar(f"objective_per_iteration/iteration_{k}", float(value), step)
+        self._tb.flush()
+        plot_learning_curve(self.csv_path, self.run_dir / "learning_curve.png", self.title)
+
+    def close(self) -> None:
+        self._csv.close()
+        self._tb.close()
+
+
+def read_metrics(csv_path: Path) -> dict[str, np.ndarray]:
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]}
+
+
+def plot_learning_curve(csv_path: Path, out_path: Path, title: str) -> None:
+    """Evaluation return (mean +- std over episodes) against environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = read_metrics(csv_path)
+    if not m:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    step, mean, std = m["step"], m["eval_return_mean"], m["eval_return_std"]
+    ax.plot(step, mean, color="C0", label="evaluation return")
+    ax.fill_between(step, mean - std, mean + std, color="C0", alpha=0.25)
+    if np.any(np.isfinite(m["train_episode_return"])):
+        ax.plot(step, m["train_episode_return"], color="C1", alpha=0.6, lw=1, label="training episodes")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    tmp = out_path.with_name(out_path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out_path)

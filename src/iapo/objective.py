@@ -1,0 +1,69 @@
+"""The policy objective J(lambda; s) = E_pi[Q(s, a)] - alpha KL(pi || p) (Eq. 8) and its gradient.
+
+Q is the pessimistic estimate over the critic ensemble (Eq. 13). The prior p is uniform on
+(-1, 1)^d, so the per-sample KL estimate is log pi(a) + d log 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from iapo import distributions as dist
+
+# objective(lam (B, 2d), key) -> (J (B,), aux dict of (B,) arrays)
+Objective = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict]]
+
+
+def pessimistic_value(q: jax.Array, beta: float | jax.Array) -> jax.Array:
+    """Eq. 13: mean - beta * std over the leading ensemble axis, with the biased std.
+
+    For two critics std = |Q1 - Q2| / 2, so beta = 1 gives min(Q1, Q2). The variance is floored
+    at 1e-30 inside the square root so that equal critics give a zero gradient, not NaN.
+    """
+    mean = jnp.mean(q, axis=0)
+    var = jnp.mean((q - mean) ** 2, axis=0)
+    return mean - beta * jnp.sqrt(jnp.maximum(var, 1e-30))
+
+
+def make_objective(
+    critic_apply: Callable,
+    critic_params,
+    obs: jax.Array,
+    alpha: jax.Array,
+    beta: float,
+    n_samples: int,
+) -> Objective:
+    """J(lambda; s) at fixed states `obs` (B, obs_dim), critics and temperature.
+
+    Monte Carlo over `n_samples` reparameterized actions per state; alpha enters as a constant.
+    """
+    alpha = jax.lax.stop_gradient(alpha)
+
+    def objective(lam: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        act_dim = lam.shape[-1] // 2
+        actions, log_pi = dist.sample(lam, key, n_samples)  # (N, B, d), (N, B)
+        obs_n = jnp.broadcast_to(obs, (n_samples, *obs.shape))  # (N, B, obs_dim)
+        q = pessimistic_value(critic_apply(critic_params, obs_n, actions), beta)  # (N, B)
+        kl = dist.kl_sample(log_pi, act_dim)  # (N, B)
+        j = jnp.mean(q - alpha * kl, axis=0)  # (B,)
+        return j, {"q": jnp.mean(q, axis=0), "kl": jnp.mean(kl, axis=0)}
+
+    return objective
+
+
+def value_and_grad(objective: Objective, lam: jax.Array, key: jax.Array):
+    """J(lambda; s) per state and grad_lambda J per state, both with the same samples.
+
+    States are independent, so the gradient of the batch sum is each state's own gradient.
+    Returns (J (B,), aux, grad (B, 2d)).
+    """
+
+    def total(lam_):
+        j, aux = objective(lam_, key)
+        return jnp.sum(j), (j, aux)
+
+    (_, (j, aux)), grad = jax.value_and_grad(total, has_aux=True)(lam)
+    return j, aux, grad

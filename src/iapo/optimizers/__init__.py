@@ -1,0 +1,36 @@
+"""Policy optimizers: maps from states (and the objective J) to the policy parameters lambda.
+
+Every optimizer offers the same three calls:
+
+- `init(key, obs_dim) -> params`
+- `optimize(params, obs, objective, key, iterations=None) -> (lam, info)`: lambda (B, 2d) for
+  acting and for the critic targets;
+- `loss(params, obs, objective, key) -> (loss, info)`: the differentiable training loss of the
+  optimizer's own parameters; `info` holds `kl` (B,), `lam` (B, 2d) of the final estimate and
+  `objective_per_iteration` (iterates + 1,).
+"""
+
+from __future__ import annotations
+
+from iapo.config import AgentConfig
+from iapo.optimizers.direct import DirectOptimizer
+from iapo.optimizers.iterative import IterativeOptimizer
+
+PolicyOptimizer = DirectOptimizer | IterativeOptimizer
+
+__all__ = ["DirectOptimizer", "IterativeOptimizer", "PolicyOptimizer", "make_policy_optimizer"]
+
+
+def make_policy_optimizer(config: AgentConfig, act_dim: int) -> PolicyOptimizer:
+    bounds = (config.log_scale_min, config.log_scale_max)
+    if config.agent == "direct":
+        return DirectOptimizer(act_dim, tuple(config.hidden_sizes), bounds)
+    return IterativeOptimizer(
+        act_dim=act_dim,
+        hidden_sizes=tuple(config.hidden_sizes),
+        log_scale_bounds=bounds,
+        iterations=config.iterations,
+        init_mean=config.init_mean,
+        init_scale=config.init_scale,
+        final_iterate_loss=config.final_iterate_loss,
+    )

@@ -1,0 +1,60 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iapo import distributions as dist
+from iapo.objective import make_objective, pessimistic_value, value_and_grad
+
+
+def test_beta_one_is_min_of_two_critics():
+    q = jax.random.normal(jax.random.PRNGKey(0), (2, 1000)) * 10
+    np.testing.assert_allclose(pessimistic_value(q, 1.0), jnp.min(q, axis=0), rtol=0, atol=2e-6)
+
+
+def test_beta_zero_is_mean_and_std_is_biased():
+    q = jnp.array([[1.0, 4.0], [3.0, 0.0]])
+    np.testing.assert_allclose(pessimistic_value(q, 0.0), [2.0, 2.0])
+    # biased std of {1, 3} is 1, of {4, 0} is 2
+    np.testing.assert_allclose(pessimistic_value(q, 2.5), [2.0 - 2.5, 2.0 - 5.0])
+
+
+def test_equal_critics_give_finite_gradients():
+    g = jax.grad(lambda x: pessimistic_value(jnp.stack([x, x]), 2.5).sum())(jnp.ones(3))
+    assert jnp.all(jnp.isfinite(g))
+
+
+def _critic(params, obs, actions):
+    """Two quadratic critics; obs-dependent optimum a* = obs[..., :d]."""
+    del params
+    d = actions.shape[-1]
+    base = -jnp.sum((actions - obs[..., :d]) ** 2, axis=-1)
+    return jnp.stack([base, base - 0.5])
+
+
+def test_objective_is_mc_estimate_of_q_minus_alpha_kl():
+    obs = jnp.array([[0.2, -0.3], [0.5, 0.5]])
+    lam = jnp.array([[0.0, 0.1, -1.0, -1.2], [0.4, 0.2, -2.0, -0.5]])
+    alpha, n = 0.3, 7
+    objective = make_objective(_critic, None, obs, alpha, 1.0, n)
+    key = jax.random.PRNGKey(3)
+    j, aux = objective(lam, key)
+    # Plain reference loop over samples and states.
+    actions, log_pi = dist.sample(lam, key, n)
+    ref = np.zeros(2)
+    for b in range(2):
+        for i in range(n):
+            q = _critic(None, obs[b], actions[i, b])
+            ref[b] += (float(jnp.min(q)) - alpha * (float(log_pi[i, b]) + 2 * np.log(2))) / n
+    np.testing.assert_allclose(j, ref, rtol=1e-5, atol=1e-5)
+    assert aux["kl"].shape == (2,)
+
+
+def test_value_and_grad_gives_each_states_own_gradient():
+    obs = jnp.array([[0.2, -0.3], [0.5, 0.5], [-0.1, 0.9]])
+    lam = jnp.zeros((3, 4))
+    objective = make_objective(_critic, None, obs, 0.1, 1.0, 5)
+    key = jax.random.PRNGKey(0)
+    _, _, grad = value_and_grad(objective, lam, key)
+    for b in range(3):
+        own = jax.grad(lambda l: objective(lam.at[b].set(l), key)[0][b])(lam[b])
+        np.testing.assert_allclose(grad[b], own, rtol=1e-5, atol=1e-6)
