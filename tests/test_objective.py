@@ -8,7 +8,14 @@ from iapo.objective import make_objective, pessimistic_value, value_and_grad
 
 def test_beta_one_is_min_of_two_critics():
     q = jax.random.normal(jax.random.PRNGKey(0), (2, 1000)) * 10
-    np.testing.assert_allclose(pessimistic_value(q, 1.0), jnp.min(q, axis=0), rtol=0, atol=2e-6)
+    np.testing.assert_array_equal(pessimistic_value(q, 1.0), jnp.min(q, axis=0))
+
+
+def test_larger_ensembles_use_mean_minus_beta_std():
+    q = jnp.array([[1.0, 0.0], [2.0, 0.0], [6.0, 0.0]])
+    np.testing.assert_allclose(pessimistic_value(q, 1.5), [3.0 - 1.5 * np.std([1, 2, 6]), 0.0], rtol=1e-6, atol=1e-6)
+    g = jax.grad(lambda x: pessimistic_value(jnp.stack([x, x, x]), 2.5).sum())(jnp.ones(3))
+    assert jnp.all(jnp.isfinite(g))
 
 
 def test_beta_zero_is_mean_and_std_is_biased():

@@ -20,9 +20,15 @@ Objective = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict]]
 def pessimistic_value(q: jax.Array, beta: float | jax.Array) -> jax.Array:
     """Eq. 13: mean - beta * std over the leading ensemble axis, with the biased std.
 
-    For two critics std = |Q1 - Q2| / 2, so beta = 1 gives min(Q1, Q2). The variance is floored
-    at 1e-30 inside the square root so that equal critics give a zero gradient, not NaN.
+    For two critics mean = min + |Q1 - Q2| / 2 and std = |Q1 - Q2| / 2, so the estimate is
+    computed as min(Q1, Q2) + (1 - beta) |Q1 - Q2| / 2: the same value, and beta = 1 gives
+    min(Q1, Q2) to the last bit. Larger ensembles use mean - beta * std directly, with the
+    variance floored at 1e-30 inside the square root so that equal critics give a zero
+    gradient, not NaN.
     """
+    if q.shape[0] == 2:
+        half_gap = 0.5 * jnp.abs(q[0] - q[1])
+        return jnp.minimum(q[0], q[1]) + (1.0 - beta) * half_gap
     mean = jnp.mean(q, axis=0)
     var = jnp.mean((q - mean) ** 2, axis=0)
     return mean - beta * jnp.sqrt(jnp.maximum(var, 1e-30))
