@@ -102,7 +102,7 @@ def test_checkpoint_round_trip_gives_the_same_action(kind, tmp_path):
     obs = jax.random.normal(jax.random.PRNGKey(1), (3, OBS))
     want, _ = act(agent, state, obs, jax.random.PRNGKey(5), deterministic=True)
     checkpoint.save(tmp_path, 7, state)
-    step, restored = checkpoint.load_latest(tmp_path, agent.init(jax.random.PRNGKey(9)))
+    step, restored, _ = checkpoint.load_latest(tmp_path, agent.init(jax.random.PRNGKey(9)))
     got, _ = act(agent, restored, obs, jax.random.PRNGKey(5), deterministic=True)
     assert step == 7
     np.testing.assert_array_equal(got, want)

@@ -56,7 +56,7 @@ def test_smoke_run_writes_every_file_and_evaluate_reads_it(kind, tmp_path, tiny_
         assert {f"objective_per_iteration/iteration_{k}" for k in range(3)} <= set(tags)
 
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "ckpt_000000150.msgpack", "ckpt_000000300.msgpack"]
+        "ckpt_000000150.ckpt", "ckpt_000000300.ckpt"]
     assert (run_dir / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     code, out, err = run_cli(["evaluate", str(run_dir), "--episodes", "2", "--iterations", "3"], capsys)

@@ -172,6 +172,9 @@ def update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, d
         copy = updates % cfg.target_copy_every == 0
         targets = jax.tree.map(lambda c, t: jnp.where(copy, c, t), critic_params, targets)
 
+    finite = jnp.isfinite(critic_loss) & jnp.isfinite(policy_loss) & jnp.isfinite(log_alpha)
+    for leaf in jax.tree.leaves((critic_params, policy_params)):
+        finite &= jnp.all(jnp.isfinite(leaf))
     per_iteration = pinfo["objective_per_iteration"]
     _, log_scale = dist.split(pinfo["lam"])
     info = {
@@ -185,6 +188,7 @@ def update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, d
         # Gain of the refinement iterations after the first (0 for the direct agent).
         "objective_improvement": per_iteration[-1] - per_iteration[min(1, per_iteration.shape[0] - 1)],
         "objective_per_iteration": per_iteration,
+        "finite": finite,  # losses, temperature and parameters all finite
     }
     new_state = state.replace(
         policy_params=policy_params,

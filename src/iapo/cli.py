@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> None:
             config=(tyro.conf.OmitArgPrefixes,),
         )
         if isinstance(cfg, TrainConfig):
-            from iapo.train import train
+            from iapo.train import resume, train
 
-            run_dir = train(cfg)
+            run_dir = resume(Path(cfg.resume), cfg.progress) if cfg.resume else train(cfg)
             print(f"run written to {run_dir}  (learning curve: {run_dir / 'learning_curve.png'})")
         else:
             print(run_evaluate(cfg))

@@ -169,6 +169,10 @@ class TrainConfig:
     overwrite: bool = False
     """Replace a run already in --run-dir instead of refusing."""
 
+    resume: str | None = None
+    """Continue the run in this directory from its newest checkpoint; its config.json gives
+    every other setting."""
+
     progress: bool = True
     """Show a progress bar."""
 

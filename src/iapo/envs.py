@@ -30,7 +30,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """Make `env_id`, check its spaces, and rescale its actions from (-1, 1) to its bounds."""
     check_env_id(env_id)
     try:
-        env = gym.make(env_id, render_mode=render_mode)
+        env = gym.make(env_id, **({} if render_mode is None else {"render_mode": render_mode}))
     except gym.error.DependencyNotInstalled as exc:
         raise EnvError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
     except Exception as exc:  # noqa: BLE001  (any failure to construct is reported, not raised)

@@ -24,7 +24,7 @@ def load_agent(run_dir: Path):
     env.close()
     agent = Agent(config.algo, obs_dim, act_dim)
     template = agent.init(jax.random.PRNGKey(0))
-    step, state = checkpoint.load_latest(run_dir, template)
+    step, state, _ = checkpoint.load_latest(run_dir, template)
     return config, agent, state, step
 
 

@@ -42,18 +42,23 @@ def _fmt(value) -> str:
 class RunLogger:
     """Appends a row to metrics.csv, writes the same scalars to TensorBoard, redraws the curve."""
 
-    def __init__(self, run_dir: Path, title: str):
+    def __init__(self, run_dir: Path, title: str, resume_after: int | None = None):
+        """With `resume_after`, drop the rows and TensorBoard points logged after that step
+        (by a run that died after its last checkpoint), so that none is duplicated."""
         from tensorboardX import SummaryWriter
 
         self.run_dir = Path(run_dir)
         self.title = title
         self.csv_path = self.run_dir / "metrics.csv"
+        if resume_after is not None and self.csv_path.exists():
+            _truncate_rows(self.csv_path, resume_after)
         new = not self.csv_path.exists()
         self._csv = open(self.csv_path, "a", newline="")
         self._writer = csv.DictWriter(self._csv, fieldnames=list(COLUMNS))
         if new:
             self._writer.writeheader()
-        self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        purge = None if resume_after is None else resume_after + 1
+        self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def log(self, row: dict, per_iteration: np.ndarray | None = None) -> None:
         self._writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
@@ -71,6 +76,16 @@ class RunLogger:
     def close(self) -> None:
         self._csv.close()
         self._tb.close()
+
+
+def _truncate_rows(csv_path: Path, last_step: int) -> None:
+    """Keep the header and the rows with step <= last_step (written atomically)."""
+    with open(csv_path, newline="") as f:
+        lines = f.readlines()
+    kept = lines[:1] + [line for line in lines[1:] if line.strip() and int(line.split(",", 1)[0]) <= last_step]
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, csv_path)
 
 
 def read_metrics(csv_path: Path) -> dict[str, np.ndarray]:

@@ -37,3 +37,21 @@ class ReplayBuffer:
             next_obs=self.next_obs[idx],
             terminated=self.terminated[idx],
         )
+
+    _FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
+
+    def state_dict(self) -> dict:
+        """The filled part of the buffer and its position (what a checkpoint needs)."""
+        return {
+            "position": self.position,
+            "size": self.size,
+            **{name: getattr(self, name)[: self.size].copy() for name in self._FIELDS},
+        }
+
+    def load_state_dict(self, data: dict) -> None:
+        size = int(data["size"])
+        if size > self.capacity:
+            raise ValueError(f"replay buffer of {size} transitions does not fit capacity {self.capacity}")
+        for name in self._FIELDS:
+            getattr(self, name)[:size] = data[name]
+        self.position, self.size = int(data["position"]), size

@@ -1,0 +1,80 @@
+"""Capture and restore an environment mid-episode, for exact resume.
+
+A MuJoCo environment is restored from a copy of its whole `MjData`: the integration state (time,
+qpos, qvel, activations, controls, warm start) is not enough, because Gymnasium's tasks read
+derived quantities (body positions for the forward reward, contact forces) that `mj_step` left
+one step behind the state. Any other environment is restored from a pickle of its unwrapped
+instance's attributes. Either way the env's
+random generator and the time-limit counter come along.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import gymnasium as gym
+import numpy as np
+
+
+def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
+
+
+def _is_mujoco(env) -> bool:
+    return hasattr(env, "model") and hasattr(env, "data") and type(env.data).__module__.startswith("mujoco")
+
+
+def get_state(env: gym.Env) -> dict:
+    """A picklable snapshot of `env` that `set_state` restores exactly."""
+    base = env.unwrapped
+    limit = _time_limit(env)
+    state = {
+        "np_random": copy.deepcopy(base.np_random.bit_generator.state),
+        "elapsed_steps": None if limit is None else limit._elapsed_steps,
+    }
+    if _is_mujoco(base):
+        state["mjdata"] = pickle.dumps(base.data)
+    else:
+        attrs = {k: v for k, v in vars(base).items() if not k.startswith("_np_random")}
+        state["attributes"] = pickle.dumps(_picklable(attrs))
+    return state
+
+
+def set_state(env: gym.Env, state: dict) -> None:
+    """Restore a snapshot from `get_state` into an env made with the same id."""
+    import mujoco
+
+    base = env.unwrapped
+    base.np_random.bit_generator.state = state["np_random"]
+    limit = _time_limit(env)
+    if limit is not None:
+        limit._elapsed_steps = state["elapsed_steps"]
+    if "mjdata" in state:
+        mujoco.mj_copyData(base.data, base.model, pickle.loads(state["mjdata"]))
+    else:
+        vars(base).update(pickle.loads(state["attributes"]))
+    _mark_reset(env)
+
+
+def _mark_reset(env: gym.Env) -> None:
+    """Tell the order-enforcing and checker wrappers that the episode is under way."""
+    while isinstance(env, gym.Wrapper):
+        if hasattr(env, "_has_reset"):
+            env._has_reset = True
+        env = env.env
+
+
+def _picklable(attrs: dict) -> dict:
+    out = {}
+    for key, value in attrs.items():
+        try:
+            pickle.dumps(value)
+        except Exception:  # noqa: BLE001  (render handles, windows: not state)
+            continue
+        out[key] = value
+    return out

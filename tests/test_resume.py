@@ -1,0 +1,181 @@
+"""Exact resume: a run killed at any moment and resumed equals a run never interrupted."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from iapo import checkpoint
+from iapo.cli import main
+from iapo.train import TIMING_COLUMNS
+
+ARGS = ["--env", "InvertedPendulum-v5", "--agent", "iterative", "--iterations", "2", "--action-samples", "3",
+        "--hidden-sizes", "16", "16", "--critic-hidden-sizes", "16", "16", "--batch-size", "16",
+        "--total-steps", "2000", "--random-steps", "300", "--eval-every", "250", "--eval-episodes", "2",
+        "--checkpoint-every", "500", "--no-progress"]
+
+
+def _cli(*argv):
+    return [sys.executable, "-m", "iapo.cli", *argv]
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(f)]
+
+
+def _final_params(run_dir):
+    (_, path), = [c for c in checkpoint.list_checkpoints(run_dir) if c[0] == 2000]
+    return checkpoint.read(path)["state"]
+
+
+def _assert_same_tree(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_same_tree(a[k], b[k])
+    else:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _start_and_signal(run_dir, sig):
+    """Start a training subprocess, send `sig` once its first checkpoint exists."""
+    proc = subprocess.Popen(_cli("train", *ARGS, "--run-dir", str(run_dir)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not checkpoint.list_checkpoints(run_dir):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    subprocess.run(_cli("train", *ARGS, "--run-dir", str(run_dir)), check=True, capture_output=True, timeout=600)
+    return run_dir
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    code, _, _ = _start_and_signal(run_dir, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    killed_at = checkpoint.list_checkpoints(run_dir)[-1][0]
+    assert killed_at < 2000
+    subprocess.run(_cli("train", "--resume", str(run_dir), "--no-progress"), check=True, capture_output=True, timeout=600)
+    assert _rows(run_dir) == _rows(reference)
+    _assert_same_tree(_final_params(run_dir), _final_params(reference))
+
+
+def test_sigterm_checkpoints_and_exits_zero_and_the_run_resumes(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    code, out, _ = _start_and_signal(run_dir, signal.SIGTERM)
+    assert code == 0
+    assert f"resume with: iapo train --resume {run_dir}" in out
+    step = checkpoint.list_checkpoints(run_dir)[-1][0]
+    assert 500 <= step < 2000
+    subprocess.run(_cli("train", "--resume", str(run_dir), "--no-progress"), check=True, capture_output=True, timeout=600)
+    assert _rows(run_dir) == _rows(reference)
+    _assert_same_tree(_final_params(run_dir), _final_params(reference))
+
+
+def test_same_seed_same_metrics_other_seed_differs(reference, tmp_path, capsys):
+    main(["train", *ARGS, "--run-dir", str(tmp_path / "again")])
+    assert _rows(tmp_path / "again") == _rows(reference)
+    main(["train", *ARGS, "--seed", "1", "--run-dir", str(tmp_path / "other")])
+    assert _rows(tmp_path / "other") != _rows(reference)
+
+
+def _resume_in_process(run_dir, capsys):
+    code = 0
+    try:
+        main(["train", "--resume", str(run_dir), "--no-progress"])
+    except SystemExit as exc:
+        code = exc.code
+    return code, *capsys.readouterr()
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(reference, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    main(["train", *ARGS, "--run-dir", str(run_dir)])
+    capsys.readouterr()
+    assert [s for s, _ in checkpoint.list_checkpoints(run_dir)] == [1500, 2000]  # the newest two
+    newest = checkpoint.list_checkpoints(run_dir)[-1][1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=newest.name):
+        code, out, err = _resume_in_process(run_dir, capsys)
+    assert code == 0, err
+    # resumed from step 1500 and trained again to 2000: the same rows, the same parameters
+    assert _rows(run_dir) == _rows(reference)
+    _assert_same_tree(_final_params(run_dir), _final_params(reference))
+
+
+def test_no_usable_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    main(["train", *ARGS[:-1], "--total-steps", "400", "--checkpoint-every", "200", "--run-dir", str(run_dir), "--no-progress"])
+    capsys.readouterr()
+    for _, path in checkpoint.list_checkpoints(run_dir):
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning):
+        code, _, err = _resume_in_process(run_dir, capsys)
+    assert code == 2 and err.count("\n") == 1 and "no usable checkpoint" in err
+
+
+def test_newer_format_and_other_configuration_are_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    main(["train", *ARGS[:-1], "--total-steps", "400", "--checkpoint-every", "200", "--run-dir", str(run_dir), "--no-progress"])
+    capsys.readouterr()
+    config = (run_dir / "config.json").read_text()
+    (run_dir / "config.json").write_text(config.replace('"pessimism": null', '"pessimism": 1.0'))
+    code, _, err = _resume_in_process(run_dir, capsys)
+    assert code == 2 and "another configuration" in err and "Traceback" not in err
+    (run_dir / "config.json").write_text(config)
+
+    _, newest = checkpoint.list_checkpoints(run_dir)[-1]
+    header, _, payload = newest.read_bytes().partition(b"\n")
+    newest.write_bytes(header.replace(b" 2 ", b" 99 ", 1) + b"\n" + payload)
+    code, _, err = _resume_in_process(run_dir, capsys)
+    assert code == 2 and "newer than this iapo" in err
+
+
+class NanObservationEnv(gym.Env):
+    """An env whose 50th observation is NaN."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(3, np.nan) if self.t == 50 else np.ones(3)
+        return obs, 0.0, False, self.t >= 100, {}
+
+
+def test_nan_observation_stops_the_run_naming_it_and_keeps_the_checkpoint(tmp_path, capsys):
+    gym.register("IapoTestNanObs-v0", entry_point=NanObservationEnv)
+    run_dir = tmp_path / "run"
+    code = 0
+    try:
+        main(["train", "--env", "IapoTestNanObs-v0", "--total-steps", "100", "--random-steps", "20",
+              "--checkpoint-every", "30", "--eval-every", "30", "--eval-episodes", "1", "--hidden-sizes", "8",
+              "--critic-hidden-sizes", "8", "--batch-size", "8", "--agent", "direct", "--run-dir", str(run_dir),
+              "--no-progress"])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and "non-finite observation at step 50" in err and "Traceback" not in err
+    assert [s for s, _ in checkpoint.list_checkpoints(run_dir)] == [30]
