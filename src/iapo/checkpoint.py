@@ -33,6 +33,10 @@ class CheckpointError(IapoError):
     """A checkpoint cannot be used (damaged, newer format, another configuration)."""
 
 
+class NewerFormatError(CheckpointError):
+    """A checkpoint written by a newer iapo: an error, never a reason to fall back."""
+
+
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"ckpt_{step:09d}.ckpt"
 
@@ -97,7 +101,7 @@ def read(path: Path) -> dict:
         raise CheckpointError(f"checkpoint {path} is not an iapo checkpoint (bad header)")
     version = int(parts[1])
     if version > FORMAT_VERSION:
-        raise CheckpointError(
+        raise NewerFormatError(
             f"checkpoint {path} has format {version}, newer than this iapo understands ({FORMAT_VERSION}); upgrade iapo"
         )
     if hashlib.sha256(payload).hexdigest().encode() != parts[2]:
@@ -130,9 +134,9 @@ def load_latest(run_dir: Path, template) -> tuple[int, object, dict]:
     for step, path in reversed(found):
         try:
             payload = read(path)
+        except NewerFormatError:
+            raise
         except CheckpointError as exc:
-            if "newer than" in str(exc):
-                raise
             problems.append(str(exc))
             warnings.warn(f"{exc}; trying the one before", stacklevel=2)
             continue
