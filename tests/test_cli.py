@@ -1,4 +1,7 @@
 import csv
+import errno
+import os
+import pathlib
 import json
 import subprocess
 import sys
@@ -56,7 +59,10 @@ def test_smoke_run_writes_every_file_and_evaluate_reads_it(kind, tmp_path, tiny_
         assert {f"objective_per_iteration/iteration_{k}" for k in range(3)} <= set(tags)
 
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "ckpt_000000150.ckpt", "ckpt_000000300.ckpt"]
+        "ckpt_000000150.ckpt", "ckpt_000000300.ckpt", "parts"]
+    # the replay buffer is saved incrementally: each checkpoint adds what came since the one before
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "parts").iterdir()) == [
+        "replay_000000000000_000000000150.part", "replay_000000000150_000000000300.part"]
     assert (run_dir / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     code, out, err = run_cli(["evaluate", str(run_dir), "--episodes", "2", "--iterations", "3"], capsys)
@@ -139,6 +145,28 @@ def test_run_dir_that_is_a_file_is_refused(tmp_path, capsys):
     code, _, err = run_cli(["train", "--run-dir", str(target), "--no-progress"], capsys)
     _assert_one_line_error(code, err, "is a file")
     assert target.read_text() == "keep me"
+
+
+def test_run_dir_that_is_not_writable_is_refused(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "readonly"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("keep me")
+    run_dir.chmod(0o500)
+    if os.access(run_dir, os.W_OK):  # root ignores permissions: refuse writes the way the OS would
+        real = pathlib.Path.write_bytes
+
+        def write_bytes(self, data):
+            if self.parent == run_dir:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return real(self, data)
+
+        monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+    try:
+        code, _, err = run_cli(["train", "--run-dir", str(run_dir), "--no-progress"], capsys)
+    finally:
+        run_dir.chmod(0o700)
+    _assert_one_line_error(code, err, "is not writable", "Permission denied")
+    assert [p.name for p in run_dir.iterdir()] == ["notes.txt"] and (run_dir / "notes.txt").read_text() == "keep me"
 
 
 def test_evaluate_of_a_missing_run_is_a_one_line_error(tmp_path, capsys):

@@ -1,6 +1,8 @@
 """Exact resume: a run killed at any moment and resumed equals a run never interrupted."""
 
 import csv
+import errno
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from iapo.train import TIMING_COLUMNS
 ARGS = ["--env", "InvertedPendulum-v5", "--agent", "iterative", "--iterations", "2", "--action-samples", "3",
         "--hidden-sizes", "16", "16", "--critic-hidden-sizes", "16", "16", "--batch-size", "16",
         "--total-steps", "2000", "--random-steps", "300", "--eval-every", "250", "--eval-episodes", "2",
-        "--checkpoint-every", "500", "--no-progress"]
+        "--checkpoint-every", "500", "--buffer-capacity", "700", "--no-progress"]
 
 
 def _cli(*argv):
@@ -103,12 +105,19 @@ def _resume_in_process(run_dir, capsys):
     return code, *capsys.readouterr()
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(reference, tmp_path, capsys):
+@pytest.mark.parametrize("damaged", ["checkpoint", "replay part"])
+def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(damaged, reference, tmp_path, capsys):
     run_dir = tmp_path / "run"
     main(["train", *ARGS, "--run-dir", str(run_dir)])
     capsys.readouterr()
     assert [s for s, _ in checkpoint.list_checkpoints(run_dir)] == [1500, 2000]  # the newest two
-    newest = checkpoint.list_checkpoints(run_dir)[-1][1]
+    # The buffer (capacity 700) is in parts of 500 transitions; those the two checkpoints need stay.
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "parts").iterdir()) == [
+        f"replay_{a:012d}_{a + 500:012d}.part" for a in (500, 1000, 1500)]
+    if damaged == "checkpoint":
+        newest = checkpoint.list_checkpoints(run_dir)[-1][1]
+    else:  # the part only the newest checkpoint needs
+        newest = run_dir / "checkpoints" / "parts" / "replay_000000001500_000000002000.part"
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
@@ -118,6 +127,34 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(reference, tmp_p
     # resumed from step 1500 and trained again to 2000: the same rows, the same parameters
     assert _rows(run_dir) == _rows(reference)
     _assert_same_tree(_final_params(run_dir), _final_params(reference))
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the disk fills up once the first checkpoint is written
+        if checkpoint.list_checkpoints(run_dir):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    argv = ["train", *ARGS[:-1], "--total-steps", "400", "--checkpoint-every", "200", "--run-dir", str(run_dir),
+            "--no-progress"]
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err
+    assert "the previous one is intact" in err
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert [s for s, _ in checkpoint.list_checkpoints(run_dir)] == [200]
+    assert not list(run_dir.rglob("*.tmp"))
+    code, _, err = _resume_in_process(run_dir, capsys)  # the disk has room again
+    assert code == 0, err
+    assert [s for s, _ in checkpoint.list_checkpoints(run_dir)] == [200, 400]
 
 
 def test_no_usable_checkpoint_is_a_one_line_error(tmp_path, capsys):
@@ -143,7 +180,7 @@ def test_newer_format_and_other_configuration_are_refused(tmp_path, capsys):
 
     _, newest = checkpoint.list_checkpoints(run_dir)[-1]
     header, _, payload = newest.read_bytes().partition(b"\n")
-    newest.write_bytes(header.replace(b" 2 ", b" 99 ", 1) + b"\n" + payload)
+    newest.write_bytes(header.replace(b" %d " % checkpoint.FORMAT_VERSION, b" 99 ", 1) + b"\n" + payload)
     code, _, err = _resume_in_process(run_dir, capsys)
     assert code == 2 and "newer than this iapo" in err
 

@@ -1,11 +1,14 @@
 """Crash-safe checkpoints of a whole training run.
 
 A checkpoint file is a header line `IAPO-CKPT <format> <sha256 of the payload>` followed by the
-payload, a pickle of plain Python and NumPy objects: the agent state as a state dict, and
-whatever else the training loop hands over (RNG states, environments, replay buffer, counters).
-Files are written to a temporary name, fsynced and renamed, so a crash leaves either the old or
-the new file, never half of one. The newest two are kept; loading verifies the checksum and
-falls back to the older one, with a warning, when the newest is damaged.
+payload, a pickle of plain Python and NumPy objects: the agent state as a state dict, whatever
+else the training loop hands over (RNG states, environments, counters), and references to
+*parts*, files under `checkpoints/parts/` that several checkpoints share. The replay buffer is
+saved as parts, one per checkpoint with what was added since the one before, so the cost of a
+checkpoint does not grow with the buffer. Files are written to a temporary name, fsynced and
+renamed, so a crash leaves either the old or the new file, never half of one. The newest two
+checkpoints are kept, with the parts they reference; loading verifies every checksum and falls
+back to the older checkpoint, with a warning, when the newest or one of its parts is damaged.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import numpy as np
 
 from iapo.errors import IapoError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 KEEP = 2
 _MAGIC = b"IAPO-CKPT"
 _NAME = re.compile(r"^ckpt_(\d{9})\.ckpt$")
+PARTS = "parts"  # folder of the parts that checkpoints share
 
 
 class CheckpointError(IapoError):
@@ -58,25 +62,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save(run_dir: Path, step: int, state, extra: dict | None = None) -> Path:
-    """Write the agent `state` and `extra` at `step` atomically; keep the newest two."""
-    path = checkpoint_path(run_dir, step)
+def _write_atomic(path: Path, obj) -> str:
+    """Write `obj` with its header to `path` through a fsynced temporary file; its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = pickle.dumps(
-        {
-            "format_version": FORMAT_VERSION,
-            "step": step,
-            "state": flax.serialization.to_state_dict(jax.device_get(state)),
-            "extra": extra or {},
-        },
-        protocol=pickle.HIGHEST_PROTOCOL,
-    )
-    header = b"%s %d %s\n" % (_MAGIC, FORMAT_VERSION, hashlib.sha256(payload).hexdigest().encode())
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    digest = hashlib.sha256(payload).hexdigest()
+    header = b"%s %d %s\n" % (_MAGIC, FORMAT_VERSION, digest.encode())
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(header)
-            f.write(payload)
+            f.write(memoryview(payload))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -84,29 +80,86 @@ def save(run_dir: Path, step: int, state, extra: dict | None = None) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise IapoError(f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous one is intact") from None
-    for _, old in list_checkpoints(run_dir)[:-KEEP]:
+    return digest
+
+
+def write_part(run_dir: Path, name: str, obj) -> dict:
+    """Write a part of a checkpoint (a piece of the replay buffer) that later checkpoints share;
+    returns the reference to pass to `save`."""
+    return {"name": name, "sha256": _write_atomic(Path(run_dir) / "checkpoints" / PARTS / f"{name}.part", obj)}
+
+
+def save(run_dir: Path, step: int, state, extra: dict | None = None, parts: list[dict] = ()) -> Path:
+    """Write the agent `state`, `extra` and references to `parts` at `step` atomically.
+
+    The newest two checkpoints are kept, and the parts that they reference."""
+    path = checkpoint_path(run_dir, step)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "state": flax.serialization.to_state_dict(jax.device_get(state)),
+        "extra": extra or {},
+        "parts": list(parts),
+    }
+    _write_atomic(path, payload)
+    kept = list_checkpoints(run_dir)
+    for _, old in kept[:-KEEP]:
         old.unlink(missing_ok=True)
+    _remove_unreferenced_parts(Path(run_dir), [p for _, p in kept[-KEEP:] if p != path], payload["parts"])
     return path
+
+
+def _remove_unreferenced_parts(run_dir: Path, others: list[Path], refs: list[dict]) -> None:
+    names = {r["name"] for r in refs}
+    for other in others:
+        try:
+            names |= {r["name"] for r in read(other).get("parts", [])}
+        except CheckpointError:
+            return  # cannot tell what a damaged checkpoint needs: remove nothing
+    folder = run_dir / "checkpoints" / PARTS
+    if folder.is_dir():
+        for f in folder.iterdir():
+            if f.suffix == ".part" and f.stem not in names:
+                f.unlink(missing_ok=True)
+
+
+def _verified(path: Path, what: str) -> tuple[bytes, bytes]:
+    """(header sha256, payload) of a checkpoint or part file whose checksum matches."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    header, _, payload = data.partition(b"\n")
+    parts = header.split(b" ")
+    if len(parts) != 3 or parts[0] != _MAGIC or not parts[1].isdigit():
+        raise CheckpointError(f"{what} {path} is not an iapo checkpoint (bad header)")
+    version = int(parts[1])
+    if version > FORMAT_VERSION:
+        raise NewerFormatError(
+            f"{what} {path} has format {version}, newer than this iapo understands ({FORMAT_VERSION}); upgrade iapo"
+        )
+    if version < FORMAT_VERSION:
+        raise CheckpointError(f"{what} {path} has format {version}, from an older iapo that this one cannot read")
+    if hashlib.sha256(payload).hexdigest().encode() != parts[2]:
+        raise CheckpointError(f"{what} {path} is damaged (checksum mismatch)")
+    return parts[2], payload
 
 
 def read(path: Path) -> dict:
     """The verified payload of one checkpoint file."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-    header, _, payload = data.partition(b"\n")
-    parts = header.split(b" ")
-    if len(parts) != 3 or parts[0] != _MAGIC or not parts[1].isdigit():
-        raise CheckpointError(f"checkpoint {path} is not an iapo checkpoint (bad header)")
-    version = int(parts[1])
-    if version > FORMAT_VERSION:
-        raise NewerFormatError(
-            f"checkpoint {path} has format {version}, newer than this iapo understands ({FORMAT_VERSION}); upgrade iapo"
-        )
-    if hashlib.sha256(payload).hexdigest().encode() != parts[2]:
-        raise CheckpointError(f"checkpoint {path} is damaged (checksum mismatch)")
-    return pickle.loads(payload)
+    return pickle.loads(_verified(path, "checkpoint")[1])
+
+
+def read_parts(run_dir: Path, payload: dict) -> list:
+    """The verified parts a checkpoint's payload references, in its order."""
+    out = []
+    for ref in payload.get("parts", []):
+        path = Path(run_dir) / "checkpoints" / PARTS / f"{ref['name']}.part"
+        digest, data = _verified(path, "checkpoint part")
+        if digest.decode() != ref["sha256"]:
+            raise CheckpointError(f"checkpoint part {path} is not the one its checkpoint was written with")
+        out.append(pickle.loads(data))
+    return out
 
 
 def restore_state(payload: dict, template, path: Path):
@@ -121,8 +174,10 @@ def restore_state(payload: dict, template, path: Path):
     return state
 
 
-def load_latest(run_dir: Path, template) -> tuple[int, object, dict]:
-    """(step, agent state, extra) of the newest usable checkpoint.
+def load_latest(run_dir: Path, template, with_parts: bool = False) -> tuple[int, object, dict]:
+    """(step, agent state, extra) of the newest usable checkpoint; extra["part_refs"] are the
+    references to its parts, and with `with_parts` these are read and verified too and are in
+    extra["parts"].
 
     A damaged newest checkpoint gives a warning naming it and the one before is used; a
     checkpoint of a newer format or another configuration is an error, not a fallback.
@@ -134,6 +189,9 @@ def load_latest(run_dir: Path, template) -> tuple[int, object, dict]:
     for step, path in reversed(found):
         try:
             payload = read(path)
+            payload["extra"]["part_refs"] = payload.get("parts", [])
+            if with_parts:
+                payload["extra"]["parts"] = read_parts(run_dir, payload)
         except NewerFormatError:
             raise
         except CheckpointError as exc:

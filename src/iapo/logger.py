@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iapo.errors import IapoError
+
 # The columns of metrics.csv, in order, with their meaning (also in docs/run-directory.md).
 COLUMNS = {
     "step": "environment steps taken so far",
@@ -61,6 +63,13 @@ class RunLogger:
         self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def log(self, row: dict, per_iteration: np.ndarray | None = None) -> None:
+        try:
+            self._log(row, per_iteration)
+        except OSError as exc:  # a full disk, a removed folder
+            raise IapoError(f"cannot write the metrics of step {row['step']} in {self.run_dir}: "
+                            f"{exc.strerror or exc}") from None
+
+    def _log(self, row: dict, per_iteration: np.ndarray | None) -> None:
         self._writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
         self._csv.flush()
         step = int(row["step"])
@@ -74,8 +83,11 @@ class RunLogger:
         plot_learning_curve(self.csv_path, self.run_dir / "learning_curve.png", self.title)
 
     def close(self) -> None:
-        self._csv.close()
-        self._tb.close()
+        try:
+            self._csv.close()
+            self._tb.close()
+        except OSError as exc:
+            raise IapoError(f"cannot write the logs in {self.run_dir}: {exc.strerror or exc}") from None
 
 
 def _truncate_rows(csv_path: Path, last_step: int) -> None:

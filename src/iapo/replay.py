@@ -1,4 +1,22 @@
-"""A preallocated replay buffer of transitions, in host memory."""
+"""A preallocated replay buffer of transitions in host memory, each observation stored once.
+
+Transition t (counted from 0 over the whole run) lives in slot t mod (capacity + 1). Row `obs[s]`
+is the observation the transition in slot s started from; its next observation is the following
+row, which the next transition overwrites with that same observation. The ring has one row more
+than its capacity so that the row after the newest transition can hold that transition's next
+observation. At an episode's end the following transition starts from a reset observation
+instead, so the final observation of an ending transition is kept apart, in `final_obs`: a
+first-in first-out ring with one row per episode end in the buffer, grown by doubling when
+needed.
+
+Memory: (capacity + 1) observation and action rows, one float32 reward and one byte of flags
+per slot, plus one observation row and one int64 per episode end in the buffer; that is the raw
+size of (observation, action, reward, flags) per transition, plus the episode ends.
+
+For checkpoints, `export(start, stop)` gives the transitions [start, stop) (those still in the
+buffer) as plain arrays, and `restore(meta, parts)` rebuilds the buffer from the parts that
+cover its contents, so a checkpoint only writes what was added since the one before.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +24,188 @@ import numpy as np
 
 from iapo.agent import Batch
 
+TERMINATED = np.uint8(1)  # the episode ended in a terminal state: no bootstrapping
+EPISODE_END = np.uint8(2)  # the episode ended here (terminated or truncated)
+_MIN_FINALS = 64
+
 
 class ReplayBuffer:
     def __init__(self, capacity: int, obs_dim: int, act_dim: int):
+        if capacity < 1:
+            raise ValueError(f"replay capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        self.obs = np.zeros((capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.action = np.zeros((capacity, act_dim), np.float32)
-        self.reward = np.zeros((capacity,), np.float32)
-        self.terminated = np.zeros((capacity,), np.float32)
-        self.position = 0  # next slot to write
-        self.size = 0
+        rows = capacity + 1
+        self.obs = np.zeros((rows, obs_dim), np.float32)
+        self.action = np.zeros((rows, act_dim), np.float32)
+        self.reward = np.zeros((rows,), np.float32)
+        self.flags = np.zeros((rows,), np.uint8)
+        self.added = 0  # transitions added over the whole run
+        # Final observations of the episode ends in the buffer, oldest first, as a ring:
+        # entry k (counted over the run) is at k mod len(final_t).
+        self.final_obs = np.zeros((_MIN_FINALS, obs_dim), np.float32)
+        self.final_t = np.zeros((_MIN_FINALS,), np.int64)  # the transition each belongs to
+        self.finals_added = 0
+        self.finals_live = 0
 
-    def add(self, obs, action, reward: float, next_obs, terminated: bool) -> None:
-        i = self.position
-        self.obs[i] = obs
-        self.action[i] = action
-        self.reward[i] = reward
-        self.next_obs[i] = next_obs
-        self.terminated[i] = float(terminated)
-        self.position = (i + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
+    @property
+    def size(self) -> int:
+        return min(self.added, self.capacity)
+
+    @property
+    def first(self) -> int:
+        """The oldest transition still in the buffer."""
+        return self.added - self.size
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.obs, self.action, self.reward, self.flags, self.final_obs, self.final_t)
+        return sum(a.nbytes for a in arrays)
+
+    def _slot(self, t):
+        return t % (self.capacity + 1)
+
+    # -- writing -----------------------------------------------------------------------------
+    def add(self, obs, action, reward: float, next_obs, terminated: bool, episode_end: bool | None = None) -> None:
+        """Add one transition. `episode_end` (default: `terminated`) marks the episode's last
+        step, after which the next transition may start from a reset observation; any other
+        transition must start from the last one's next observation."""
+        end = terminated if episode_end is None else (episode_end or terminated)
+        t = self.added
+        if t > 0 and not self.flags[self._slot(t - 1)] & EPISODE_END:
+            if not np.array_equal(self.obs[self._slot(t)], np.asarray(obs, np.float32)):
+                raise ValueError(
+                    "a transition must start from the last one's next observation unless that one "
+                    "ended its episode (episode_end=True)"
+                )
+        if t >= self.capacity:  # evict the oldest transition
+            if self.flags[self._slot(t - self.capacity)] & EPISODE_END:
+                self.finals_live -= 1
+        s = self._slot(t)
+        self.obs[s] = obs
+        self.action[s] = action
+        self.reward[s] = reward
+        self.flags[s] = (TERMINATED if terminated else 0) | (EPISODE_END if end else 0)
+        self.obs[self._slot(t + 1)] = next_obs  # overwritten by the next transition's observation
+        if end:
+            self._push_final(t, next_obs)
+        self.added = t + 1
+
+    def _push_final(self, t: int, obs) -> None:
+        if self.finals_live == len(self.final_t):
+            self._grow_finals(2 * len(self.final_t))
+        k = self.finals_added % len(self.final_t)
+        self.final_obs[k] = obs
+        self.final_t[k] = t
+        self.finals_added += 1
+        self.finals_live += 1
+
+    def _grow_finals(self, n: int) -> None:
+        live = np.arange(self.finals_added - self.finals_live, self.finals_added)
+        final_obs = np.zeros((n, self.obs.shape[1]), np.float32)
+        final_t = np.zeros((n,), np.int64)
+        final_obs[live % n] = self.final_obs[live % len(self.final_t)]
+        final_t[live % n] = self.final_t[live % len(self.final_t)]
+        self.final_obs, self.final_t = final_obs, final_t
+
+    # -- reading -----------------------------------------------------------------------------
+    def _final_rows(self, t: np.ndarray) -> np.ndarray:
+        """Rows of `final_obs` that hold the final observations of the ending transitions t."""
+        n, live = len(self.final_t), self.finals_live
+        head = (self.finals_added - live) % n
+        if head + live <= n:  # the live entries are one contiguous, sorted run
+            k = np.searchsorted(self.final_t[head : head + live], t)
+        else:  # they wrap around: [head, n) then [0, rest), each sorted, the first before the second
+            first = self.final_t[head:]
+            k = np.where(
+                t <= first[-1],
+                np.searchsorted(first, t),
+                len(first) + np.searchsorted(self.final_t[: live - len(first)], t),
+            )
+        return (head + k) % n
+
+    def next_obs(self, t: np.ndarray) -> np.ndarray:
+        """The next observations of transitions t (absolute indices in the buffer)."""
+        s = self._slot(t)
+        out = self.obs[self._slot(t + 1)]
+        ends = (self.flags[s] & EPISODE_END).astype(bool)
+        if ends.any():
+            out[ends] = self.final_obs[self._final_rows(t[ends])]
+        return out
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        idx = rng.integers(0, self.size, size=batch_size)
+        t = self.first + rng.integers(0, self.size, size=batch_size)
+        s = self._slot(t)
         return Batch(
-            obs=self.obs[idx],
-            action=self.action[idx],
-            reward=self.reward[idx],
-            next_obs=self.next_obs[idx],
-            terminated=self.terminated[idx],
+            obs=self.obs[s],
+            action=self.action[s],
+            reward=self.reward[s],
+            next_obs=self.next_obs(t),
+            terminated=(self.flags[s] & TERMINATED).astype(np.float32),
         )
 
-    _FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
-
-    def state_dict(self) -> dict:
-        """The filled part of the buffer and its position (what a checkpoint needs)."""
+    # -- checkpoints -------------------------------------------------------------------------
+    def export(self, start: int, stop: int) -> dict:
+        """Transitions [start, stop) as arrays; only those still in the buffer."""
+        start = max(start, self.first)
+        t = np.arange(start, stop)
+        s = self._slot(t)
+        flags = self.flags[s]
+        ends = t[(flags & EPISODE_END).astype(bool)]
         return {
-            "position": self.position,
-            "size": self.size,
-            **{name: getattr(self, name)[: self.size].copy() for name in self._FIELDS},
+            "start": start,
+            "stop": stop,
+            "obs": self.obs[s],
+            "action": self.action[s],
+            "reward": self.reward[s],
+            "flags": flags,
+            "final_obs": self.final_obs[self._final_rows(ends)] if len(ends) else self.final_obs[:0].copy(),
         }
 
-    def load_state_dict(self, data: dict) -> None:
-        size = int(data["size"])
-        if size > self.capacity:
-            raise ValueError(f"replay buffer of {size} transitions does not fit capacity {self.capacity}")
-        for name in self._FIELDS:
-            getattr(self, name)[:size] = data[name]
-        self.position, self.size = int(data["position"]), size
+    def meta(self) -> dict:
+        """What `restore` needs beside the parts: the counters and the newest next observation."""
+        return {
+            "capacity": self.capacity,
+            "added": self.added,
+            "pending_obs": self.obs[self._slot(self.added)].copy(),
+        }
+
+    def restore(self, meta: dict, parts: list[dict]) -> None:
+        """Rebuild the buffer from `meta` and parts covering its transitions, oldest first."""
+        if int(meta["capacity"]) != self.capacity:
+            raise ValueError(f"replay buffer of capacity {meta['capacity']} does not match {self.capacity}")
+        self.__init__(self.capacity, self.obs.shape[1], self.action.shape[1])
+        added = int(meta["added"])
+        first = max(0, added - self.capacity)
+        covered = first
+        finals_t, finals_obs = [], []
+        for part in parts:
+            start, stop = int(part["start"]), int(part["stop"])
+            if stop <= covered:  # evicted since
+                continue
+            if start > covered:
+                raise ValueError(f"replay parts do not cover transitions {covered}..{added}")
+            keep = slice(covered - start, stop - start)
+            t = np.arange(covered, stop)
+            s = self._slot(t)
+            self.obs[s] = part["obs"][keep]
+            self.action[s] = part["action"][keep]
+            self.reward[s] = part["reward"][keep]
+            self.flags[s] = part["flags"][keep]
+            end_mask = (part["flags"] & EPISODE_END).astype(bool)
+            part_ends = np.arange(start, stop)[end_mask]
+            live = part_ends >= covered
+            finals_t.append(part_ends[live])
+            finals_obs.append(part["final_obs"][live])
+            covered = stop
+        if covered != added:
+            raise ValueError(f"replay parts end at transition {covered}, the buffer at {added}")
+        self.added = added
+        self.obs[self._slot(added)] = meta["pending_obs"]
+        if finals_t:
+            final_t, final_obs = np.concatenate(finals_t), np.concatenate(finals_obs)
+            n = max(_MIN_FINALS, 1 << int(len(final_t) - 1).bit_length())
+            self.final_t = np.zeros((n,), np.int64)
+            self.final_obs = np.zeros((n, self.obs.shape[1]), np.float32)
+            self.final_t[: len(final_t)] = final_t
+            self.final_obs[: len(final_t)] = final_obs
+            self.finals_added = self.finals_live = len(final_t)

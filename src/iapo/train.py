@@ -172,6 +172,8 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.buffer = ReplayBuffer(min(config.buffer_capacity, config.total_steps), obs_dim, self.act_dim)
         self.loop = Loop()
+        self.replay_parts: list[dict] = []  # the checkpoint parts that hold the buffer's contents
+        self.replay_saved = 0  # transitions added before the last checkpoint
         if resume:
             self._restore()
         else:
@@ -191,12 +193,21 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "env": get_state(self.env),
             "eval_envs": [get_state(e) for e in self.eval_envs],
-            "buffer": self.buffer.state_dict(),
+            "replay": self.buffer.meta(),
         }
-        return checkpoint.save(self.run_dir, self.loop.step, self.state, extra)
+        # The replay buffer goes into parts: one new part with the transitions added since the
+        # last checkpoint, and references to the earlier parts whose transitions are still in it.
+        buffer, start = self.buffer, max(self.replay_saved, self.buffer.first)
+        self.replay_parts = [r for r in self.replay_parts if r["stop"] > buffer.first]
+        if buffer.added > start:
+            ref = checkpoint.write_part(self.run_dir, f"replay_{start:012d}_{buffer.added:012d}",
+                                        buffer.export(start, buffer.added))
+            self.replay_parts.append({**ref, "stop": buffer.added})
+        self.replay_saved = buffer.added
+        return checkpoint.save(self.run_dir, self.loop.step, self.state, extra, self.replay_parts)
 
     def _restore(self) -> None:
-        step, state, extra = checkpoint.load_latest(self.run_dir, self.state)
+        step, state, extra = checkpoint.load_latest(self.run_dir, self.state, with_parts=True)
         if _identity(extra.get("config", {})) != _identity(json.loads(json.dumps(to_dict(self.config)))):
             raise checkpoint.CheckpointError(
                 f"the checkpoint of step {step} in {self.run_dir} belongs to another configuration than its config.json"
@@ -210,7 +221,12 @@ class Trainer:
         for env, env_state in zip(self.eval_envs, extra["eval_envs"]):
             env.reset(seed=0)
             set_state(env, env_state)
-        self.buffer.load_state_dict(extra["buffer"])
+        try:
+            self.buffer.restore(extra["replay"], extra["parts"])
+        except ValueError as exc:
+            raise checkpoint.CheckpointError(f"the checkpoint of step {step} in {self.run_dir}: {exc}") from None
+        self.replay_parts = list(extra["part_refs"])
+        self.replay_saved = self.buffer.added
 
     # -- one step ----------------------------------------------------------------------------
     def step(self) -> None:
@@ -227,7 +243,7 @@ class Trainer:
         if not np.all(np.isfinite(next_obs)) or not np.isfinite(reward):
             what = "observation" if not np.all(np.isfinite(next_obs)) else "reward"
             raise NumericError(f"the environment returned a non-finite {what} at step {loop.step}")
-        self.buffer.add(loop.obs, action, reward, next_obs, terminated)
+        self.buffer.add(loop.obs, action, reward, next_obs, terminated, episode_end=terminated or truncated)
         loop.episode_return += float(reward)
         loop.obs = next_obs
         if terminated or truncated:
@@ -297,10 +313,14 @@ class Trainer:
                         name = signal.Signals(self.stop_signal).name
                         print(f"{name} at step {step}: checkpoint written; resume with: iapo train --resume {self.run_dir}")
                         break
+        except BaseException:
+            self.close(quiet=True)  # a failure while closing must not hide the one that stopped the run
+            raise
+        else:
+            self.close()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.close()
         return self.run_dir
 
     def _on_signal(self, signum, frame) -> None:
@@ -308,11 +328,16 @@ class Trainer:
             raise KeyboardInterrupt
         self.stop_signal = signum
 
-    def close(self) -> None:
-        self.logger.close()
-        self.env.close()
-        for e in self.eval_envs:
-            e.close()
+    def close(self, quiet: bool = False) -> None:
+        try:
+            self.logger.close()
+        except IapoError:
+            if not quiet:
+                raise
+        finally:
+            self.env.close()
+            for e in self.eval_envs:
+                e.close()
 
 
 def _identity(config: dict) -> dict:
