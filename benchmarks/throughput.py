@@ -37,7 +37,7 @@ def measure(env_id: str, kind: str, random_steps: int, steps: int, warmup: int =
     def env_step(action):
         nonlocal obs
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated)
+        buffer.add(obs, action, reward, next_obs, terminated, episode_end=terminated or truncated)
         obs = env.reset()[0] if terminated or truncated else next_obs
 
     for _ in range(random_steps):

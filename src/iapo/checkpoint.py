@@ -123,13 +123,15 @@ def _remove_unreferenced_parts(run_dir: Path, others: list[Path], refs: list[dic
                 f.unlink(missing_ok=True)
 
 
-def _verified(path: Path, what: str) -> tuple[bytes, bytes]:
-    """(header sha256, payload) of a checkpoint or part file whose checksum matches."""
+def _verified(path: Path, what: str) -> tuple[bytes, memoryview]:
+    """(header sha256, payload) of a checkpoint or part file whose checksum matches; the
+    payload is a view of the file's bytes, not a copy (parts can be gigabytes)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    header, _, payload = data.partition(b"\n")
+    newline = data.find(b"\n", 0, 200)
+    header, payload = data[: max(newline, 0)], memoryview(data)[newline + 1 :]
     parts = header.split(b" ")
     if len(parts) != 3 or parts[0] != _MAGIC or not parts[1].isdigit():
         raise CheckpointError(f"{what} {path} is not an iapo checkpoint (bad header)")
