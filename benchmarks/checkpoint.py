@@ -38,7 +38,7 @@ def _rss_gib() -> float:
 
 
 def fill(trainer: Trainer, n: int, rng: np.random.Generator) -> None:
-    buffer = trainer.buffer
+    buffer = trainer.runs[0].buffer
     obs_dim, act_dim = buffer.obs.shape[1], buffer.action.shape[1]
     noise = rng.normal(size=(1024, obs_dim)).astype(np.float32)
     action = np.zeros(act_dim, np.float32)
@@ -49,7 +49,7 @@ def fill(trainer: Trainer, n: int, rng: np.random.Generator) -> None:
         end = t % EPISODE == EPISODE - 1
         buffer.add(obs, action, 1.0, next_obs, False, episode_end=end)
         obs = noise[(t + 3) % 1024] if end else next_obs
-    trainer.loop.step = buffer.added
+    trainer.runs[0].loop.step = buffer.added
 
 
 def timed_save(trainer: Trainer) -> float:
@@ -69,7 +69,7 @@ def main() -> None:
     config = TrainConfig(env="Humanoid-v5", total_steps=args.capacity, buffer_capacity=args.capacity,
                          run_dir=str(root / "run"), overwrite=True, progress=False)
     trainer = Trainer(config)
-    buffer = trainer.buffer
+    buffer = trainer.runs[0].buffer
     obs_dim, act_dim = buffer.obs.shape[1], buffer.action.shape[1]
     rng = np.random.default_rng(0)
     print(f"{platform.processor() or platform.machine()}, {platform.python_version()}; Humanoid-v5: "
@@ -95,7 +95,7 @@ def main() -> None:
         print(f"RSS while training (buffer full): {_rss_gib():.2f} GiB")
 
         start = time.perf_counter()
-        step, _, extra = checkpoint.load_latest(trainer.run_dir, trainer.state, with_parts=True)
+        step, _, extra = checkpoint.load_latest(trainer.run_dir, trainer.templates[0], with_parts=True)
         load = time.perf_counter() - start
         print(f"reading checkpoint {step} back with its {len(extra['parts'])} parts (a resume): {load:.3f} s")
 

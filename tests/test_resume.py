@@ -45,10 +45,10 @@ def _assert_same_tree(a, b):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def _start_and_signal(run_dir, sig):
-    """Start a training subprocess, send `sig` once its first checkpoint exists."""
-    proc = subprocess.Popen(_cli("train", *ARGS, "--run-dir", str(run_dir)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def _start_and_signal(run_dir, sig, argv=None):
+    """Start a training subprocess, send `sig` once `run_dir` has a checkpoint."""
+    argv = argv or ["train", *ARGS, "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(_cli(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not checkpoint.list_checkpoints(run_dir):
         assert proc.poll() is None, proc.communicate()

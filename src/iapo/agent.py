@@ -125,8 +125,7 @@ def _critic_loss(critic_params, agent: Agent, batch: Batch, target: jax.Array):
     return loss, jnp.mean(q)
 
 
-@functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
-def update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, dict]:
+def _update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, dict]:
     """One training update: critic targets, critics, policy optimizer, temperature, targets."""
     TRACE_COUNT["update"] += 1
     cfg = agent.config
@@ -202,8 +201,7 @@ def update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, d
     return new_state, info
 
 
-@functools.partial(jax.jit, static_argnames=("agent", "deterministic", "iterations"))
-def act(
+def _act(
     agent: Agent,
     state: AgentState,
     obs: jax.Array,
@@ -226,3 +224,22 @@ def act(
         return dist.mode(lam), key
     action, _ = dist.sample(lam, k_sample)
     return action, key
+
+
+update = jax.jit(_update, static_argnames="agent", donate_argnames="state")
+act = jax.jit(_act, static_argnames=("agent", "deterministic", "iterations"))
+
+
+# Independent seeds trained together: every array of `state`, `batch`, `obs` and `key` has a
+# leading seed axis (S, ...), and one call updates, or acts for, all S seeds.
+@functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
+def update_seeds(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, dict]:
+    return jax.vmap(functools.partial(_update, agent))(state, batch)
+
+
+@functools.partial(jax.jit, static_argnames=("agent", "deterministic", "iterations"))
+def act_seeds(agent: Agent, state: AgentState, obs: jax.Array, key: jax.Array, deterministic: bool = False,
+              iterations: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """Actions (S, B, d) for states (S, B, obs_dim), and the next keys (S, 2)."""
+    fn = functools.partial(_act, agent, deterministic=deterministic, iterations=iterations)
+    return jax.vmap(fn)(state, obs, key)

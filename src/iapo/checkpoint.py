@@ -41,6 +41,10 @@ class NewerFormatError(CheckpointError):
     """A checkpoint written by a newer iapo: an error, never a reason to fall back."""
 
 
+class MismatchError(CheckpointError):
+    """A checkpoint of another agent or configuration: an error, never a reason to fall back."""
+
+
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"ckpt_{step:09d}.ckpt"
 
@@ -170,16 +174,25 @@ def restore_state(payload: dict, template, path: Path):
         state = flax.serialization.from_state_dict(template, payload["state"])
         shapes_match = jax.tree.all(jax.tree.map(lambda a, b: np.shape(a) == np.shape(b), template, state))
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint {path} does not match this agent's configuration ({exc})") from None
+        raise MismatchError(f"checkpoint {path} does not match this agent's configuration ({exc})") from None
     if not shapes_match:
-        raise CheckpointError(f"checkpoint {path} does not match this agent's configuration (shapes differ)")
+        raise MismatchError(f"checkpoint {path} does not match this agent's configuration (shapes differ)")
     return state
 
 
+def load(path: Path, template, with_parts: bool = False) -> tuple[object, dict]:
+    """(agent state, extra) of one checkpoint. extra["part_refs"] are the references to its
+    parts; with `with_parts` these are read and verified too and are in extra["parts"]."""
+    payload = read(path)
+    extra = payload.get("extra", {})
+    extra["part_refs"] = payload.get("parts", [])
+    if with_parts:
+        extra["parts"] = read_parts(Path(path).parent.parent, payload)
+    return restore_state(payload, template, path), extra
+
+
 def load_latest(run_dir: Path, template, with_parts: bool = False) -> tuple[int, object, dict]:
-    """(step, agent state, extra) of the newest usable checkpoint; extra["part_refs"] are the
-    references to its parts, and with `with_parts` these are read and verified too and are in
-    extra["parts"].
+    """(step, agent state, extra) of the newest usable checkpoint (see `load`).
 
     A damaged newest checkpoint gives a warning naming it and the one before is used; a
     checkpoint of a newer format or another configuration is an error, not a fallback.
@@ -190,15 +203,10 @@ def load_latest(run_dir: Path, template, with_parts: bool = False) -> tuple[int,
     problems = []
     for step, path in reversed(found):
         try:
-            payload = read(path)
-            payload["extra"]["part_refs"] = payload.get("parts", [])
-            if with_parts:
-                payload["extra"]["parts"] = read_parts(run_dir, payload)
-        except NewerFormatError:
+            return step, *load(path, template, with_parts)
+        except (NewerFormatError, MismatchError):
             raise
         except CheckpointError as exc:
             problems.append(str(exc))
             warnings.warn(f"{exc}; trying the one before", stacklevel=2)
-            continue
-        return step, restore_state(payload, template, path), payload.get("extra", {})
     raise CheckpointError("no usable checkpoint: " + "; ".join(problems))

@@ -141,6 +141,10 @@ class TrainConfig:
     seed: int = 0
     """Random seed (networks, replay sampling, exploration, environments)."""
 
+    seeds: tuple[int, ...] | None = None
+    """Train these seeds together in one process (one vmapped update and act for all); seed s
+    writes its own run to RUN_DIR/seed_<s>. Replaces --seed."""
+
     total_steps: int = 1_000_000
     """Environment steps to train for."""
 
@@ -190,6 +194,14 @@ class TrainConfig:
         _positive_int("checkpoint-every", self.checkpoint_every)
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
+        if self.seeds is not None:
+            if not self.seeds:
+                raise ConfigError("--seeds must name at least one seed")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError(f"--seeds must not repeat a seed, got {' '.join(map(str, self.seeds))}")
+            for seed in self.seeds:
+                if not 0 <= seed < 2**32:
+                    raise ConfigError(f"--seeds must be in [0, 2**32), got {seed}")
         if self.buffer_capacity > 2**31:
             raise ConfigError(f"--buffer-capacity {self.buffer_capacity} is too large (at most 2**31)")
         if not self.env:
@@ -212,6 +224,8 @@ def train_config_from_dict(data: dict) -> TrainConfig:
         if name in agent_data:
             agent_data[name] = tuple(agent_data[name])
     rest = {k: v for k, v in data.items() if k != "algo"}
+    if rest.get("seeds") is not None:
+        rest["seeds"] = tuple(rest["seeds"])
     return TrainConfig(algo=AgentConfig(**agent_data), **rest)
 
 

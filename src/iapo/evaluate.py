@@ -19,6 +19,11 @@ def load_agent(run_dir: Path):
     from iapo.cli import load_run_config
 
     config = load_run_config(run_dir)
+    if config.seeds is not None:
+        raise IapoError(
+            f"{run_dir} holds seeds {' '.join(map(str, config.seeds))} trained together; "
+            f"name one of them: {run_dir / f'seed_{config.seeds[0]}'}"
+        )
     env = make_env(config.env)
     obs_dim, act_dim = dims(env)
     env.close()

@@ -134,3 +134,35 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: str) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, out_path)
+
+
+def plot_seed_curves(csv_paths: list[Path], labels: list[str], out_path: Path, title: str) -> None:
+    """Evaluation return of several seeds: mean +- std over seeds, and each seed thinly."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [read_metrics(p) for p in csv_paths]
+    curves = [(m, label) for m, label in zip(curves, labels) if m]
+    if not curves:
+        return
+    n = min(len(m["step"]) for m, _ in curves)  # the steps every seed has reached
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for m, label in curves:
+        ax.plot(m["step"], m["eval_return_mean"], lw=0.8, alpha=0.45, label=label)
+    if n:
+        returns = np.stack([m["eval_return_mean"][:n] for m, _ in curves])
+        step, mean, std = curves[0][0]["step"][:n], returns.mean(0), returns.std(0)
+        ax.plot(step, mean, color="k", lw=2, label=f"mean of {len(curves)} seeds")
+        ax.fill_between(step, mean - std, mean + std, color="k", alpha=0.15)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    tmp = out_path.with_name(out_path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out_path)

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo import checkpoint
-from iapo.agent import Agent, AgentState, act, update
+from iapo.agent import Agent, AgentState, act, act_seeds, update_seeds
 from iapo.config import TrainConfig, to_dict
 from iapo.env_state import get_state, set_state
 from iapo.envs import check_env_id, dims, make_env
 from iapo.errors import IapoError, RunDirError
-from iapo.logger import RunLogger
+from iapo.logger import RunLogger, plot_seed_curves
 from iapo.replay import ReplayBuffer
 
 
@@ -41,7 +42,10 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--run-dir {run_dir} is a file, not a directory")
     old_config = run_dir / "config.json"
-    if any((run_dir / name).exists() for name in RUN_FILES) and not config.overwrite:
+    existing = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+    if run_dir.is_dir():
+        existing += [p for p in run_dir.glob("seed_*") if (p / "config.json").exists()]
+    if existing and not config.overwrite:
         try:
             same = _identity(json.loads(old_config.read_text())) == _identity(json.loads(json.dumps(to_dict(config))))
         except (OSError, ValueError):
@@ -59,8 +63,7 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     except OSError as exc:
         raise RunDirError(f"--run-dir {run_dir} is not writable: {exc.strerror or exc}") from None
     if config.overwrite:
-        for name in RUN_FILES:
-            path = run_dir / name
+        for path in existing:
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():
@@ -84,25 +87,45 @@ def evaluate_episodes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run one episode in each env side by side with the deterministic action tanh(mu).
 
-    One act call serves all envs at each step; finished envs keep stepping in the batch with
-    their last observation and are ignored. Returns (returns, lengths), one per env.
+    One act call serves all envs at each step. Returns (returns, lengths), one per env.
     """
-    n = len(envs)
-    seeds = seeds or [None] * n
-    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)]).astype(np.float32)
-    returns = np.zeros(n)
-    lengths = np.zeros(n, np.int64)
-    active = np.ones(n, bool)
+
+    def policy(obs, key):
+        actions, key = act(agent, state, jnp.asarray(obs[0]), key, deterministic=True, iterations=iterations)
+        return np.asarray(actions)[None], key
+
+    returns, lengths = _rollouts(policy, [envs], key, [seeds or [None] * len(envs)])
+    return returns[0], lengths[0]
+
+
+def evaluate_seeds(agent, states, envs, keys, seeds, iterations=None) -> tuple[np.ndarray, np.ndarray]:
+    """`evaluate_episodes` for S seeds at once: `states` and `keys` have a leading seed axis,
+    `envs[i]` and `seeds[i]` are seed i's; returns (returns, lengths), each (S, episodes)."""
+
+    def policy(obs, keys):
+        actions, keys = act_seeds(agent, states, jnp.asarray(obs), keys, deterministic=True, iterations=iterations)
+        return np.asarray(actions), keys
+
+    return _rollouts(policy, envs, keys, seeds)
+
+
+def _rollouts(policy, envs, key, seeds) -> tuple[np.ndarray, np.ndarray]:
+    """One episode in each of envs[i][j], all stepped together; policy(obs (S, E, D), key) gives
+    actions (S, E, d). Finished envs stay in the batch with their last observation, ignored."""
+    obs = np.stack([np.stack([e.reset(seed=s)[0] for e, s in zip(row, srow)]) for row, srow in zip(envs, seeds)])
+    obs = obs.astype(np.float32)
+    returns = np.zeros(obs.shape[:2])
+    lengths = np.zeros(obs.shape[:2], np.int64)
+    active = np.ones(obs.shape[:2], bool)
     while active.any():
-        actions, key = act(agent, state, jnp.asarray(obs), key, deterministic=True, iterations=iterations)
-        actions = np.asarray(actions)
-        for i in np.flatnonzero(active):
-            next_obs, reward, terminated, truncated, _ = envs[i].step(actions[i])
-            returns[i] += reward
-            lengths[i] += 1
-            obs[i] = next_obs
+        actions, key = policy(obs, key)
+        for i, j in zip(*np.nonzero(active)):
+            next_obs, reward, terminated, truncated, _ = envs[i][j].step(actions[i, j])
+            returns[i, j] += reward
+            lengths[i, j] += 1
+            obs[i, j] = next_obs
             if terminated or truncated:
-                active[i] = False
+                active[i, j] = False
     return returns, lengths
 
 
@@ -150,53 +173,53 @@ class Loop:
     obs: np.ndarray | None = None
 
 
-class Trainer:
-    """Owns the environments, the replay buffer and the RNGs; `run()` trains to the end."""
+class SeedRun:
+    """One seed's side of training: its environments, replay buffer, NumPy generator, loop
+    counters, logger and run directory. The agent state of all seeds is held by the Trainer."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False):
-        config.validate()
-        check_env_id(config.env)
+    def __init__(self, config: TrainConfig, run_dir: Path, in_group: bool = False):
         self.config = config
+        self.run_dir = run_dir
+        self.in_group = in_group
         self.env = make_env(config.env)
         self.eval_envs = [make_env(config.env) for _ in range(config.eval_episodes)]
-        if resume:
-            self.run_dir = Path(config.run_dir)
-        else:
-            self.run_dir = prepare_run_dir(config)
-        obs_dim, self.act_dim = dims(self.env)
-        self.agent = Agent(config.algo, obs_dim, self.act_dim)
-        root = jax.random.PRNGKey(config.seed)
-        self.state = self.agent.init(jax.random.fold_in(root, 0))
-        self.act_key = jax.random.fold_in(root, 1)
-        self.eval_key = jax.random.fold_in(root, 2)
+        obs_dim, act_dim = dims(self.env)
         self.rng = np.random.default_rng(config.seed)
-        self.buffer = ReplayBuffer(min(config.buffer_capacity, config.total_steps), obs_dim, self.act_dim)
+        self.buffer = ReplayBuffer(min(config.buffer_capacity, config.total_steps), obs_dim, act_dim)
         self.loop = Loop()
         self.replay_parts: list[dict] = []  # the checkpoint parts that hold the buffer's contents
         self.replay_saved = 0  # transitions added before the last checkpoint
-        if resume:
-            self._restore()
-        else:
-            write_config(self.run_dir, config)
-            self.loop.obs, _ = self.env.reset(seed=config.seed)
-        self.title = f"{config.env} · {config.algo.agent} · seed {config.seed}"
-        self.logger = RunLogger(self.run_dir, self.title, resume_after=self.loop.step if resume else None)
-        self.stop_signal: int | None = None
+        self.logger: RunLogger | None = None
 
-    # -- checkpoints -------------------------------------------------------------------------
-    def save(self) -> Path:
-        loop = dataclasses.replace(self.loop, infos=jax.device_get(self.loop.infos))
-        extra = {
-            "config": json.loads(json.dumps(to_dict(self.config))),
-            "loop": dataclasses.asdict(loop),
-            "act_key": np.asarray(self.act_key),
-            "rng": self.rng.bit_generator.state,
-            "env": get_state(self.env),
-            "eval_envs": [get_state(e) for e in self.eval_envs],
-            "replay": self.buffer.meta(),
-        }
-        # The replay buffer goes into parts: one new part with the transitions added since the
-        # last checkpoint, and references to the earlier parts whose transitions are still in it.
+    def start(self) -> None:
+        write_config(self.run_dir, self.config)
+        self.loop.obs, _ = self.env.reset(seed=self.config.seed)
+
+    def env_step(self, action: np.ndarray) -> None:
+        """Step the environment with `action` and store the transition."""
+        loop = self.loop
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        if not np.all(np.isfinite(next_obs)) or not np.isfinite(reward):
+            what = "observation" if not np.all(np.isfinite(next_obs)) else "reward"
+            raise NumericError(f"the environment returned a non-finite {what} at step {loop.step}{self.which}")
+        self.buffer.add(loop.obs, action, reward, next_obs, terminated, episode_end=terminated or truncated)
+        loop.episode_return += float(reward)
+        loop.obs = next_obs
+        if terminated or truncated:
+            loop.finished_returns.append(loop.episode_return)
+            loop.episodes += 1
+            loop.episode_return = 0.0
+            loop.obs, _ = self.env.reset()
+
+    @property
+    def which(self) -> str:
+        """' (seed s)' when the seed trains in a group, for messages."""
+        return f" (seed {self.config.seed})" if self.in_group else ""
+
+    def extra(self, act_key, infos: list) -> dict:
+        """Everything of this seed a checkpoint holds beside its agent state; writes the new
+        replay part (the transitions added since the last checkpoint)."""
+        loop = dataclasses.replace(self.loop, infos=infos)
         buffer, start = self.buffer, max(self.replay_saved, self.buffer.first)
         self.replay_parts = [r for r in self.replay_parts if r["stop"] > buffer.first]
         if buffer.added > start:
@@ -204,17 +227,22 @@ class Trainer:
                                         buffer.export(start, buffer.added))
             self.replay_parts.append({**ref, "stop": buffer.added})
         self.replay_saved = buffer.added
-        return checkpoint.save(self.run_dir, self.loop.step, self.state, extra, self.replay_parts)
+        return {
+            "config": json.loads(json.dumps(to_dict(self.config))),
+            "loop": dataclasses.asdict(loop),
+            "act_key": np.asarray(act_key),
+            "rng": self.rng.bit_generator.state,
+            "env": get_state(self.env),
+            "eval_envs": [get_state(e) for e in self.eval_envs],
+            "replay": self.buffer.meta(),
+        }
 
-    def _restore(self) -> None:
-        step, state, extra = checkpoint.load_latest(self.run_dir, self.state, with_parts=True)
+    def restore(self, step: int, extra: dict) -> None:
         if _identity(extra.get("config", {})) != _identity(json.loads(json.dumps(to_dict(self.config)))):
-            raise checkpoint.CheckpointError(
+            raise checkpoint.MismatchError(
                 f"the checkpoint of step {step} in {self.run_dir} belongs to another configuration than its config.json"
             )
-        self.state = state
         self.loop = Loop(**extra["loop"])
-        self.act_key = jnp.asarray(extra["act_key"])
         self.rng.bit_generator.state = extra["rng"]
         self.env.reset(seed=self.config.seed)
         set_state(self.env, extra["env"])
@@ -228,62 +256,176 @@ class Trainer:
         self.replay_parts = list(extra["part_refs"])
         self.replay_saved = self.buffer.added
 
+    def close(self, quiet: bool = False) -> None:
+        try:
+            if self.logger is not None:
+                self.logger.close()
+        except IapoError:
+            if not quiet:
+                raise
+        finally:
+            self.env.close()
+            for e in self.eval_envs:
+                e.close()
+
+
+class Trainer:
+    """Trains one seed, or several together (`config.seeds`): the agent states of all seeds are
+    stacked on a leading axis and one vmapped call updates, or acts for, all of them, while each
+    seed has its own environments, replay buffer, RNGs, metrics and checkpoints. `run()` trains
+    to the end."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        config.validate()
+        check_env_id(config.env)
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+        self.group = config.seeds is not None
+        seeds = list(config.seeds) if self.group else [config.seed]
+        self.runs: list[SeedRun] = []
+        for seed in seeds:  # the environments are made (and checked) before any file is written
+            if self.group:
+                seed_dir = self.run_dir / f"seed_{seed}"
+                seed_config = dataclasses.replace(config, seed=seed, seeds=None, run_dir=str(seed_dir))
+            else:
+                seed_dir, seed_config = self.run_dir, config
+            self.runs.append(SeedRun(seed_config, seed_dir, self.group))
+        if not resume:
+            prepare_run_dir(config)
+            for run in self.runs:
+                run.run_dir.mkdir(exist_ok=True)
+        obs_dim, self.act_dim = dims(self.runs[0].env)
+        self.agent = Agent(config.algo, obs_dim, self.act_dim)
+        roots = [jax.random.PRNGKey(seed) for seed in seeds]
+        self.templates = [self.agent.init(jax.random.fold_in(root, 0)) for root in roots]
+        self.state = _stack(self.templates)  # (S, ...) every leaf
+        self.act_key = jnp.stack([jax.random.fold_in(root, 1) for root in roots])
+        self.eval_key = jnp.stack([jax.random.fold_in(root, 2) for root in roots])
+        self.infos: list[dict] = []  # update infos (S, ...) since the last evaluation
+        if resume:
+            self._restore()
+        else:
+            if self.group:
+                write_config(self.run_dir, config)
+            for run in self.runs:
+                run.start()
+        label = f"seeds {' '.join(map(str, seeds))}" if self.group else f"seed {config.seed}"
+        self.title = f"{config.env} · {config.algo.agent} · {label}"
+        for run in self.runs:
+            run.logger = RunLogger(run.run_dir, f"{config.env} · {config.algo.agent} · seed {run.config.seed}",
+                                   resume_after=run.loop.step if resume else None)
+        self.stop_signal: int | None = None
+
+    @property
+    def step_count(self) -> int:
+        return self.runs[0].loop.step
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save(self) -> list[Path]:
+        """A checkpoint of every seed, each in its own run directory, all at the same step."""
+        host_infos = jax.device_get(self.infos)
+        paths = []
+        for i, run in enumerate(self.runs):
+            infos = [jax.tree.map(lambda x: x[i], info) for info in host_infos]
+            extra = run.extra(self.act_key[i], infos)
+            state = jax.tree.map(lambda x: x[i], self.state)
+            paths.append(checkpoint.save(run.run_dir, run.loop.step, state, extra, run.replay_parts))
+        return paths
+
+    def _restore(self) -> None:
+        """Restore every seed from the newest step at which all of them have a usable checkpoint."""
+        steps = set.intersection(*[{s for s, _ in checkpoint.list_checkpoints(r.run_dir)} for r in self.runs])
+        if not steps:
+            where = ", ".join(str(r.run_dir / "checkpoints") for r in self.runs)
+            raise checkpoint.CheckpointError(f"no checkpoint in {where}")
+        problems = []
+        for step in sorted(steps, reverse=True):
+            try:
+                loaded = [checkpoint.load(checkpoint.checkpoint_path(r.run_dir, step), t, with_parts=True)
+                          for r, t in zip(self.runs, self.templates)]
+            except (checkpoint.NewerFormatError, checkpoint.MismatchError):
+                raise
+            except checkpoint.CheckpointError as exc:
+                problems.append(str(exc))
+                warnings.warn(f"{exc}; trying the one before", stacklevel=2)
+                continue
+            break
+        else:
+            raise checkpoint.CheckpointError("no usable checkpoint: " + "; ".join(problems))
+        for run, (state, extra) in zip(self.runs, loaded):
+            run.restore(step, extra)
+        self.state = _stack([state for state, _ in loaded])
+        self.act_key = jnp.stack([jnp.asarray(extra["act_key"]) for _, extra in loaded])
+        infos = [extra["loop"]["infos"] for _, extra in loaded]
+        self.infos = [_stack(per_step) for per_step in zip(*infos)]
+        for run in self.runs:
+            run.loop.infos = []
+
     # -- one step ----------------------------------------------------------------------------
     def step(self) -> None:
-        cfg, loop = self.config, self.loop
-        loop.step += 1
-        if loop.step <= cfg.random_steps:
-            action = self.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
+        cfg = self.config
+        step = self.step_count + 1
+        for run in self.runs:
+            run.loop.step = step
+        if step <= cfg.random_steps:
+            actions = [run.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32) for run in self.runs]
         else:
-            action, self.act_key = act(self.agent, self.state, jnp.asarray(loop.obs[None], jnp.float32), self.act_key)
-            action = np.asarray(action[0])
-            if not np.all(np.isfinite(action)):
-                raise NumericError(f"non-finite action at step {loop.step}")
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        if not np.all(np.isfinite(next_obs)) or not np.isfinite(reward):
-            what = "observation" if not np.all(np.isfinite(next_obs)) else "reward"
-            raise NumericError(f"the environment returned a non-finite {what} at step {loop.step}")
-        self.buffer.add(loop.obs, action, reward, next_obs, terminated, episode_end=terminated or truncated)
-        loop.episode_return += float(reward)
-        loop.obs = next_obs
-        if terminated or truncated:
-            loop.finished_returns.append(loop.episode_return)
-            loop.episodes += 1
-            loop.episode_return = 0.0
-            loop.obs, _ = self.env.reset()
-        if loop.step > cfg.random_steps:
+            obs = jnp.asarray(np.stack([run.loop.obs for run in self.runs])[:, None], jnp.float32)
+            actions, self.act_key = act_seeds(self.agent, self.state, obs, self.act_key)
+            actions = np.asarray(actions[:, 0])
+            bad = ~np.all(np.isfinite(actions), axis=-1)
+            if bad.any():
+                raise NumericError(f"non-finite action at step {step}{self.runs[int(np.argmax(bad))].which}")
+        for run, action in zip(self.runs, actions):
+            run.env_step(action)
+        if step > cfg.random_steps:
             for _ in range(cfg.updates_per_step):
-                self.state, info = update(self.agent, self.state, self.buffer.sample(self.rng, cfg.algo.batch_size))
-                if not bool(info["finite"]):
-                    raise NumericError(f"non-finite {_first_nonfinite(info)} at step {loop.step}")
-                loop.infos.append(info)
-        loop.window_steps += 1
+                batch = _stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for run in self.runs])
+                self.state, info = update_seeds(self.agent, self.state, batch)
+                finite = np.asarray(info["finite"])
+                if not finite.all():
+                    i = int(np.argmin(finite))
+                    what = _first_nonfinite(jax.tree.map(lambda x: x[i], info))
+                    raise NumericError(f"non-finite {what} at step {step}{self.runs[i].which}")
+                self.infos.append(info)
+        for run in self.runs:
+            run.loop.window_steps += 1
 
-    def evaluate_and_log(self, train_seconds: float, wall_seconds: float) -> dict:
-        cfg, loop = self.config, self.loop
-        seeds = None if loop.eval_seeded else [cfg.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)]
-        loop.eval_seeded = True  # seeded once; later evaluations continue each env's RNG
-        returns, lengths = evaluate_episodes(
-            self.agent, self.state, self.eval_envs, self.eval_key, seeds, cfg.algo.acting_iterations
-        )
-        stats = _mean_infos(loop.infos)
-        row = {
-            "step": loop.step,
-            "episodes": loop.episodes,
-            "eval_return_mean": float(np.mean(returns)),
-            "eval_return_std": float(np.std(returns)),
-            "eval_length_mean": float(np.mean(lengths)),
-            "train_episode_return": float(np.mean(loop.finished_returns)) if loop.finished_returns else math.nan,
-            "updates": int(self.state.updates),
-            "env_steps_per_s": loop.window_steps / max(train_seconds, 1e-9),
-            "wall_time_s": wall_seconds,
-        }
-        row.update({k: float(v) for k, v in stats.items() if np.ndim(v) == 0 and k != "finite"})
-        if loop.infos:
-            row["alpha"] = float(np.exp(self.state.log_alpha))
-        self.logger.log(row, stats.get("objective_per_iteration"))
-        loop.infos, loop.finished_returns, loop.window_steps = [], [], 0
-        return row
+    def evaluate_and_log(self, train_seconds: float, wall_seconds: float) -> list[dict]:
+        cfg, first = self.config, self.runs[0].loop
+        seeds = [[None] * cfg.eval_episodes if run.loop.eval_seeded
+                 else [run.config.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)] for run in self.runs]
+        returns, lengths = evaluate_seeds(self.agent, self.state, [run.eval_envs for run in self.runs],
+                                          self.eval_key, seeds, cfg.algo.acting_iterations)
+        host_infos = jax.device_get(self.infos)
+        alpha = np.exp(np.asarray(self.state.log_alpha))
+        rows = []
+        for i, run in enumerate(self.runs):
+            loop = run.loop
+            loop.eval_seeded = True  # seeded once; later evaluations continue each env's RNG
+            stats = _mean_infos([jax.tree.map(lambda x: x[i], info) for info in host_infos])
+            row = {
+                "step": loop.step,
+                "episodes": loop.episodes,
+                "eval_return_mean": float(np.mean(returns[i])),
+                "eval_return_std": float(np.std(returns[i])),
+                "eval_length_mean": float(np.mean(lengths[i])),
+                "train_episode_return": float(np.mean(loop.finished_returns)) if loop.finished_returns else math.nan,
+                "updates": int(self.state.updates[i]),
+                "env_steps_per_s": first.window_steps / max(train_seconds, 1e-9),
+                "wall_time_s": wall_seconds,
+            }
+            row.update({k: float(v) for k, v in stats.items() if np.ndim(v) == 0 and k != "finite"})
+            if host_infos:
+                row["alpha"] = float(alpha[i])
+            run.logger.log(row, stats.get("objective_per_iteration"))
+            loop.finished_returns, loop.window_steps = [], 0
+            rows.append(row)
+        self.infos = []
+        if self.group:
+            plot_seed_curves([r.run_dir / "metrics.csv" for r in self.runs],
+                             [f"seed {r.config.seed}" for r in self.runs], self.run_dir / "learning_curve.png", self.title)
+        return rows
 
     # -- the whole run -----------------------------------------------------------------------
     def run(self) -> Path:
@@ -292,15 +434,17 @@ class Trainer:
         start = window_start = time.perf_counter()
         try:
             with _progress(cfg) as progress:
-                task = progress.add_task(self.title, total=cfg.total_steps, completed=self.loop.step, sps=0.0, ret="—")
-                while self.loop.step < cfg.total_steps:
+                task = progress.add_task(self.title, total=cfg.total_steps, completed=self.step_count, sps=0.0,
+                                         ret="—")
+                while self.step_count < cfg.total_steps:
                     self.step()
-                    step = self.loop.step
+                    step = self.step_count
                     if step % cfg.eval_every == 0 or step == cfg.total_steps:
                         jax.block_until_ready(self.state)
                         now = time.perf_counter()
-                        row = self.evaluate_and_log(now - window_start, now - start)
-                        progress.update(task, sps=row["env_steps_per_s"], ret=f"{row['eval_return_mean']:.1f}")
+                        rows = self.evaluate_and_log(now - window_start, now - start)
+                        ret = np.mean([r["eval_return_mean"] for r in rows])
+                        progress.update(task, sps=rows[0]["env_steps_per_s"], ret=f"{ret:.1f}")
                         window_start = time.perf_counter()
                     saved = step % cfg.checkpoint_every == 0 or step == cfg.total_steps
                     if saved:
@@ -329,15 +473,19 @@ class Trainer:
         self.stop_signal = signum
 
     def close(self, quiet: bool = False) -> None:
-        try:
-            self.logger.close()
-        except IapoError:
-            if not quiet:
-                raise
-        finally:
-            self.env.close()
-            for e in self.eval_envs:
-                e.close()
+        errors = []
+        for run in self.runs:
+            try:
+                run.close(quiet)
+            except IapoError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def _stack(trees: list):
+    """Stack pytrees of the same structure on a new leading (seed) axis."""
+    return jax.tree.map(lambda *xs: np.stack(xs) if isinstance(xs[0], np.ndarray) else jnp.stack(xs), *trees)
 
 
 def _identity(config: dict) -> dict:

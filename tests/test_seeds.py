@@ -1,0 +1,100 @@
+"""Seeds trained together in one process (vmapped) learn as they do alone, and resume exactly."""
+
+import csv
+import json
+import signal
+
+import numpy as np
+import pytest
+
+from iapo import checkpoint
+from iapo.cli import main
+
+from test_resume import _assert_same_tree, _cli, _rows, _start_and_signal
+
+ARGS = ["--env", "InvertedPendulum-v5", "--agent", "direct", "--action-samples", "3",
+        "--hidden-sizes", "16", "16", "--critic-hidden-sizes", "16", "16", "--batch-size", "16",
+        "--total-steps", "1500", "--random-steps", "300", "--eval-every", "250", "--eval-episodes", "2",
+        "--checkpoint-every", "500", "--buffer-capacity", "700", "--no-progress"]
+
+
+def _numbers(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in rows[0] if c not in ("env_steps_per_s", "wall_time_s", "train_episode_return")]
+    return np.array([[float(r[c]) if r[c] else np.nan for c in columns] for r in rows])
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("group") / "run"
+    main(["train", *ARGS, "--seeds", "0", "1", "--run-dir", str(run_dir)])
+    return run_dir
+
+
+def test_group_writes_one_run_per_seed_and_a_joint_curve(group):
+    config = json.loads((group / "config.json").read_text())
+    assert config["seeds"] == [0, 1]
+    for seed in (0, 1):
+        seed_config = json.loads((group / f"seed_{seed}" / "config.json").read_text())
+        assert seed_config["seed"] == seed and seed_config["seeds"] is None
+        assert [s for s, _ in checkpoint.list_checkpoints(group / f"seed_{seed}")] == [1000, 1500]
+        assert len(_rows(group / f"seed_{seed}")) == 6
+    assert _rows(group / "seed_0") != _rows(group / "seed_1")
+    assert (group / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_seed_in_a_group_learns_as_it_does_alone(group, tmp_path):
+    main(["train", *ARGS, "--seed", "1", "--run-dir", str(tmp_path / "alone")])
+    alone, together = _numbers(tmp_path / "alone"), _numbers(group / "seed_1")
+    # vmapped and plain updates may round differently; the curves agree to floating-point noise
+    np.testing.assert_allclose(together, alone, rtol=1e-2, atol=1e-4)
+
+
+def test_group_killed_and_resumed_equals_the_uninterrupted_group(group, tmp_path):
+    import subprocess
+
+    run_dir = tmp_path / "run"
+    code, _, _ = _start_and_signal(run_dir / "seed_1", signal.SIGKILL,
+                                   argv=["train", *ARGS, "--seeds", "0", "1", "--run-dir", str(run_dir)])
+    assert code == -signal.SIGKILL
+    subprocess.run(_cli("train", "--resume", str(run_dir), "--no-progress"), check=True, capture_output=True,
+                   timeout=600)
+    for seed in (0, 1):
+        assert _rows(run_dir / f"seed_{seed}") == _rows(group / f"seed_{seed}")
+        final = [checkpoint.read(p)["state"] for s, p in checkpoint.list_checkpoints(run_dir / f"seed_{seed}")
+                 if s == 1500]
+        reference = [checkpoint.read(p)["state"] for s, p in checkpoint.list_checkpoints(group / f"seed_{seed}")
+                     if s == 1500]
+        _assert_same_tree(final[0], reference[0])
+
+
+def test_evaluate_names_a_seed_of_a_group(group, capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(group)])
+    assert "seed_0" in capsys.readouterr().err
+    main(["evaluate", str(group / "seed_0"), "--episodes", "1"])
+    assert "return" in capsys.readouterr().out
+
+
+def test_repeated_seeds_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--seeds", "1", "1", "--run-dir", str(tmp_path / "r")])
+    assert "must not repeat" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_uses_the_newest_step_every_seed_has(group, tmp_path, capsys):
+    """A crash between the seeds' checkpoints of one step: all seeds go back to the step before."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(group, run_dir)
+    (run_dir / "config.json").write_text((group / "config.json").read_text().replace(str(group), str(run_dir)))
+    for seed in (0, 1):
+        path = run_dir / f"seed_{seed}" / "config.json"
+        path.write_text(path.read_text().replace(str(group), str(run_dir)))
+    checkpoint.checkpoint_path(run_dir / "seed_1", 1500).unlink()
+    main(["train", "--resume", str(run_dir), "--no-progress"])
+    for seed in (0, 1):
+        assert _rows(run_dir / f"seed_{seed}") == _rows(group / f"seed_{seed}")
