@@ -1,76 +1,243 @@
-"""Environment steps per second of both agents on a MuJoCo task, after the random phase.
+"""Training throughput of iapo against SBX and Stable-Baselines3 SAC, side by side in one process.
 
-    python benchmarks/throughput.py [--env Hopper-v5] [--steps 300] [--agents direct iterative]
+    pip install -e ".[bench]"
+    python benchmarks/throughput.py [--env Hopper-v5] [--rounds 3] [--seconds 4] [--only iapo]
 
-Each agent is trained with the default (paper) settings: the replay buffer is first filled with
-`--random-steps` uniformly random transitions, then `--steps` steps with one act and one update
-each are timed (after a warm-up that compiles both). The agents run one after the other in one
-process, so their ratio is measured under the same machine load.
+Contenders, all with batch 256, 2x256 networks, one update per environment step, a replay buffer
+of 1M and 5 000 random steps first (timed only afterwards):
+
+- iapo direct (SAC), one seed, and 5 seeds trained together (one vmapped update for all);
+- iapo iterative, K = 1, 2 and 5 iterations with N = 10 action samples;
+- SBX SAC (JAX) and SB3 SAC (PyTorch).
+
+iapo's direct agent uses N = 1 action sample here, as SAC (and so SBX and SB3) does; its
+default, N = 10, is measured as well. Each contender runs the real training loop (iapo's
+`Trainer.step`, SBX's and SB3's `learn`) in chunks of about `--seconds`, interleaved round by
+round, so all of them see the same machine load; the median over rounds is reported.
+
+For iapo the script also times the update alone, counts its FLOPs (XLA's cost analysis of the
+compiled update), compares the achieved GFLOP/s with a matrix-multiply peak it measures itself,
+and splits a step into act, environment step, replay sampling and update. Peak memory: the
+process's RSS, and the device's peak on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
 import platform
+import resource
+import shutil
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, act, update
-from iapo.config import AgentConfig
-from iapo.envs import dims, make_env
-from iapo.replay import ReplayBuffer
+from iapo.agent import Agent, act_seeds, update_seeds
+from iapo.config import AgentConfig, TrainConfig
+from iapo.train import Trainer, _stack
+
+RANDOM_STEPS = 5_000
+WARMUP = 30
 
 
-def measure(env_id: str, kind: str, random_steps: int, steps: int, warmup: int = 20) -> float:
-    env = make_env(env_id)
-    obs_dim, act_dim = dims(env)
-    agent = Agent(AgentConfig(agent=kind), obs_dim, act_dim)
-    state = agent.init(jax.random.PRNGKey(0))
-    key = jax.random.PRNGKey(1)
-    rng = np.random.default_rng(0)
-    buffer = ReplayBuffer(random_steps + warmup + steps, obs_dim, act_dim)
-    obs, _ = env.reset(seed=0)
+def matmul_peak(repeats: int = 3) -> float:
+    """GFLOP/s of the best float32 matrix multiply among a few sizes, on the default device."""
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+        f = jax.jit(lambda x, y: x @ y)
+        f(a, a).block_until_ready()
+        reps = max(3, int(4e10 / (2 * n**3)))
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(reps):
+                out = f(a, a)
+            out.block_until_ready()
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
+    return best
 
-    def env_step(action):
-        nonlocal obs
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated, episode_end=terminated or truncated)
-        obs = env.reset()[0] if terminated or truncated else next_obs
 
-    for _ in range(random_steps):
-        env_step(rng.uniform(-1, 1, act_dim).astype(np.float32))
+class Iapo:
+    def __init__(self, name: str, env: str, root: Path, seeds: int, **algo):
+        self.name, self.seeds = name, seeds
+        config = TrainConfig(
+            env=env, total_steps=10**9, random_steps=RANDOM_STEPS, eval_every=10**9, checkpoint_every=10**9,
+            run_dir=str(root / "".join(ch if ch.isalnum() else "_" for ch in name)), progress=False,
+            seeds=tuple(range(seeds)) if seeds > 1 else None, algo=AgentConfig(**algo),
+        )
+        self.trainer = Trainer(config)
+        for _ in range(RANDOM_STEPS + WARMUP):
+            self.trainer.step()
+        jax.block_until_ready(self.trainer.state)
 
-    def train_step():
-        nonlocal state, key
-        action, key = act(agent, state, jnp.asarray(obs[None], jnp.float32), key)
-        env_step(np.asarray(action[0]))
-        state, _ = update(agent, state, buffer.sample(rng, agent.config.batch_size))
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.trainer.step()
+        jax.block_until_ready(self.trainer.state)
 
-    for _ in range(warmup):
-        train_step()
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    jax.block_until_ready(state)
-    return steps / (time.perf_counter() - start)
+    def _batch(self):
+        t = self.trainer
+        return _stack([r.buffer.sample(r.rng, t.config.algo.batch_size) for r in t.runs])
+
+    def update_analysis(self, repeats: int = 20) -> dict:
+        """The update alone: seconds per call, FLOPs per call (XLA's count)."""
+        t = self.trainer
+        batch = jax.device_put(self._batch())
+        # XLA counts a loop's body once, so the FLOPs come from a copy with the K iterations unrolled.
+        unrolled = Agent(dataclasses.replace(t.agent.config, unroll_iterations=True), t.agent.obs_dim, t.agent.act_dim)
+        cost = update_seeds.lower(unrolled, t.state, batch).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        for _ in range(3):
+            t.state, _ = update_seeds(t.agent, t.state, batch)
+        jax.block_until_ready(t.state)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            t.state, _ = update_seeds(t.agent, t.state, batch)
+        jax.block_until_ready(t.state)
+        return {"seconds": (time.perf_counter() - start) / repeats, "flops": float(cost.get("flops", float("nan")))}
+
+    def breakdown(self, repeats: int = 30) -> dict:
+        """Milliseconds per step spent in act, the environment, replay sampling, the update."""
+        t = self.trainer
+        obs = jnp.asarray(np.stack([r.loop.obs for r in t.runs])[:, None], jnp.float32)
+
+        def timed(fn) -> float:
+            fn()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            return (time.perf_counter() - start) / repeats * 1e3
+
+        def do_act():
+            actions, t.act_key = act_seeds(t.agent, t.state, obs, t.act_key)
+            np.asarray(actions)
+
+        def do_env():
+            for r in t.runs:
+                r.env.step(np.zeros(t.act_dim, np.float32))
+
+        def do_update():
+            t.state, _ = update_seeds(t.agent, t.state, jax.device_put(batch))
+            jax.block_until_ready(t.state)
+
+        batch = self._batch()
+        out = {"act": timed(do_act), "env": timed(do_env), "sample": timed(self._batch), "update": timed(do_update)}
+        for r in t.runs:  # the env steps above left the episodes mid-way: start them again
+            r.loop.obs, _ = r.env.reset()
+        return out
+
+
+class StableBaselines:
+    def __init__(self, name: str, env: str, library: str):
+        import gymnasium as gym
+
+        self.name, self.seeds = name, 1
+        if library == "sbx":
+            from sbx import SAC
+
+            kwargs = {}
+        else:
+            from stable_baselines3 import SAC
+
+            kwargs = {"device": "cpu" if jax.devices()[0].platform == "cpu" else "auto"}
+        self.model = SAC("MlpPolicy", gym.make(env), learning_starts=RANDOM_STEPS, batch_size=256, train_freq=1,
+                         gradient_steps=1, buffer_size=1_000_000, policy_kwargs={"net_arch": [256, 256]}, seed=0,
+                         verbose=0, **kwargs)
+        self.model.learn(RANDOM_STEPS + WARMUP)
+
+    def run(self, steps: int) -> None:
+        self.model.learn(steps, reset_num_timesteps=False)
+
+
+def rss_gib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**30
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Hopper-v5")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--random-steps", type=int, default=5000)
-    parser.add_argument("--agents", nargs="+", default=["direct", "iterative"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each contender's chunk")
+    parser.add_argument("--only", choices=["all", "iapo"], default="all", help="skip SBX and SB3")
     args = parser.parse_args()
-    print(f"# {args.env}, default settings, {args.steps} timed steps after {args.random_steps} random")
-    print(f"# jax {jax.__version__} on {jax.devices()[0].platform}, {platform.processor() or platform.machine()}")
-    for kind in args.agents:
-        sps = measure(args.env, kind, args.random_steps, args.steps)
-        print(f"{kind:10s} {sps:8.1f} env-steps/s   {1000 / sps:8.1f} ms/step")
+
+    device = jax.devices()[0]
+    print(f"# {datetime.date.today()}  {args.env}  jax {jax.__version__} on {device.platform} ({device.device_kind}), "
+          f"{platform.processor() or platform.machine()}")
+    root = Path(tempfile.mkdtemp(prefix="iapo-bench-"))
+    contenders, rss = [], {}
+    try:
+        specs = [
+            ("iapo direct", lambda: Iapo("iapo direct", args.env, root, 1, agent="direct", action_samples=1)),
+            ("iapo direct, 5 seeds", lambda: Iapo("iapo direct, 5 seeds", args.env, root, 5, agent="direct",
+                                                  action_samples=1)),
+            ("iapo direct N=10", lambda: Iapo("iapo direct N=10", args.env, root, 1, agent="direct")),
+            *[(f"iapo iterative K={k}", lambda k=k: Iapo(f"iapo iterative K={k}", args.env, root, 1,
+                                                          agent="iterative", iterations=k)) for k in (1, 2, 5)],
+        ]
+        if args.only == "all":
+            specs += [("SBX SAC", lambda: StableBaselines("SBX SAC", args.env, "sbx")),
+                      ("SB3 SAC", lambda: StableBaselines("SB3 SAC", args.env, "sb3"))]
+        for name, make in specs:
+            before = rss_gib()
+            start = time.perf_counter()
+            contenders.append(make())
+            rss[name] = rss_gib() - before
+            print(f"set up {name} in {time.perf_counter() - start:.0f} s")
+
+        # Chunk sizes from a first short timing, so that every chunk takes about --seconds.
+        chunk = {}
+        for c in contenders:
+            start = time.perf_counter()
+            c.run(20)
+            chunk[c.name] = max(20, int(args.seconds * 20 / (time.perf_counter() - start)))
+        rates = {c.name: [] for c in contenders}
+        for _ in range(args.rounds):
+            for c in contenders:
+                start = time.perf_counter()
+                c.run(chunk[c.name])
+                rates[c.name].append(chunk[c.name] * c.seeds / (time.perf_counter() - start))
+
+        sps = {name: statistics.median(r) for name, r in rates.items()}
+        reference = sps.get("SBX SAC")
+        print()
+        print("| contender | env-steps/s (seed-steps/s) | ms per step | × SBX | RSS added at set-up |")
+        print("| --- | --- | --- | --- | --- |")
+        for c in contenders:
+            ratio = f"{sps[c.name] / reference:.2f}" if reference else "—"
+            print(f"| {c.name} | {sps[c.name]:.1f} | {1e3 * c.seeds / sps[c.name]:.2f} | {ratio} | "
+                  f"{rss[c.name]:.2f} GiB |")
+
+        peak = matmul_peak()
+        print()
+        print(f"matrix-multiply peak (float32, best of 512..2048 square): {peak:.1f} GFLOP/s")
+        print()
+        print("| iapo update | ms per update | GFLOP per update | GFLOP/s | % of peak | step: act / env / sample / update (ms) |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for c in contenders:
+            if isinstance(c, Iapo):
+                u, b = c.update_analysis(), c.breakdown()
+                gflops = u["flops"] / u["seconds"] / 1e9
+                print(f"| {c.name} | {1e3 * u['seconds']:.2f} | {u['flops'] / 1e9:.3f} | {gflops:.1f} | "
+                      f"{100 * gflops / peak:.0f}% | {b['act']:.2f} / {b['env']:.2f} / {b['sample']:.2f} / "
+                      f"{b['update']:.2f} |")
+        print()
+        print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+        stats = device.memory_stats() if device.platform != "cpu" else None
+        if stats:
+            print(f"peak device memory: {stats.get('peak_bytes_in_use', 0) / 2**30:.2f} GiB")
+    finally:
+        for c in contenders:
+            if isinstance(c, Iapo):
+                c.trainer.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

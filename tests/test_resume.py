@@ -216,3 +216,34 @@ def test_nan_observation_stops_the_run_naming_it_and_keeps_the_checkpoint(tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and "non-finite observation at step 50" in err and "Traceback" not in err
     assert [s for s, _ in checkpoint.list_checkpoints(run_dir)] == [30]
+
+
+class HugeRewardEnv(NanObservationEnv):
+    """From its 60th step on, rewards so large that the critic's loss overflows."""
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        return np.ones(3), (3e38 if self.t >= 60 else 0.0), terminated, truncated, info
+
+
+def test_non_finite_update_stops_the_run_naming_it_and_keeps_finite_checkpoints(tmp_path, capsys):
+    gym.register("IapoTestHugeReward-v0", entry_point=HugeRewardEnv)
+    run_dir = tmp_path / "run"
+    code = 0
+    try:
+        main(["train", "--env", "IapoTestHugeReward-v0", "--total-steps", "400", "--random-steps", "20",
+              "--checkpoint-every", "30", "--eval-every", "30", "--eval-episodes", "1", "--hidden-sizes", "8",
+              "--critic-hidden-sizes", "8", "--batch-size", "64", "--agent", "direct", "--run-dir", str(run_dir),
+              "--no-progress"])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "iapo: error: non-finite critic loss at step" in err
+    failed_at = int(err.split("at step ")[1].split()[0])
+    assert failed_at >= 60
+    steps = [s for s, _ in checkpoint.list_checkpoints(run_dir)]
+    assert steps and steps[-1] < failed_at
+    newest = checkpoint.read(checkpoint.list_checkpoints(run_dir)[-1][1])["state"]
+    import jax
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(newest))

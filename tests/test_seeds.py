@@ -98,3 +98,26 @@ def test_resume_uses_the_newest_step_every_seed_has(group, tmp_path, capsys):
     main(["train", "--resume", str(run_dir), "--no-progress"])
     for seed in (0, 1):
         assert _rows(run_dir / f"seed_{seed}") == _rows(group / f"seed_{seed}")
+
+
+def test_nothing_recompiles_after_the_first_steps(tmp_path):
+    from iapo import agent as agent_mod
+    from iapo.config import AgentConfig, TrainConfig
+    from iapo.train import Trainer
+
+    algo = AgentConfig(agent="iterative", hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), batch_size=16,
+                       iterations=2, action_samples=2)
+    trainer = Trainer(TrainConfig(env="InvertedPendulum-v5", total_steps=10**6, random_steps=50, eval_episodes=1,
+                                  run_dir=str(tmp_path / "run"), progress=False, seeds=(0, 1), algo=algo))
+    try:
+        for _ in range(60):  # through the random phase into the first updates
+            trainer.step()
+        trainer.evaluate_and_log(1.0, 1.0)
+        before = dict(agent_mod.TRACE_COUNT)
+        for _ in range(100):
+            trainer.step()
+        trainer.evaluate_and_log(1.0, 1.0)
+        trainer.save()
+        assert agent_mod.TRACE_COUNT == before
+    finally:
+        trainer.close()

@@ -43,6 +43,10 @@ class AgentConfig:
     """Train the iterative optimizer on the final iterate's objective only, instead of the mean
     over all K iterates (reference)."""
 
+    unroll_iterations: bool = False
+    """Unroll the K iterations in the compiled update instead of looping over them (lax.scan):
+    the same computation, a longer compile; lets XLA count the update's FLOPs exactly."""
+
     hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy network (direct or iterative)."""
 

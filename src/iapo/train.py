@@ -302,6 +302,8 @@ class Trainer:
         self.act_key = jnp.stack([jax.random.fold_in(root, 1) for root in roots])
         self.eval_key = jnp.stack([jax.random.fold_in(root, 2) for root in roots])
         self.infos: list[dict] = []  # update infos (S, ...) since the last evaluation
+        self.info_steps: list[int | None] = []  # the step of each
+        self.checked = 0  # infos[:checked] were found finite
         if resume:
             self._restore()
         else:
@@ -320,9 +322,25 @@ class Trainer:
     def step_count(self) -> int:
         return self.runs[0].loop.step
 
+    def check_finite(self) -> None:
+        """Stop with a NumericError naming the first update since the last check whose losses,
+        temperature or parameters were not finite. The flags are read here (before every
+        evaluation and checkpoint) rather than after each update, so no step waits on the device."""
+        start = self.checked
+        self.checked = len(self.infos)
+        if start == len(self.infos):
+            return
+        finite = np.asarray(jnp.stack([info["finite"] for info in self.infos[start:]]))  # (U, S)
+        if finite.all():
+            return
+        u, i = np.argwhere(~finite)[0]
+        info = jax.device_get(jax.tree.map(lambda x: x[i], self.infos[start + u]))
+        raise NumericError(f"non-finite {_first_nonfinite(info)} at step {self.info_steps[start + u]}{self.runs[i].which}")
+
     # -- checkpoints -------------------------------------------------------------------------
     def save(self) -> list[Path]:
         """A checkpoint of every seed, each in its own run directory, all at the same step."""
+        self.check_finite()
         host_infos = jax.device_get(self.infos)
         paths = []
         for i, run in enumerate(self.runs):
@@ -358,6 +376,8 @@ class Trainer:
         self.act_key = jnp.stack([jnp.asarray(extra["act_key"]) for _, extra in loaded])
         infos = [extra["loop"]["infos"] for _, extra in loaded]
         self.infos = [_stack(per_step) for per_step in zip(*infos)]
+        self.info_steps = [None] * len(self.infos)
+        self.checked = len(self.infos)  # checked before they were saved
         for run in self.runs:
             run.loop.infos = []
 
@@ -370,11 +390,12 @@ class Trainer:
         if step <= cfg.random_steps:
             actions = [run.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32) for run in self.runs]
         else:
-            obs = jnp.asarray(np.stack([run.loop.obs for run in self.runs])[:, None], jnp.float32)
+            obs = np.stack([run.loop.obs for run in self.runs])[:, None].astype(np.float32)  # (S, 1, D)
             actions, self.act_key = act_seeds(self.agent, self.state, obs, self.act_key)
-            actions = np.asarray(actions[:, 0])
+            actions = np.asarray(actions)[:, 0]
             bad = ~np.all(np.isfinite(actions), axis=-1)
             if bad.any():
+                self.check_finite()  # a non-finite update would be the cause: name it
                 raise NumericError(f"non-finite action at step {step}{self.runs[int(np.argmax(bad))].which}")
         for run, action in zip(self.runs, actions):
             run.env_step(action)
@@ -382,16 +403,13 @@ class Trainer:
             for _ in range(cfg.updates_per_step):
                 batch = _stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for run in self.runs])
                 self.state, info = update_seeds(self.agent, self.state, batch)
-                finite = np.asarray(info["finite"])
-                if not finite.all():
-                    i = int(np.argmin(finite))
-                    what = _first_nonfinite(jax.tree.map(lambda x: x[i], info))
-                    raise NumericError(f"non-finite {what} at step {step}{self.runs[i].which}")
                 self.infos.append(info)
+                self.info_steps.append(step)
         for run in self.runs:
             run.loop.window_steps += 1
 
     def evaluate_and_log(self, train_seconds: float, wall_seconds: float) -> list[dict]:
+        self.check_finite()
         cfg, first = self.config, self.runs[0].loop
         seeds = [[None] * cfg.eval_episodes if run.loop.eval_seeded
                  else [run.config.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)] for run in self.runs]
@@ -421,7 +439,7 @@ class Trainer:
             run.logger.log(row, stats.get("objective_per_iteration"))
             loop.finished_returns, loop.window_steps = [], 0
             rows.append(row)
-        self.infos = []
+        self.infos, self.info_steps, self.checked = [], [], 0
         if self.group:
             plot_seed_curves([r.run_dir / "metrics.csv" for r in self.runs],
                              [f"seed {r.config.seed}" for r in self.runs], self.run_dir / "learning_curve.png", self.title)

@@ -33,4 +33,5 @@ def make_policy_optimizer(config: AgentConfig, act_dim: int) -> PolicyOptimizer:
         init_mean=config.init_mean,
         init_scale=config.init_scale,
         final_iterate_loss=config.final_iterate_loss,
+        unroll=config.unroll_iterations,
     )

@@ -45,6 +45,7 @@ class IterativeOptimizer:
     init_mean: float = 0.0
     init_scale: float = 0.5
     final_iterate_loss: bool = False
+    unroll: bool = False  # unroll the K iterations in the compiled program (same numbers)
 
     @property
     def net(self) -> IterativeNet:
@@ -79,7 +80,8 @@ class IterativeOptimizer:
 
         keys = jax.random.split(key, iterations)
         lam0 = self.initial_lam(obs.shape[0])
-        return jax.lax.scan(body, lam0, keys)  # lam_K, ((K, B), aux of (K, B))
+        # lam_K, ((K, B), aux of (K, B))
+        return jax.lax.scan(body, lam0, keys, unroll=iterations if self.unroll else 1)
 
     def optimize(self, params, obs, objective: Objective, key, iterations: int | None = None):
         lam, (js, _) = self._iterate(params, obs, objective, key, iterations or self.iterations)
