@@ -63,6 +63,39 @@ def matmul_peak(repeats: int = 3) -> float:
     return best
 
 
+def matmul_rate(m: int, k: int, n: int, batch: int = 1, repeats: int = 3) -> float:
+    """GFLOP/s of one float32 (batch x) (m, k) @ (k, n) multiply repeated: the ceiling for the
+    update's own shapes (256-unit layers on 256 states, or on 256 x N samples)."""
+    a = jnp.ones((batch, m, k), jnp.float32)
+    b = jnp.ones((batch, k, n), jnp.float32)
+    f = jax.jit(jnp.matmul)
+    f(a, b).block_until_ready()
+    flops = 2 * m * k * n * batch
+    reps = max(10, int(5e9 / flops))
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(reps):
+            out = f(a, b)
+        out.block_until_ready()
+        best = max(best, flops * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def print_peaks() -> float:
+    peak = matmul_peak()
+    print(f"matrix-multiply peak (float32, best of 512..2048 square): {peak:.1f} GFLOP/s")
+    for label, shape in [("256 states x 256 units", (256, 256, 256, 1)),
+                         ("5 seeds, batched", (256, 256, 256, 5)),
+                         ("256 states x 10 samples x 256 units", (2560, 256, 256, 1)),
+                         ("two critics, batched", (2560, 256, 256, 2))]:
+        m, k, n, batch = shape
+        rate = matmul_rate(m, k, n, batch)
+        print(f"  one matmul at the update's shapes, {label} ({batch} x {m}x{k}x{n}): {rate:.1f} GFLOP/s "
+              f"({100 * rate / peak:.0f}% of peak)")
+    return peak
+
+
 class Iapo:
     def __init__(self, name: str, env: str, root: Path, seeds: int, **algo):
         self.name, self.seeds = name, seeds
@@ -165,8 +198,12 @@ def main() -> None:
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each contender's chunk")
-    parser.add_argument("--only", choices=["all", "iapo"], default="all", help="skip SBX and SB3")
+    parser.add_argument("--only", choices=["all", "iapo", "peak"], default="all",
+                        help="iapo: skip SBX and SB3; peak: only the matrix-multiply measurements")
     args = parser.parse_args()
+    if args.only == "peak":
+        print_peaks()
+        return
 
     device = jax.devices()[0]
     print(f"# {datetime.date.today()}  {args.env}  jax {jax.__version__} on {device.platform} ({device.device_kind}), "
@@ -215,9 +252,8 @@ def main() -> None:
             print(f"| {c.name} | {sps[c.name]:.1f} | {1e3 * c.seeds / sps[c.name]:.2f} | {ratio} | "
                   f"{rss[c.name]:.2f} GiB |")
 
-        peak = matmul_peak()
         print()
-        print(f"matrix-multiply peak (float32, best of 512..2048 square): {peak:.1f} GFLOP/s")
+        peak = print_peaks()
         print()
         print("| iapo update | ms per update | GFLOP per update | GFLOP/s | % of peak | step: act / env / sample / update (ms) |")
         print("| --- | --- | --- | --- | --- | --- |")

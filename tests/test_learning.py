@@ -30,5 +30,7 @@ def test_agent_solves_pendulum(algo, tmp_path):
     train(config)
     m = read_metrics(tmp_path / "run" / "metrics.csv")
     assert m["eval_return_mean"][0] < -700  # the random phase's policy does not swing up
-    final = float(np.median(m["eval_return_mean"][-3:]))
+    # The median of the last five evaluations (steps 6k-10k): one bad evaluation, which these
+    # short, high-learning-rate runs can have, does not decide it; three good ones are needed.
+    final = float(np.median(m["eval_return_mean"][-5:]))
     assert final >= -250, m["eval_return_mean"]
