@@ -190,3 +190,18 @@ def test_help_documents_the_algorithm_fields():
     for flag in ("--iterations", "--action-samples", "--pessimism", "--objective-critics", "--agent",
                  "--final-iterate-loss", "--target-copy-every", "--eval-iterations"):
         assert flag in proc.stdout, flag
+
+
+def test_snapshots_are_kept_through_training_and_evaluate_reads_one(tmp_path, tiny_args, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(smoke_args(run_dir, "direct", tiny_args, steps=300) + ["--checkpoint-every", "100",
+                                                                                  "--snapshot-every", "100"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == [
+        "agent_000000100.ckpt", "agent_000000200.ckpt", "agent_000000300.ckpt"]  # all kept
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) == [
+        "ckpt_000000200.ckpt", "ckpt_000000300.ckpt"]  # the newest two
+    code, out, err = run_cli(["evaluate", str(run_dir), "--step", "100", "--episodes", "1"], capsys)
+    assert code == 0 and "return" in out, err
+    code, _, err = run_cli(["evaluate", str(run_dir), "--step", "50"], capsys)
+    _assert_one_line_error(code, err, "no snapshot or checkpoint of step 50", "100 200 300")

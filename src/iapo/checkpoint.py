@@ -31,6 +31,8 @@ KEEP = 2
 _MAGIC = b"IAPO-CKPT"
 _NAME = re.compile(r"^ckpt_(\d{9})\.ckpt$")
 PARTS = "parts"  # folder of the parts that checkpoints share
+SNAPSHOTS = "snapshots"  # folder of the agent's copies kept through training
+_SNAPSHOT = re.compile(r"^agent_(\d{9})\.ckpt$")
 
 
 class CheckpointError(IapoError):
@@ -111,6 +113,27 @@ def save(run_dir: Path, step: int, state, extra: dict | None = None, parts: list
         old.unlink(missing_ok=True)
     _remove_unreferenced_parts(Path(run_dir), [p for _, p in kept[-KEEP:] if p != path], payload["parts"])
     return path
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"agent_{step:09d}.ckpt"
+
+
+def save_snapshot(run_dir: Path, step: int, state) -> Path:
+    """Keep the agent `state` at `step` in snapshots/ (same file format; never deleted)."""
+    path = snapshot_path(run_dir, step)
+    payload = {"format_version": FORMAT_VERSION, "step": step,
+               "state": flax.serialization.to_state_dict(jax.device_get(state)), "extra": {}, "parts": []}
+    _write_atomic(path, payload)
+    return path
+
+
+def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the run's snapshots, oldest first."""
+    folder = Path(run_dir) / SNAPSHOTS
+    if not folder.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _SNAPSHOT.match(p.name)))
 
 
 def _remove_unreferenced_parts(run_dir: Path, others: list[Path], refs: list[dict]) -> None:

@@ -32,12 +32,16 @@ class EvaluateConfig:
     video: str | None = None
     """Also record one episode, rendered offscreen, to this .mp4 file."""
 
+    step: int | None = None
+    """Evaluate the agent of this step (a snapshot or checkpoint) instead of the newest."""
+
 
 def run_evaluate(cfg: EvaluateConfig) -> str:
     from iapo.evaluate import evaluate_run
 
     mean, std, n = evaluate_run(
-        Path(cfg.run_dir), cfg.episodes, cfg.iterations, cfg.seed, None if cfg.video is None else Path(cfg.video)
+        Path(cfg.run_dir), cfg.episodes, cfg.iterations, cfg.seed, None if cfg.video is None else Path(cfg.video),
+        cfg.step,
     )
     return f"return {mean:.2f} ± {std:.2f} over {n} episodes"
 

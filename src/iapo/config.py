@@ -174,6 +174,10 @@ class TrainConfig:
     checkpoint_every: int = 100_000
     """Write a checkpoint every this many environment steps (and always at the end)."""
 
+    snapshot_every: int = 50_000
+    """Keep a copy of the agent (no replay buffer) every this many steps in snapshots/, none ever
+    deleted: the analyses over training read them. 0: none."""
+
     overwrite: bool = False
     """Replace a run already in --run-dir instead of refusing."""
 
@@ -196,6 +200,7 @@ class TrainConfig:
         _positive_int("eval-every", self.eval_every)
         _positive_int("eval-episodes", self.eval_episodes)
         _positive_int("checkpoint-every", self.checkpoint_every)
+        _positive_int("snapshot-every", self.snapshot_every, allow_zero=True)
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.seeds is not None:

@@ -14,8 +14,9 @@ from iapo.errors import ConfigError, IapoError
 from iapo.train import evaluate_episodes
 
 
-def load_agent(run_dir: Path):
-    """(config, agent, state, step) of the newest checkpoint in `run_dir`."""
+def load_agent(run_dir: Path, step: int | None = None):
+    """(config, agent, state, step) of the newest checkpoint in `run_dir`, or of the snapshot
+    (or checkpoint) at `step`."""
     from iapo.cli import load_run_config
 
     config = load_run_config(run_dir)
@@ -29,12 +30,19 @@ def load_agent(run_dir: Path):
     env.close()
     agent = Agent(config.algo, obs_dim, act_dim)
     template = agent.init(jax.random.PRNGKey(0))
-    step, state, _ = checkpoint.load_latest(run_dir, template)
+    if step is None:
+        step, state, _ = checkpoint.load_latest(run_dir, template)
+        return config, agent, state, step
+    found = dict(checkpoint.list_checkpoints(run_dir)) | dict(checkpoint.list_snapshots(run_dir))
+    if step not in found:
+        have = " ".join(map(str, sorted(found))) or "none"
+        raise IapoError(f"{run_dir} has no snapshot or checkpoint of step {step} (steps: {have})")
+    state, _ = checkpoint.load(found[step], template)
     return config, agent, state, step
 
 
 def evaluate_run(
-    run_dir: Path, episodes: int, iterations: int | None, seed: int, video: Path | None
+    run_dir: Path, episodes: int, iterations: int | None, seed: int, video: Path | None, step: int | None = None
 ) -> tuple[float, float, int]:
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
@@ -42,7 +50,7 @@ def evaluate_run(
         raise ConfigError(f"--iterations must be >= 1, got {iterations}")
     if video is not None:
         _check_video_path(video)
-    config, agent, state, _ = load_agent(run_dir)
+    config, agent, state, _ = load_agent(run_dir, step)
     iterations = iterations or config.algo.acting_iterations
     envs = [make_env(config.env) for _ in range(episodes)]
     returns, _ = evaluate_episodes(

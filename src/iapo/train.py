@@ -31,7 +31,7 @@ class NumericError(IapoError):
     """A loss, parameter, action or observation stopped being finite."""
 
 # Files and folders of a run; `--overwrite` removes these and nothing else.
-RUN_FILES = ("config.json", "metrics.csv", "learning_curve.png", "tensorboard", "checkpoints")
+RUN_FILES = ("config.json", "metrics.csv", "learning_curve.png", "tensorboard", "checkpoints", "snapshots")
 TIMING_COLUMNS = ("env_steps_per_s", "wall_time_s")  # the only columns that differ on a rerun
 EVAL_SEED_OFFSET = 10_000
 
@@ -350,6 +350,12 @@ class Trainer:
             paths.append(checkpoint.save(run.run_dir, run.loop.step, state, extra, run.replay_parts))
         return paths
 
+    def save_snapshots(self) -> None:
+        """A snapshot of every seed's agent, kept for the analyses over training."""
+        self.check_finite()
+        for i, run in enumerate(self.runs):
+            checkpoint.save_snapshot(run.run_dir, run.loop.step, jax.tree.map(lambda x: x[i], self.state))
+
     def _restore(self) -> None:
         """Restore every seed from the newest step at which all of them have a usable checkpoint."""
         steps = set.intersection(*[{s for s, _ in checkpoint.list_checkpoints(r.run_dir)} for r in self.runs])
@@ -464,6 +470,8 @@ class Trainer:
                         ret = np.mean([r["eval_return_mean"] for r in rows])
                         progress.update(task, sps=rows[0]["env_steps_per_s"], ret=f"{ret:.1f}")
                         window_start = time.perf_counter()
+                    if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.total_steps):
+                        self.save_snapshots()
                     saved = step % cfg.checkpoint_every == 0 or step == cfg.total_steps
                     if saved:
                         self.save()
