@@ -34,6 +34,23 @@ def pessimistic_value(q: jax.Array, beta: float | jax.Array) -> jax.Array:
     return mean - beta * jnp.sqrt(jnp.maximum(var, 1e-30))
 
 
+def make_integrand(critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float):
+    """The integrand of J at fixed states: integrand(lam (B, 2d), eps (M, B, d)) -> (values
+    (M, B), aux), the value of Q(s, a) - alpha (log pi(a) - log p(a)) at each action
+    a = tanh(mu + sigma eps), with its q and kl parts in aux."""
+    alpha = jax.lax.stop_gradient(alpha)
+
+    def integrand(lam: jax.Array, eps: jax.Array) -> tuple[jax.Array, dict]:
+        act_dim = lam.shape[-1] // 2
+        actions, log_pi = dist.sample_from_noise(lam, eps)  # (M, B, d), (M, B)
+        obs_m = jnp.broadcast_to(obs, (eps.shape[0], *obs.shape))  # (M, B, obs_dim)
+        q = pessimistic_value(critic_apply(critic_params, obs_m, actions), beta)  # (M, B)
+        kl = dist.kl_sample(log_pi, act_dim)  # (M, B)
+        return q - alpha * kl, {"q": q, "kl": kl}
+
+    return integrand
+
+
 def make_objective(
     critic_apply: Callable,
     critic_params,
@@ -46,16 +63,12 @@ def make_objective(
 
     Monte Carlo over `n_samples` reparameterized actions per state; alpha enters as a constant.
     """
-    alpha = jax.lax.stop_gradient(alpha)
+    integrand = make_integrand(critic_apply, critic_params, obs, alpha, beta)
 
     def objective(lam: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        act_dim = lam.shape[-1] // 2
-        actions, log_pi = dist.sample(lam, key, n_samples)  # (N, B, d), (N, B)
-        obs_n = jnp.broadcast_to(obs, (n_samples, *obs.shape))  # (N, B, obs_dim)
-        q = pessimistic_value(critic_apply(critic_params, obs_n, actions), beta)  # (N, B)
-        kl = dist.kl_sample(log_pi, act_dim)  # (N, B)
-        j = jnp.mean(q - alpha * kl, axis=0)  # (B,)
-        return j, {"q": jnp.mean(q, axis=0), "kl": jnp.mean(kl, axis=0)}
+        eps = jax.random.normal(key, (n_samples, *lam.shape[:-1], lam.shape[-1] // 2), lam.dtype)
+        values, aux = integrand(lam, eps)  # (N, B)
+        return jnp.mean(values, axis=0), {k: jnp.mean(v, axis=0) for k, v in aux.items()}
 
     return objective
 

@@ -8,6 +8,10 @@ Every optimizer offers the same three calls:
 - `loss(params, obs, objective, key) -> (loss, info)`: the differentiable training loss of the
   optimizer's own parameters; `info` holds `kl` (B,), `lam` (B, 2d) of the final estimate and
   `objective_per_iteration` (iterates + 1,).
+
+The non-amortized optimizers of `nonamortized.py` (Adam on lambda, CEM) have no parameters to
+train; they take an initial lambda and return the objective at every iterate, for the
+comparisons and the amortization gap.
 """
 
 from __future__ import annotations
