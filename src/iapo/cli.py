@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -36,6 +38,62 @@ class EvaluateConfig:
     """Evaluate the agent of this step (a snapshot or checkpoint) instead of the newest."""
 
 
+@dataclasses.dataclass(frozen=True)
+class GapConfig:
+    """Amortization gap over training (Fig. 6): at every snapshot of each run, for states the
+    agent visits, gradient ascent on J from the agent's lambda until J stops improving; the
+    gap J(lambda*) - J(lambda_agent), mean +- std over states. Writes gap.csv, gap.json, gap.png."""
+
+    run_dirs: tyro.conf.Positional[tuple[str, ...]]
+    """Run directories written by `iapo train` (direct and iterative runs plot together)."""
+
+    out: str = "analysis/gap"
+    """Folder for the figure and its numbers."""
+
+    states: int = 100
+    """States per snapshot, visited by that snapshot's agent."""
+
+    extra_iterations: int = 0
+    """For iterative runs, also the gap after this many more iterations than trained with."""
+
+    lr: float = 1e-4
+    """Step size of the ascent (reference: SGD, 1e-4)."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    """The ascent's optimizer."""
+
+    max_steps: int = 5_000
+    """Most ascent steps."""
+
+    patience: int = 100
+    """Stop the ascent once the mean estimated J has not improved for this many steps."""
+
+    samples: int = 100
+    """Action samples of the estimates of J(lambda*) and J(lambda_agent)."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the estimates."""
+
+
+def run_gap(cfg: GapConfig) -> str:
+    from iapo.analysis import gap
+
+    for name in ("states", "max_steps", "patience", "samples"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.extra_iterations < 0:
+        raise ConfigError(f"--extra-iterations must be >= 0, got {cfg.extra_iterations}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ConfigError(f"--lr must be a finite number > 0, got {cfg.lr}")
+    figure = gap.run([Path(d) for d in cfg.run_dirs], Path(cfg.out), cfg.extra_iterations, states=cfg.states,
+                     samples=cfg.samples, seed=cfg.seed, lr=cfg.lr, optimizer=cfg.optimizer,
+                     max_steps=cfg.max_steps, patience=cfg.patience)
+    return f"amortization gap written to {figure} (numbers: {figure.with_suffix('.csv')})"
+
+
+ANALYSES = {"gap": (GapConfig, run_gap)}
+
+
 def run_evaluate(cfg: EvaluateConfig) -> str:
     from iapo.evaluate import evaluate_run
 
@@ -49,11 +107,20 @@ def run_evaluate(cfg: EvaluateConfig) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
+        if args[:1] == ["analyze"]:
+            cfg = tyro.extras.subcommand_cli_from_dict(
+                {name: config for name, (config, _) in ANALYSES.items()}, args=args[1:], prog="iapo analyze",
+                description="The paper's analyses: each reads run directories and writes a figure and its numbers.",
+                config=(tyro.conf.OmitArgPrefixes,),
+            )
+            print(next(fn for config, fn in ANALYSES.values() if isinstance(cfg, config))(cfg))
+            return
         cfg = tyro.extras.subcommand_cli_from_dict(
             {"train": TrainConfig, "evaluate": EvaluateConfig},
             args=args,
             prog="iapo",
-            description="Iterative amortized policy optimization (Marino et al., NeurIPS 2021).",
+            description="Iterative amortized policy optimization (Marino et al., NeurIPS 2021). "
+            "The paper's analyses: `iapo analyze --help`.",
             config=(tyro.conf.OmitArgPrefixes,),
         )
         if isinstance(cfg, TrainConfig):

@@ -8,12 +8,17 @@ cancels in the difference.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from iapo import distributions as dist
-from iapo.objective import Objective, value_and_grad
+from iapo.errors import IapoError
+from iapo.objective import Objective, make_objective, value_and_grad
 
 
 def ascend_until_no_improvement(
@@ -66,3 +71,113 @@ def amortization_gap(
     j_agent, _ = evaluate(lam_agent, k_eval)
     j_star, _ = evaluate(lam_star, k_eval)  # common random numbers
     return {"gap": j_star - j_agent, "j_agent": j_agent, "j_star": j_star, "lam_star": lam_star, "steps": steps}
+
+
+# -- over a run's snapshots -----------------------------------------------------------------------
+
+
+def collect_states(env_id: str, agent, state, n: int, seed: int) -> np.ndarray:
+    """n states (n, obs_dim) visited by the agent acting as in training (sampled actions)."""
+    from iapo.agent import act
+    from iapo.envs import make_env
+
+    env = make_env(env_id)
+    states, key = [], jax.random.PRNGKey(seed)
+    obs, _ = env.reset(seed=seed)
+    while len(states) < n:
+        states.append(np.asarray(obs, np.float32))
+        action, key = act(agent, state, jnp.asarray(obs[None], jnp.float32), key)
+        obs, _, terminated, truncated, _ = env.step(np.asarray(action[0]))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    env.close()
+    return np.stack(states)
+
+
+@functools.partial(jax.jit, static_argnames=("agent", "iterations", "samples", "ascent"))
+def _gap_at(agent, state, obs, key, iterations: int | None, samples: int, ascent: tuple):
+    k_agent, k_gap = jax.random.split(key)
+    objective = agent.objective(state, obs)
+    lam, _ = agent.optimizer.optimize(state.policy_params, obs, objective, k_agent, iterations)
+    precise = make_objective(agent.critic.apply, agent.objective_critic_params(state), obs,
+                             jnp.exp(state.log_alpha), agent.config.beta, samples)
+    return amortization_gap(objective, lam, k_gap, eval_objective=precise, **dict(ascent))
+
+
+def gap_over_training(run_dir: Path, states: int = 100, extra_iterations: int = 0, samples: int = 100,
+                      seed: int = 0, **ascent) -> list[dict]:
+    """The amortization gap at every snapshot of a run: one row per snapshot."""
+    from iapo import checkpoint
+    from iapo.evaluate import load_agent
+
+    config, agent, template, _ = load_agent(run_dir)
+    snapshots = checkpoint.list_snapshots(run_dir)
+    if not snapshots:
+        raise IapoError(f"{run_dir} has no snapshots (train with --snapshot-every)")
+    iterations = None
+    if agent.config.agent == "iterative":
+        iterations = agent.config.acting_iterations + extra_iterations
+    rows = []
+    for step, path in snapshots:
+        state, _ = checkpoint.load(path, template)
+        obs = jnp.asarray(collect_states(config.env, agent, state, states, seed + step))
+        out = _gap_at(agent, state, obs, jax.random.PRNGKey(seed), iterations, samples, tuple(sorted(ascent.items())))
+        gap = np.asarray(out["gap"])
+        rows.append({"run": str(run_dir), "agent": agent.config.agent, "step": step,
+                     "iterations": iterations or 0, "gap_mean": float(gap.mean()), "gap_std": float(gap.std()),
+                     "objective_mean": float(np.mean(out["j_agent"])), "states": states,
+                     "ascent_steps": int(out["steps"])})
+    return rows
+
+
+def plot_gap(rows: list[dict], out_path: Path) -> None:
+    """Gap mean +- std over training, one curve per run (Fig. 6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for run, iterations in dict.fromkeys((r["run"], r["iterations"]) for r in rows):
+        mine = [r for r in rows if r["run"] == run and r["iterations"] == iterations]
+        step = np.array([r["step"] for r in mine])
+        mean = np.array([r["gap_mean"] for r in mine])
+        std = np.array([r["gap_std"] for r in mine])
+        label = f"{mine[0]['agent']} ({Path(run).name})"
+        if mine[0]["agent"] == "iterative":
+            label += f", {mine[0]['iterations']} iterations"
+        line, = ax.plot(step, mean, marker="o", ms=3, label=label)
+        ax.fill_between(step, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("amortization gap  J(λ*) − J(λ)")
+    ax.set_title("Amortization gap over training")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out_path)
+    plt.close(fig)
+
+
+def run(run_dirs: list[Path], out: Path, extra_iterations: int = 0, **kwargs) -> Path:
+    """`iapo analyze gap`: rows for every run and snapshot (and, for iterative runs with
+    `extra_iterations`, again with that many more iterations) into out/gap.csv, gap.json and
+    the figure out/gap.png."""
+    import csv
+    import json
+
+    rows = []
+    for run_dir in run_dirs:
+        rows += gap_over_training(run_dir, **kwargs)
+        if extra_iterations:
+            from iapo.cli import load_run_config
+
+            if load_run_config(run_dir).algo.agent == "iterative":
+                rows += gap_over_training(run_dir, extra_iterations=extra_iterations, **kwargs)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "gap.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "gap.json").write_text(json.dumps(rows, indent=1) + "\n")
+    plot_gap(rows, out / "gap.png")
+    return out / "gap.png"

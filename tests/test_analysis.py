@@ -1,0 +1,49 @@
+"""The analysis commands run end to end on tiny trained runs and write their figure and numbers."""
+
+import csv
+import math
+
+import pytest
+
+from test_cli import _assert_one_line_error, run_cli, smoke_args
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    tiny = ["--hidden-sizes", "16", "16", "--critic-hidden-sizes", "16", "16", "--batch-size", "16", "--no-progress"]
+    for kind in ("direct", "iterative"):
+        from iapo.cli import main
+
+        main(smoke_args(root / kind, kind, tiny) + ["--snapshot-every", "150"])
+    return root
+
+
+def test_gap_over_training_for_both_agents(runs, tmp_path, capsys):
+    out = tmp_path / "gap"
+    code, stdout, err = run_cli(["analyze", "gap", str(runs / "direct"), str(runs / "iterative"), "--out", str(out),
+                                 "--states", "8", "--max-steps", "50", "--patience", "10", "--samples", "10",
+                                 "--optimizer", "adam", "--lr", "1e-2", "--extra-iterations", "2"], capsys)
+    assert code == 0, err
+    assert "gap.png" in stdout
+    with open(out / "gap.csv") as f:
+        rows = list(csv.DictReader(f))
+    # two snapshots each: direct, iterative with its K = 2, and iterative with 2 more
+    assert [(r["agent"], int(r["iterations"]), int(r["step"])) for r in rows] == [
+        ("direct", 0, 150), ("direct", 0, 300), ("iterative", 2, 150), ("iterative", 2, 300),
+        ("iterative", 4, 150), ("iterative", 4, 300)]
+    for r in rows:
+        assert math.isfinite(float(r["gap_mean"])) and float(r["gap_std"]) >= 0
+        assert 1 <= int(r["ascent_steps"]) <= 50
+    assert (out / "gap.png").read_bytes()[:4] == b"\x89PNG" and (out / "gap.json").exists()
+
+
+def test_gap_of_a_run_without_snapshots_is_a_one_line_error(runs, tmp_path, capsys):
+    tiny = ["--hidden-sizes", "8", "--critic-hidden-sizes", "8", "--batch-size", "8", "--no-progress"]
+    assert run_cli(smoke_args(tmp_path / "bare", "direct", tiny, steps=150) + ["--snapshot-every", "0"], capsys)[0] == 0
+    code, _, err = run_cli(["analyze", "gap", str(tmp_path / "bare")], capsys)
+    _assert_one_line_error(code, err, "has no snapshots")
+    code, _, err = run_cli(["analyze", "gap", str(tmp_path / "nothing")], capsys)
+    _assert_one_line_error(code, err, "not a run directory")
+    code, _, err = run_cli(["analyze", "gap", str(runs / "direct"), "--states", "0"], capsys)
+    _assert_one_line_error(code, err, "--states must be >= 1")
