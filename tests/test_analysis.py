@@ -47,3 +47,24 @@ def test_gap_of_a_run_without_snapshots_is_a_one_line_error(runs, tmp_path, caps
     _assert_one_line_error(code, err, "not a run directory")
     code, _, err = run_cli(["analyze", "gap", str(runs / "direct"), "--states", "0"], capsys)
     _assert_one_line_error(code, err, "--states must be >= 1")
+
+
+def test_optimizer_efficiency_of_an_iterative_run(runs, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "opt"
+    code, stdout, err = run_cli(["analyze", "optimizers", str(runs / "iterative"), "--out", str(out),
+                                 "--states", "8", "--iterations", "20", "--cem-samples", "20", "--cem-elites", "4"],
+                                capsys)
+    assert code == 0, err
+    summary = json.loads((out / "optimizers.json").read_text())
+    assert summary["trained_iterations"] == 2 and summary["iterations"] == 20
+    assert set(summary["ms_per_iteration"]) == {"iterative", "adam", "cem"}
+    assert all(v > 0 for v in summary["ms_per_iteration"].values())
+    with open(out / "optimizers.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 21 and float(rows[0]["adam"]) == 0.0  # improvement over lambda_0 starts at 0
+    assert (out / "optimizers.png").read_bytes()[:4] == b"\x89PNG"
+
+    code, _, err = run_cli(["analyze", "optimizers", str(runs / "direct"), "--out", str(tmp_path / "x")], capsys)
+    _assert_one_line_error(code, err, "needs an iterative one")

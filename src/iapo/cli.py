@@ -91,7 +91,61 @@ def run_gap(cfg: GapConfig) -> str:
     return f"amortization gap written to {figure} (numbers: {figure.with_suffix('.csv')})"
 
 
-ANALYSES = {"gap": (GapConfig, run_gap)}
+@dataclasses.dataclass(frozen=True)
+class OptimizersConfig:
+    """Optimizer efficiency (Fig. 4c): improvement of J against iterations for the run's iterative
+    optimizer, Adam on lambda and CEM, from the same lambda_0 at the same states, with their
+    wall-clock cost per iteration. Writes optimizers.csv, optimizers.json, optimizers.png."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run directory of an iterative agent."""
+
+    out: str = "analysis/optimizers"
+    """Folder for the figure and its numbers."""
+
+    step: int | None = None
+    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+
+    states: int = 100
+    """States, visited by the agent."""
+
+    iterations: int = 250
+    """Iterations of each optimizer."""
+
+    adam_lr: float = 1e-2
+    """Adam's step size (reference 1e-2)."""
+
+    cem_samples: int = 100
+    """CEM's samples per iteration (reference 100)."""
+
+    cem_elites: int = 10
+    """CEM's elites refitted to (reference 10)."""
+
+    cem_smoothing: float = 0.01
+    """CEM's step toward the refit (reference 0.01)."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the samples."""
+
+
+def run_optimizers(cfg: OptimizersConfig) -> str:
+    from iapo.analysis import optimizers
+
+    for name in ("states", "iterations", "cem_samples", "cem_elites"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.cem_elites > cfg.cem_samples:
+        raise ConfigError(f"--cem-elites ({cfg.cem_elites}) must not exceed --cem-samples ({cfg.cem_samples})")
+    if not (cfg.adam_lr > 0 and math.isfinite(cfg.adam_lr)):
+        raise ConfigError(f"--adam-lr must be a finite number > 0, got {cfg.adam_lr}")
+    if not 0 < cfg.cem_smoothing <= 1:
+        raise ConfigError(f"--cem-smoothing must be in (0, 1], got {cfg.cem_smoothing}")
+    figure = optimizers.run(Path(cfg.run_dir), Path(cfg.out), cfg.step, cfg.states, cfg.iterations, cfg.adam_lr,
+                            cfg.cem_samples, cfg.cem_elites, cfg.cem_smoothing, cfg.seed)
+    return f"optimizer efficiency written to {figure} (numbers: {figure.with_suffix('.json')})"
+
+
+ANALYSES = {"gap": (GapConfig, run_gap), "optimizers": (OptimizersConfig, run_optimizers)}
 
 
 def run_evaluate(cfg: EvaluateConfig) -> str:

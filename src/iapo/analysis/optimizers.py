@@ -1,0 +1,126 @@
+"""Optimizer efficiency (Fig. 4c): the improvement of J over iterations for iterative amortization,
+Adam on lambda and CEM, from the same initial lambda at the same states, and their wall-clock
+cost per iteration."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iapo.analysis.gap import collect_states
+from iapo.errors import IapoError
+from iapo.objective import make_integrand
+from iapo.optimizers.nonamortized import cem, gradient_ascent
+
+
+@functools.partial(jax.jit, static_argnames=("agent", "iterations"))
+def _iterative(agent, state, obs, key, iterations: int):
+    """J (iterations + 1, B) at lambda_0 .. lambda_iterations of the agent's iterative optimizer."""
+    k_iter, k_last = jax.random.split(key)
+    objective = agent.objective(state, obs)
+    lam, (js, _) = agent.optimizer._iterate(state.policy_params, obs, objective, k_iter, iterations)
+    j_last, _ = objective(lam, k_last)
+    return jnp.concatenate([js, j_last[None]])
+
+
+@functools.partial(jax.jit, static_argnames=("agent", "iterations", "lr"))
+def _adam(agent, state, obs, key, iterations: int, lr: float):
+    objective = agent.objective(state, obs)
+    lam0 = agent.optimizer.initial_lam(obs.shape[0])
+    return gradient_ascent(objective, lam0, key, iterations, lr, agent.optimizer.log_scale_bounds)[1]
+
+
+@functools.partial(jax.jit, static_argnames=("agent", "iterations", "samples", "elites", "smoothing"))
+def _cem(agent, state, obs, key, iterations: int, samples: int, elites: int, smoothing: float):
+    objective = agent.objective(state, obs)
+    integrand = make_integrand(agent.critic.apply, agent.objective_critic_params(state), obs,
+                               jnp.exp(state.log_alpha), agent.config.beta)
+    lam0 = agent.optimizer.initial_lam(obs.shape[0])
+    return cem(integrand, objective, lam0, key, iterations, samples, elites, smoothing,
+               log_scale_bounds=agent.optimizer.log_scale_bounds)[1]
+
+
+def _timed(fn, *args) -> tuple[np.ndarray, float]:
+    """(result, seconds of a second call: the first compiles)."""
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return np.asarray(out), time.perf_counter() - start
+
+
+def _to_match(improvement: np.ndarray, target: float) -> int | None:
+    """The first iteration whose mean improvement reaches `target`, or None."""
+    hits = np.flatnonzero(improvement >= target)
+    return int(hits[0]) if len(hits) else None
+
+
+def run(run_dir: Path, out: Path, step: int | None = None, states: int = 100, iterations: int = 250,
+        adam_lr: float = 1e-2, cem_samples: int = 100, cem_elites: int = 10, cem_smoothing: float = 0.01,
+        seed: int = 0) -> Path:
+    """`iapo analyze optimizers`: out/optimizers.csv (mean improvement of J per iteration),
+    out/optimizers.json (summary) and out/optimizers.png."""
+    from iapo.evaluate import load_agent
+
+    config, agent, state, step = load_agent(run_dir, step)
+    if agent.config.agent != "iterative":
+        raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
+    obs = jnp.asarray(collect_states(config.env, agent, state, states, seed))
+    key = jax.random.PRNGKey(seed)
+    curves, seconds = {}, {}
+    curves["iterative"], seconds["iterative"] = _timed(_iterative, agent, state, obs, key, iterations)
+    curves["adam"], seconds["adam"] = _timed(_adam, agent, state, obs, key, iterations, adam_lr)
+    curves["cem"], seconds["cem"] = _timed(_cem, agent, state, obs, key, iterations, cem_samples, cem_elites,
+                                           cem_smoothing)
+    improvement = {name: np.mean(js - js[0], axis=1) for name, js in curves.items()}  # (iterations + 1,)
+    trained = agent.config.iterations
+    target = float(improvement["iterative"][min(trained, iterations)])
+    summary = {
+        "run": str(run_dir), "step": step, "env": config.env, "states": states, "iterations": iterations,
+        "trained_iterations": trained, "iterative_improvement_at_trained": target,
+        "adam_iterations_to_match": _to_match(improvement["adam"], target),
+        "cem_iterations_to_match": _to_match(improvement["cem"], target),
+        "final_improvement": {name: float(v[-1]) for name, v in improvement.items()},
+        "ms_per_iteration": {name: 1e3 * s / iterations for name, s in seconds.items()},
+        "settings": {"adam_lr": adam_lr, "cem_samples": cem_samples, "cem_elites": cem_elites,
+                     "cem_smoothing": cem_smoothing, "action_samples": agent.config.action_samples},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "optimizers.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["iteration", *improvement])
+        for k in range(iterations + 1):
+            writer.writerow([k, *(f"{v[k]:.6g}" for v in improvement.values())])
+    (out / "optimizers.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _plot(improvement, summary, out / "optimizers.png")
+    return out / "optimizers.png"
+
+
+def _plot(improvement: dict, summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    labels = {"iterative": "iterative amortization", "adam": f"Adam (lr {summary['settings']['adam_lr']:g})",
+              "cem": f"CEM ({summary['settings']['cem_samples']} samples)"}
+    for name, curve in improvement.items():
+        ms = summary["ms_per_iteration"][name]
+        ax.plot(np.arange(1, len(curve)), curve[1:], label=f"{labels[name]}, {ms:.2f} ms/iteration")
+    ax.axvline(summary["trained_iterations"], color="grey", ls=":", lw=1, label="iterations trained with")
+    ax.set_xscale("log")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("improvement of J over λ₀")
+    ax.set_title(f"{summary['env']}, step {summary['step']}: optimizer efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
