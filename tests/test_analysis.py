@@ -36,6 +36,12 @@ def test_gap_over_training_for_both_agents(runs, tmp_path, capsys):
         assert math.isfinite(float(r["gap_mean"])) and float(r["gap_std"]) >= 0
         assert 1 <= int(r["ascent_steps"]) <= 50
     assert (out / "gap.png").read_bytes()[:4] == b"\x89PNG" and (out / "gap.json").exists()
+    # Fig. 4b: J's improvement at each iterate, for the iterative rows
+    with open(out / "improvement.csv") as f:
+        improvement = list(csv.DictReader(f))
+    assert len(improvement) == 2 * 3 + 2 * 5  # snapshots x (K + 1) iterates, for K = 2 and K = 4
+    assert all(float(r["improvement"]) == 0.0 for r in improvement if r["iteration"] == "0")
+    assert (out / "improvement.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_gap_of_a_run_without_snapshots_is_a_one_line_error(runs, tmp_path, capsys):

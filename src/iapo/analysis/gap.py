@@ -94,6 +94,16 @@ def collect_states(env_id: str, agent, state, n: int, seed: int) -> np.ndarray:
     return np.stack(states)
 
 
+@functools.partial(jax.jit, static_argnames=("agent", "iterations"))
+def objective_per_iterate(agent, state, obs, key, iterations: int):
+    """J (iterations + 1, B) at lambda_0 .. lambda_iterations of the agent's iterative optimizer."""
+    k_iter, k_last = jax.random.split(key)
+    objective = agent.objective(state, obs)
+    lam, (js, _) = agent.optimizer._iterate(state.policy_params, obs, objective, k_iter, iterations)
+    j_last, _ = objective(lam, k_last)
+    return jnp.concatenate([js, j_last[None]])
+
+
 @functools.partial(jax.jit, static_argnames=("agent", "iterations", "samples", "ascent"))
 def _gap_at(agent, state, obs, key, iterations: int | None, samples: int, ascent: tuple):
     k_agent, k_gap = jax.random.split(key)
@@ -123,10 +133,14 @@ def gap_over_training(run_dir: Path, states: int = 100, extra_iterations: int = 
         obs = jnp.asarray(collect_states(config.env, agent, state, states, seed + step))
         out = _gap_at(agent, state, obs, jax.random.PRNGKey(seed), iterations, samples, tuple(sorted(ascent.items())))
         gap = np.asarray(out["gap"])
+        per_iterate = []
+        if iterations:  # Fig. 4b: J at each iterate, mean over the states
+            js = objective_per_iterate(agent, state, obs, jax.random.PRNGKey(seed + 1), iterations)
+            per_iterate = [float(j) for j in np.mean(np.asarray(js), axis=1)]
         rows.append({"run": str(run_dir), "agent": agent.config.agent, "step": step,
                      "iterations": iterations or 0, "gap_mean": float(gap.mean()), "gap_std": float(gap.std()),
                      "objective_mean": float(np.mean(out["j_agent"])), "states": states,
-                     "ascent_steps": int(out["steps"])})
+                     "ascent_steps": int(out["steps"]), "objective_per_iterate": per_iterate})
     return rows
 
 
@@ -175,9 +189,45 @@ def run(run_dirs: list[Path], out: Path, extra_iterations: int = 0, **kwargs) ->
                 rows += gap_over_training(run_dir, extra_iterations=extra_iterations, **kwargs)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "gap.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "objective_per_iterate"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     (out / "gap.json").write_text(json.dumps(rows, indent=1) + "\n")
     plot_gap(rows, out / "gap.png")
+    iterative = [r for r in rows if r["objective_per_iterate"]]
+    if iterative:
+        with open(out / "improvement.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["run", "iterations", "step", "iteration", "improvement"])
+            for r in iterative:
+                js = r["objective_per_iterate"]
+                writer.writerows([r["run"], r["iterations"], r["step"], k, f"{j - js[0]:.6g}"]
+                                 for k, j in enumerate(js))
+        plot_improvement(iterative, out / "improvement.png")
     return out / "gap.png"
+
+
+def plot_improvement(rows: list[dict], out_path: Path) -> None:
+    """Fig. 4b: the estimated improvement J(lambda_k) - J(lambda_0) of each iterate k over training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = list(dict.fromkeys((r["run"], r["iterations"]) for r in rows))
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), dpi=100, squeeze=False)
+    for ax, (run, iterations) in zip(axes[0], runs):
+        mine = [r for r in rows if r["run"] == run and r["iterations"] == iterations]
+        step = np.array([r["step"] for r in mine])
+        js = np.array([r["objective_per_iterate"] for r in mine])  # (snapshots, iterations + 1)
+        colors = plt.cm.viridis(np.linspace(0, 0.9, iterations))
+        for k in range(1, iterations + 1):
+            ax.plot(step, js[:, k] - js[:, 0], color=colors[k - 1], marker="o", ms=3, label=f"iteration {k}")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("J(λ_k) − J(λ_0)")
+        ax.set_title(f"{Path(run).name}: improvement per iterate")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out_path)
+    plt.close(fig)

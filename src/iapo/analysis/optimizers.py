@@ -14,20 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.analysis.gap import collect_states
+from iapo.analysis.gap import collect_states, objective_per_iterate
 from iapo.errors import IapoError
 from iapo.objective import make_integrand
 from iapo.optimizers.nonamortized import cem, gradient_ascent
-
-
-@functools.partial(jax.jit, static_argnames=("agent", "iterations"))
-def _iterative(agent, state, obs, key, iterations: int):
-    """J (iterations + 1, B) at lambda_0 .. lambda_iterations of the agent's iterative optimizer."""
-    k_iter, k_last = jax.random.split(key)
-    objective = agent.objective(state, obs)
-    lam, (js, _) = agent.optimizer._iterate(state.policy_params, obs, objective, k_iter, iterations)
-    j_last, _ = objective(lam, k_last)
-    return jnp.concatenate([js, j_last[None]])
 
 
 @functools.partial(jax.jit, static_argnames=("agent", "iterations", "lr"))
@@ -74,7 +64,7 @@ def run(run_dir: Path, out: Path, step: int | None = None, states: int = 100, it
     obs = jnp.asarray(collect_states(config.env, agent, state, states, seed))
     key = jax.random.PRNGKey(seed)
     curves, seconds = {}, {}
-    curves["iterative"], seconds["iterative"] = _timed(_iterative, agent, state, obs, key, iterations)
+    curves["iterative"], seconds["iterative"] = _timed(objective_per_iterate, agent, state, obs, key, iterations)
     curves["adam"], seconds["adam"] = _timed(_adam, agent, state, obs, key, iterations, adam_lr)
     curves["cem"], seconds["cem"] = _timed(_cem, agent, state, obs, key, iterations, cem_samples, cem_elites,
                                            cem_smoothing)
