@@ -74,3 +74,17 @@ def test_optimizer_efficiency_of_an_iterative_run(runs, tmp_path, capsys):
 
     code, _, err = run_cli(["analyze", "optimizers", str(runs / "direct"), "--out", str(tmp_path / "x")], capsys)
     _assert_one_line_error(code, err, "needs an iterative one")
+
+
+def test_evaluation_beyond_the_training_horizon(runs, tmp_path, capsys):
+    out = tmp_path / "it"
+    code, stdout, err = run_cli(["analyze", "iterations", str(runs / "iterative"), "--out", str(out),
+                                 "--max-iterations", "4", "--episodes", "1", "--states", "8"], capsys)
+    assert code == 0, err
+    with open(out / "iterations.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iterations"]) for r in rows] == [1, 2, 3, 4]  # trained with 2
+    assert all(float(r["return_mean"]) > 0 for r in rows)  # the pendulum stays up for some steps
+    assert (out / "iterations.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = run_cli(["analyze", "iterations", str(runs / "iterative"), "--max-iterations", "0"], capsys)
+    _assert_one_line_error(code, err, "--max-iterations must be >= 1")

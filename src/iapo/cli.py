@@ -145,7 +145,50 @@ def run_optimizers(cfg: OptimizersConfig) -> str:
     return f"optimizer efficiency written to {figure} (numbers: {figure.with_suffix('.json')})"
 
 
-ANALYSES = {"gap": (GapConfig, run_gap), "optimizers": (OptimizersConfig, run_optimizers)}
+@dataclasses.dataclass(frozen=True)
+class IterationsConfig:
+    """Evaluation beyond the training horizon: an iterative agent's return and objective J when it
+    acts with 1 .. --max-iterations iterations, more than it was trained with included. Writes
+    iterations.csv, iterations.json, iterations.png."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run directory of an iterative agent."""
+
+    out: str = "analysis/iterations"
+    """Folder for the figure and its numbers."""
+
+    max_iterations: int = 10
+    """Evaluate with 1 .. this many iterations."""
+
+    episodes: int = 5
+    """Evaluation episodes per iteration count."""
+
+    states: int = 100
+    """States, visited by the agent, at which J is estimated."""
+
+    step: int | None = None
+    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+
+    seed: int = 12345
+    """Seed of the evaluation environments and of the states' rollouts."""
+
+
+def run_iterations(cfg: IterationsConfig) -> str:
+    from iapo.analysis import iterations
+
+    for name in ("max_iterations", "episodes", "states"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    figure = iterations.run(Path(cfg.run_dir), Path(cfg.out), cfg.max_iterations, cfg.episodes, cfg.states, cfg.step,
+                            cfg.seed)
+    return f"evaluation over iterations written to {figure} (numbers: {figure.with_suffix('.csv')})"
+
+
+ANALYSES = {
+    "gap": (GapConfig, run_gap),
+    "optimizers": (OptimizersConfig, run_optimizers),
+    "iterations": (IterationsConfig, run_iterations),
+}
 
 
 def run_evaluate(cfg: EvaluateConfig) -> str:
