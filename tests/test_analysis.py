@@ -3,6 +3,7 @@
 import csv
 import math
 
+import numpy as np
 import pytest
 
 from test_cli import _assert_one_line_error, run_cli, smoke_args
@@ -88,3 +89,30 @@ def test_evaluation_beyond_the_training_horizon(runs, tmp_path, capsys):
     assert (out / "iterations.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = run_cli(["analyze", "iterations", str(runs / "iterative"), "--max-iterations", "0"], capsys)
     _assert_one_line_error(code, err, "--max-iterations must be >= 1")
+
+
+def test_landscape_with_the_iterative_path_the_optimum_and_the_direct_estimate(runs, tmp_path, capsys):
+    import json
+
+    from iapo.cli import main
+
+    tiny = ["--hidden-sizes", "16", "16", "--critic-hidden-sizes", "16", "16", "--batch-size", "16", "--no-progress"]
+    common = ["train", "--env", "Reacher-v5", "--total-steps", "200", "--random-steps", "100", "--eval-every", "200",
+              "--eval-episodes", "1", "--iterations", "2", "--action-samples", "3", *tiny]
+    main([*common, "--agent", "iterative", "--run-dir", str(tmp_path / "it")])
+    main([*common, "--agent", "direct", "--run-dir", str(tmp_path / "di")])
+    capsys.readouterr()
+    out = tmp_path / "land"
+    code, _, err = run_cli(["analyze", "landscape", str(tmp_path / "it"), "--direct", str(tmp_path / "di"),
+                            "--out", str(out), "--grid-size", "9", "--samples", "8", "--states", "4", "--state", "2"],
+                           capsys)
+    assert code == 0, err
+    result = json.loads((out / "landscape.json").read_text())
+    assert np.array(result["objective"]).shape == (9, 9) and np.all(np.isfinite(result["objective"]))
+    assert len(result["iterative_path"]) == 3 and len(result["optimum"]) == 2 and len(result["direct"]) == 2
+    assert (out / "landscape.png").read_bytes()[:4] == b"\x89PNG"
+
+    code, _, err = run_cli(["analyze", "landscape", str(tmp_path / "it"), "--dims", "0", "0"], capsys)
+    _assert_one_line_error(code, err, "--dims must be two different action dimensions")
+    code, _, err = run_cli(["analyze", "landscape", str(runs / "iterative")], capsys)
+    _assert_one_line_error(code, err, "needs two")

@@ -184,8 +184,63 @@ def run_iterations(cfg: IterationsConfig) -> str:
     return f"evaluation over iterations written to {figure} (numbers: {figure.with_suffix('.csv')})"
 
 
+@dataclasses.dataclass(frozen=True)
+class LandscapeConfig:
+    """Objective landscape (Fig. 1, 19): J over a grid of two dimensions of the policy mean at one
+    state visited by an iterative agent, with the iterative path, the gradient-ascent optimum and,
+    with --direct, a direct agent's estimate. Writes landscape.json and landscape.png."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run directory of an iterative agent (its critics define J)."""
+
+    out: str = "analysis/landscape"
+    """Folder for the figure and its numbers."""
+
+    state: int = 0
+    """Which of the visited states (0 .. --states - 1)."""
+
+    dims: tuple[int, int] = (0, 1)
+    """The two action dimensions whose means span the grid."""
+
+    direct: str | None = None
+    """A direct run on the same environment whose estimate to mark."""
+
+    grid_size: int = 41
+    """Grid points per dimension."""
+
+    extent: float = 3.0
+    """The grid covers means in [-extent, extent] (before the tanh)."""
+
+    samples: int = 100
+    """Action samples per grid point (the same at every point)."""
+
+    states: int = 100
+    """States collected by the agent, to choose --state from."""
+
+    step: int | None = None
+    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the samples."""
+
+
+def run_landscape(cfg: LandscapeConfig) -> str:
+    from iapo.analysis import landscape
+
+    for name in ("grid_size", "samples", "states"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if not (cfg.extent > 0 and math.isfinite(cfg.extent)):
+        raise ConfigError(f"--extent must be a finite number > 0, got {cfg.extent}")
+    figure = landscape.run(Path(cfg.run_dir), Path(cfg.out), cfg.state, tuple(cfg.dims),
+                           None if cfg.direct is None else Path(cfg.direct), cfg.grid_size, cfg.extent, cfg.samples,
+                           cfg.states, cfg.step, cfg.seed)
+    return f"objective landscape written to {figure} (numbers: {figure.with_suffix('.json')})"
+
+
 ANALYSES = {
     "gap": (GapConfig, run_gap),
+    "landscape": (LandscapeConfig, run_landscape),
     "optimizers": (OptimizersConfig, run_optimizers),
     "iterations": (IterationsConfig, run_iterations),
 }
