@@ -112,6 +112,14 @@ def test_landscape_with_the_iterative_path_the_optimum_and_the_direct_estimate(r
     assert len(result["iterative_path"]) == 3 and len(result["optimum"]) == 2 and len(result["direct"]) == 2
     assert (out / "landscape.png").read_bytes()[:4] == b"\x89PNG"
 
+    code, _, err = run_cli(["analyze", "modes", str(tmp_path / "it"), "--out", str(tmp_path / "modes"),
+                            "--states", "6", "--runs", "4", "--grid-size", "7", "--samples", "8"], capsys)
+    assert code == 0, err
+    modes = json.loads((tmp_path / "modes" / "modes.json").read_text())
+    assert np.array(modes["distances"]).shape == (6, 6)  # 4 runs: 6 pairs per state
+    assert len(modes["objective"]) == 1 and len(modes["lambdas_at_widest"]) == 4  # Reacher: one pair of dims
+    assert (tmp_path / "modes" / "modes.png").read_bytes()[:4] == b"\x89PNG"
+
     code, _, err = run_cli(["analyze", "landscape", str(tmp_path / "it"), "--dims", "0", "0"], capsys)
     _assert_one_line_error(code, err, "--dims must be two different action dimensions")
     code, _, err = run_cli(["analyze", "landscape", str(runs / "iterative")], capsys)

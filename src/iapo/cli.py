@@ -238,8 +238,64 @@ def run_landscape(cfg: LandscapeConfig) -> str:
     return f"objective landscape written to {figure} (numbers: {figure.with_suffix('.json')})"
 
 
+@dataclasses.dataclass(frozen=True)
+class ModesConfig:
+    """Multiple policy modes (Fig. 2, 7): several independent runs of an iterative agent's
+    optimizer at each of many visited states; a histogram of the distances between the runs'
+    mean actions, and for the state where they differ most, J over pairs of action dimensions and
+    the runs' policy densities. Writes modes.json and modes.png."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run directory of an iterative agent."""
+
+    out: str = "analysis/modes"
+    """Folder for the figure and its numbers."""
+
+    states: int = 100
+    """States, visited by the agent."""
+
+    runs: int = 10
+    """Independent optimization runs per state (different random samples)."""
+
+    init_spread: float = 0.0
+    """Also perturb each run's initial mean by Gaussian noise of this scale (0: the fixed lambda_0)."""
+
+    grid_size: int = 41
+    """Grid points per dimension of the J projections."""
+
+    extent: float = 3.0
+    """The projections cover means in [-extent, extent] (before the tanh)."""
+
+    samples: int = 100
+    """Action samples per grid point."""
+
+    step: int | None = None
+    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the runs."""
+
+
+def run_modes(cfg: ModesConfig) -> str:
+    from iapo.analysis import modes
+
+    for name in ("states", "grid_size", "samples"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.runs < 2:
+        raise ConfigError(f"--runs must be >= 2, got {cfg.runs}")
+    if not (cfg.init_spread >= 0 and math.isfinite(cfg.init_spread)):
+        raise ConfigError(f"--init-spread must be a finite number >= 0, got {cfg.init_spread}")
+    if not (cfg.extent > 0 and math.isfinite(cfg.extent)):
+        raise ConfigError(f"--extent must be a finite number > 0, got {cfg.extent}")
+    figure = modes.run(Path(cfg.run_dir), Path(cfg.out), cfg.states, cfg.runs, cfg.init_spread, cfg.grid_size,
+                       cfg.extent, cfg.samples, cfg.step, cfg.seed)
+    return f"policy modes written to {figure} (numbers: {figure.with_suffix('.json')})"
+
+
 ANALYSES = {
     "gap": (GapConfig, run_gap),
+    "modes": (ModesConfig, run_modes),
     "landscape": (LandscapeConfig, run_landscape),
     "optimizers": (OptimizersConfig, run_optimizers),
     "iterations": (IterationsConfig, run_iterations),
