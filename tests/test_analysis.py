@@ -124,3 +124,19 @@ def test_landscape_with_the_iterative_path_the_optimum_and_the_direct_estimate(r
     _assert_one_line_error(code, err, "--dims must be two different action dimensions")
     code, _, err = run_cli(["analyze", "landscape", str(runs / "iterative")], capsys)
     _assert_one_line_error(code, err, "needs two")
+
+
+def test_value_bias_and_policy_change_over_snapshots(runs, tmp_path, capsys):
+    out = tmp_path / "over"
+    code, _, err = run_cli(["analyze", "overestimation", str(runs / "direct"), str(runs / "iterative"),
+                            "--out", str(out), "--states", "4", "--horizon", "20"], capsys)
+    assert code == 0, err
+    with open(out / "overestimation.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["agent"], int(r["step"])) for r in rows] == [
+        ("direct", 150), ("direct", 300), ("iterative", 150), ("iterative", 300)]
+    assert all(math.isfinite(float(r["value_bias_mean"])) for r in rows)
+    assert all(math.isfinite(float(r["mc_return_mean"])) for r in rows)
+    kls = [float(r["policy_kl_from_previous"]) for r in rows]
+    assert math.isnan(kls[0]) and kls[1] >= 0 and math.isnan(kls[2]) and kls[3] >= 0
+    assert (out / "overestimation.png").read_bytes()[:4] == b"\x89PNG"

@@ -293,8 +293,42 @@ def run_modes(cfg: ModesConfig) -> str:
     return f"policy modes written to {figure} (numbers: {figure.with_suffix('.json')})"
 
 
+@dataclasses.dataclass(frozen=True)
+class OverestimationConfig:
+    """Value overestimation and policy change (Fig. 3), over snapshots: the critics' estimate
+    Q(s, a) minus the discounted Monte Carlo soft return of the same action from the restored
+    simulator state, and KL(pi_previous || pi) between successive snapshots. Compare runs with
+    --pessimism 1 and 2.5. Writes overestimation.csv, .json and .png."""
+
+    run_dirs: tyro.conf.Positional[tuple[str, ...]]
+    """Run directories written by `iapo train`."""
+
+    out: str = "analysis/overestimation"
+    """Folder for the figure and its numbers."""
+
+    states: int = 50
+    """Visited states per snapshot; their rollouts run side by side."""
+
+    horizon: int = 1000
+    """Steps of each Monte Carlo rollout (gamma^horizon is what is left out)."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the policies' samples."""
+
+
+def run_overestimation(cfg: OverestimationConfig) -> str:
+    from iapo.analysis import overestimation
+
+    for name in ("states", "horizon"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    figure = overestimation.run([Path(d) for d in cfg.run_dirs], Path(cfg.out), cfg.states, cfg.horizon, cfg.seed)
+    return f"value bias and policy change written to {figure} (numbers: {figure.with_suffix('.csv')})"
+
+
 ANALYSES = {
     "gap": (GapConfig, run_gap),
+    "overestimation": (OverestimationConfig, run_overestimation),
     "modes": (ModesConfig, run_modes),
     "landscape": (LandscapeConfig, run_landscape),
     "optimizers": (OptimizersConfig, run_optimizers),

@@ -78,3 +78,11 @@ def _picklable(attrs: dict) -> dict:
             continue
         out[key] = value
     return out
+
+
+def extend_time_limit(env: gym.Env, steps: int) -> None:
+    """Restart the env's time-limit count and let it run at least `steps` more steps."""
+    limit = _time_limit(env)
+    if limit is not None:
+        limit._elapsed_steps = 0
+        limit._max_episode_steps = max(limit._max_episode_steps, steps)

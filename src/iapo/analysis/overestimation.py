@@ -1,0 +1,186 @@
+"""Value overestimation and policy change (Fig. 3), over a run's snapshots.
+
+- Value bias: at states the agent visits, the critics' estimate Q(s, a) of a sampled action minus
+  the discounted Monte Carlo soft return sum_t gamma^t (r_t - alpha KL_t) (no KL at t = 0, as in
+  Q) of the same action from the same simulator state, restored, then the stochastic policy; all
+  the states' rollouts run side by side, one act call per step.
+- Policy change rate: KL(pi_old || pi_new) between successive snapshots' policies at the states
+  the older one visits (closed form: tanh is invertible, so it is the KL of the Gaussians).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iapo import distributions as dist
+from iapo.env_state import extend_time_limit, get_state, set_state
+from iapo.envs import make_env
+from iapo.errors import IapoError
+from iapo.objective import pessimistic_value
+
+
+@functools.partial(jax.jit, static_argnames="agent")
+def policy_sample(agent, state, obs, key):
+    """(actions (B, d), log pi (B,), lambda (B, 2d)) of the agent's stochastic policy at obs."""
+    k_opt, k_sample = jax.random.split(key)
+    lam, _ = agent.optimizer.optimize(state.policy_params, obs, agent.objective(state, obs), k_opt)
+    actions, log_pi = dist.sample(lam, k_sample)
+    return actions, log_pi, lam
+
+
+def mc_soft_returns(envs: list, first_actions: np.ndarray, policy, gamma: float, alpha: float,
+                    horizon: int) -> np.ndarray:
+    """Discounted soft returns (E,) of envs already set to their start states: first_actions
+    (E, d) at t = 0, then policy(obs (E, D)) -> (actions (E, d), log pi (E,)) for t = 1 ..
+    horizon - 1; sum_t gamma^t r_t - alpha sum_{t>=1} gamma^t (log pi_t + d log 2). A terminated
+    episode adds nothing more."""
+    n, d = first_actions.shape
+    returns = np.zeros(n)
+    active = np.ones(n, bool)
+    obs = [None] * n
+    for i, env in enumerate(envs):
+        obs[i], reward, terminated, _, _ = env.step(first_actions[i])
+        returns[i] += reward
+        active[i] = not terminated
+    discount = 1.0
+    for _ in range(1, horizon):
+        if not active.any():
+            break
+        discount *= gamma
+        actions, log_pi = policy(np.stack(obs).astype(np.float32))
+        kl = log_pi + d * np.log(2.0)
+        for i in np.flatnonzero(active):
+            obs[i], reward, terminated, _, _ = envs[i].step(actions[i])
+            returns[i] += discount * (reward - alpha * kl[i])
+            active[i] = not terminated
+    return returns
+
+
+def gaussian_kl(lam_p: jax.Array, lam_q: jax.Array) -> np.ndarray:
+    """KL(pi_p || pi_q) (B,) of two tanh-Gaussian policies with parameters (B, 2d)."""
+    mu_p, ls_p = dist.split(jnp.asarray(lam_p))
+    mu_q, ls_q = dist.split(jnp.asarray(lam_q))
+    var_p, var_q = jnp.exp(2 * ls_p), jnp.exp(2 * ls_q)
+    return np.asarray(jnp.sum(ls_q - ls_p + (var_p + (mu_p - mu_q) ** 2) / (2 * var_q) - 0.5, axis=-1))
+
+
+def _visit(env_id: str, agent, state, n: int, seed: int) -> tuple[np.ndarray, list[dict]]:
+    """n observations (n, D) the agent visits, with the simulator state at each."""
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=seed)
+    observations, env_states, key = [], [], jax.random.PRNGKey(seed)
+    while len(observations) < n:
+        observations.append(np.asarray(obs, np.float32))
+        env_states.append(get_state(env))
+        key, k = jax.random.split(key)
+        action, _, _ = policy_sample(agent, state, jnp.asarray(obs[None], jnp.float32), k)
+        obs, _, terminated, truncated, _ = env.step(np.asarray(action[0]))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    env.close()
+    return np.stack(observations), env_states
+
+
+def value_bias(env_id: str, agent, state, gamma: float, states: int, horizon: int, seed: int) -> dict:
+    """Q(s, a) - Monte Carlo soft return at `states` visited states, for the pessimistic estimate
+    (the agent's beta) and for the critics' mean."""
+    observations, env_states = _visit(env_id, agent, state, states, seed)
+    key = jax.random.PRNGKey(seed + 1)
+    key, k = jax.random.split(key)
+    actions, _, _ = policy_sample(agent, state, jnp.asarray(observations), k)
+    q = agent.critic.apply(state.critic_params, jnp.asarray(observations), actions)  # (2, B)
+    q_pessimistic = np.asarray(pessimistic_value(q, agent.config.beta))
+    envs = [make_env(env_id) for _ in range(states)]
+    try:
+        for env, env_state in zip(envs, env_states):
+            env.reset(seed=seed)
+            set_state(env, env_state)
+            extend_time_limit(env, horizon)  # the rollout runs `horizon` steps, not to the episode's limit
+        keys = iter(jax.random.split(key, horizon))
+
+        def policy(obs):
+            a, log_pi, _ = policy_sample(agent, state, jnp.asarray(obs), next(keys))
+            return np.asarray(a), np.asarray(log_pi)
+
+        returns = mc_soft_returns(envs, np.asarray(actions), policy, gamma, float(np.exp(state.log_alpha)), horizon)
+    finally:
+        for env in envs:
+            env.close()
+    return {"bias": q_pessimistic - returns, "bias_mean_q": np.asarray(jnp.mean(q, axis=0)) - returns,
+            "returns": returns, "observations": observations}
+
+
+def run(run_dirs: list[Path], out: Path, states: int = 50, horizon: int = 1000, seed: int = 0) -> Path:
+    """`iapo analyze overestimation`: out/overestimation.csv, .json and .png."""
+    from iapo import checkpoint
+    from iapo.evaluate import load_agent
+
+    rows = []
+    for run_dir in run_dirs:
+        config, agent, template, _ = load_agent(run_dir)
+        snapshots = checkpoint.list_snapshots(run_dir)
+        if not snapshots:
+            raise IapoError(f"{run_dir} has no snapshots (train with --snapshot-every)")
+        previous = None
+        for step, path in snapshots:
+            state, _ = checkpoint.load(path, template)
+            vb = value_bias(config.env, agent, state, config.algo.gamma, states, horizon, seed + step)
+            kl = float("nan")
+            if previous is not None:  # at the states the older policy visited
+                old_state, old_obs = previous
+                key = jax.random.PRNGKey(seed)
+                _, _, lam_old = policy_sample(agent, old_state, jnp.asarray(old_obs), key)
+                _, _, lam_new = policy_sample(agent, state, jnp.asarray(old_obs), key)
+                kl = float(np.mean(gaussian_kl(lam_old, lam_new)))
+            previous = (state, vb["observations"])
+            rows.append({"run": str(run_dir), "agent": agent.config.agent, "beta": agent.config.beta, "step": step,
+                         "value_bias_mean": float(np.mean(vb["bias"])), "value_bias_std": float(np.std(vb["bias"])),
+                         "value_bias_critic_mean": float(np.mean(vb["bias_mean_q"])),
+                         "mc_return_mean": float(np.mean(vb["returns"])), "policy_kl_from_previous": kl,
+                         "states": states, "horizon": horizon})
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "overestimation.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "overestimation.json").write_text(json.dumps(rows, indent=1) + "\n")
+    _plot(rows, out / "overestimation.png")
+    return out / "overestimation.png"
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for run in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == run]
+        step = np.array([r["step"] for r in mine])
+        label = f"{mine[0]['agent']}, β = {mine[0]['beta']:g} ({Path(run).name})"
+        mean = np.array([r["value_bias_mean"] for r in mine])
+        std = np.array([r["value_bias_std"] for r in mine])
+        line, = left.plot(step, mean, marker="o", ms=3, label=label)
+        left.fill_between(step, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        right.plot(step, [r["policy_kl_from_previous"] for r in mine], marker="o", ms=3, label=label)
+    left.axhline(0, color="grey", lw=1)
+    left.set_ylabel("Q estimate − Monte Carlo soft return")
+    left.set_title("value bias")
+    right.set_ylabel("KL(π_previous ‖ π)")
+    right.set_yscale("log")
+    right.set_title("policy change between snapshots")
+    for ax in (left, right):
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
