@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from iapo.errors import IapoError
+from iapo.plotting import new_figure, save_figure
 
 # The columns of metrics.csv, in order, with their meaning (also in docs/run-directory.md).
 COLUMNS = {
@@ -110,15 +111,10 @@ def read_metrics(csv_path: Path) -> dict[str, np.ndarray]:
 
 def plot_learning_curve(csv_path: Path, out_path: Path, title: str) -> None:
     """Evaluation return (mean +- std over episodes) against environment steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     m = read_metrics(csv_path)
     if not m:
         return
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = new_figure(figsize=(6, 4))
     step, mean, std = m["step"], m["eval_return_mean"], m["eval_return_std"]
     ax.plot(step, mean, color="C0", label="evaluation return")
     ax.fill_between(step, mean - std, mean + std, color="C0", alpha=0.25)
@@ -129,26 +125,17 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    fig.tight_layout()
-    tmp = out_path.with_name(out_path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out_path)
+    save_figure(fig, out_path)
 
 
 def plot_seed_curves(csv_paths: list[Path], labels: list[str], out_path: Path, title: str) -> None:
     """Evaluation return of several seeds: mean +- std over seeds, and each seed thinly."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curves = [read_metrics(p) for p in csv_paths]
     curves = [(m, label) for m, label in zip(curves, labels) if m]
     if not curves:
         return
     n = min(len(m["step"]) for m, _ in curves)  # the steps every seed has reached
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = new_figure(figsize=(6, 4))
     for m, label in curves:
         ax.plot(m["step"], m["eval_return_mean"], lw=0.8, alpha=0.45, label=label)
     if n:
@@ -161,8 +148,4 @@ def plot_seed_curves(csv_paths: list[Path], labels: list[str], out_path: Path, t
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    tmp = out_path.with_name(out_path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out_path)
+    save_figure(fig, out_path)

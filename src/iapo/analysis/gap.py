@@ -19,6 +19,7 @@ import optax
 from iapo import distributions as dist
 from iapo.errors import IapoError
 from iapo.objective import Objective, make_objective, value_and_grad
+from iapo.plotting import new_figure, save_figure
 
 
 def ascend_until_no_improvement(
@@ -146,12 +147,7 @@ def gap_over_training(run_dir: Path, states: int = 100, extra_iterations: int = 
 
 def plot_gap(rows: list[dict], out_path: Path) -> None:
     """Gap mean +- std over training, one curve per run (Fig. 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = new_figure(figsize=(6, 4))
     for run, iterations in dict.fromkeys((r["run"], r["iterations"]) for r in rows):
         mine = [r for r in rows if r["run"] == run and r["iterations"] == iterations]
         step = np.array([r["step"] for r in mine])
@@ -167,9 +163,7 @@ def plot_gap(rows: list[dict], out_path: Path) -> None:
     ax.set_title("Amortization gap over training")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out_path)
-    plt.close(fig)
+    save_figure(fig, out_path)
 
 
 def run(run_dirs: list[Path], out: Path, extra_iterations: int = 0, **kwargs) -> Path:
@@ -211,16 +205,13 @@ def plot_improvement(rows: list[dict], out_path: Path) -> None:
     """Fig. 4b: the estimated improvement J(lambda_k) - J(lambda_0) of each iterate k over training."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = list(dict.fromkeys((r["run"], r["iterations"]) for r in rows))
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), dpi=100, squeeze=False)
+    fig, axes = new_figure(1, len(runs), figsize=(5 * len(runs), 4), squeeze=False)
     for ax, (run, iterations) in zip(axes[0], runs):
         mine = [r for r in rows if r["run"] == run and r["iterations"] == iterations]
         step = np.array([r["step"] for r in mine])
         js = np.array([r["objective_per_iterate"] for r in mine])  # (snapshots, iterations + 1)
-        colors = plt.cm.viridis(np.linspace(0, 0.9, iterations))
+        colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, iterations))
         for k in range(1, iterations + 1):
             ax.plot(step, js[:, k] - js[:, 0], color=colors[k - 1], marker="o", ms=3, label=f"iteration {k}")
         ax.set_xlabel("environment steps")
@@ -228,6 +219,4 @@ def plot_improvement(rows: list[dict], out_path: Path) -> None:
         ax.set_title(f"{Path(run).name}: improvement per iterate")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out_path)
-    plt.close(fig)
+    save_figure(fig, out_path)

@@ -15,6 +15,7 @@ from iapo.analysis.gap import collect_states, objective_per_iterate
 from iapo.envs import make_env
 from iapo.errors import IapoError
 from iapo.train import evaluate_episodes
+from iapo.plotting import new_figure, save_figure
 
 
 def run(run_dir: Path, out: Path, max_iterations: int = 10, episodes: int = 5, states: int = 100,
@@ -52,13 +53,8 @@ def run(run_dir: Path, out: Path, max_iterations: int = 10, episodes: int = 5, s
 
 
 def _plot(rows: list[dict], summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     k = np.array([r["iterations"] for r in rows])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    fig, (left, right) = new_figure(1, 2, figsize=(10, 4))
     mean = np.array([r["return_mean"] for r in rows])
     std = np.array([r["return_std"] for r in rows])
     left.errorbar(k, mean, yerr=std, marker="o", capsize=3)
@@ -71,6 +67,4 @@ def _plot(rows: list[dict], summary: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     fig.suptitle(f"{summary['env']}, step {summary['step']}: beyond the training horizon")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -16,6 +16,7 @@ from iapo import distributions as dist
 from iapo.analysis.gap import ascend_until_no_improvement, collect_states
 from iapo.errors import ConfigError, IapoError
 from iapo.objective import make_integrand
+from iapo.plotting import new_figure, save_figure
 
 
 def iterative_path(agent, state, obs: jax.Array, key: jax.Array) -> np.ndarray:
@@ -90,13 +91,8 @@ def run(run_dir: Path, out: Path, state_index: int = 0, dims: tuple[int, int] = 
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     grid, surface = np.array(result["grid"]), np.array(result["objective"])
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
+    fig, ax = new_figure(figsize=(5.5, 4.5))
     filled = ax.contourf(grid, grid, surface.T, levels=30, cmap="viridis")
     fig.colorbar(filled, ax=ax, label="J(λ; s)")
     p = np.array(result["iterative_path"])
@@ -109,6 +105,4 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_ylabel(f"mean of action dimension {j}")
     ax.set_title(f"{result['env']}, step {result['step']}, state {result['state_index']}")
     ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

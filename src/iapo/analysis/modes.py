@@ -17,6 +17,7 @@ from iapo import distributions as dist
 from iapo.analysis.gap import collect_states
 from iapo.analysis.landscape import landscape
 from iapo.errors import IapoError
+from iapo.plotting import new_figure, save_figure
 
 
 def independent_runs(optimize, lam0: jax.Array, key: jax.Array, runs: int, init_spread: float = 0.0) -> jax.Array:
@@ -84,13 +85,8 @@ def run(run_dir: Path, out: Path, states: int = 100, runs: int = 10, init_spread
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pairs = result["dim_pairs"]
-    fig, axes = plt.subplots(1, 2 + len(pairs), figsize=(4.5 * (2 + len(pairs)), 4), dpi=100, squeeze=False)
+    fig, axes = new_figure(1, 2 + len(pairs), figsize=(4.5 * (2 + len(pairs)), 4), squeeze=False)
     axes = axes[0]
     axes[0].hist(np.ravel(result["distances"]), bins=30, color="C0")
     axes[0].set_xlabel("distance between runs' mean actions")
@@ -117,6 +113,4 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_ylabel("policy density")
     ax.set_title("(c) the runs' policies")
     fig.suptitle(f"{result['env']}, step {result['step']}: multiple modes")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

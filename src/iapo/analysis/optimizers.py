@@ -18,6 +18,7 @@ from iapo.analysis.gap import collect_states, objective_per_iterate
 from iapo.errors import IapoError
 from iapo.objective import make_integrand
 from iapo.optimizers.nonamortized import cem, gradient_ascent
+from iapo.plotting import new_figure, save_figure
 
 
 @functools.partial(jax.jit, static_argnames=("agent", "iterations", "lr"))
@@ -93,12 +94,7 @@ def run(run_dir: Path, out: Path, step: int | None = None, states: int = 100, it
 
 
 def _plot(improvement: dict, summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = new_figure(figsize=(6, 4))
     labels = {"iterative": "iterative amortization", "adam": f"Adam (lr {summary['settings']['adam_lr']:g})",
               "cem": f"CEM ({summary['settings']['cem_samples']} samples)"}
     for name, curve in improvement.items():
@@ -111,6 +107,4 @@ def _plot(improvement: dict, summary: dict, path: Path) -> None:
     ax.set_title(f"{summary['env']}, step {summary['step']}: optimizer efficiency")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

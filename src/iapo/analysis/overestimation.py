@@ -24,6 +24,7 @@ from iapo.env_state import extend_time_limit, get_state, set_state
 from iapo.envs import make_env
 from iapo.errors import IapoError
 from iapo.objective import pessimistic_value
+from iapo.plotting import new_figure, save_figure
 
 
 @functools.partial(jax.jit, static_argnames="agent")
@@ -156,12 +157,7 @@ def run(run_dirs: list[Path], out: Path, states: int = 50, horizon: int = 1000, 
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    fig, (left, right) = new_figure(1, 2, figsize=(10, 4))
     for run in dict.fromkeys(r["run"] for r in rows):
         mine = [r for r in rows if r["run"] == run]
         step = np.array([r["step"] for r in mine])
@@ -181,6 +177,4 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -1,0 +1,28 @@
+"""Figures written to files: matplotlib without a display, saved atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, **kwargs):
+    """(fig, axes) as `plt.subplots`, on the file-only Agg backend, at 100 dpi."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, dpi=100, **kwargs)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write to a temporary file, rename over `path`, and free the figure."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
