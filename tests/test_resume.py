@@ -16,6 +16,8 @@ from iapo import checkpoint
 from iapo.cli import main
 from iapo.train import TIMING_COLUMNS
 
+from test_cli import run_cli
+
 ARGS = ["--env", "InvertedPendulum-v5", "--agent", "iterative", "--iterations", "2", "--action-samples", "3",
         "--hidden-sizes", "16", "16", "--critic-hidden-sizes", "16", "16", "--batch-size", "16",
         "--total-steps", "2000", "--random-steps", "300", "--eval-every", "250", "--eval-episodes", "2",
@@ -97,12 +99,7 @@ def test_same_seed_same_metrics_other_seed_differs(reference, tmp_path, capsys):
 
 
 def _resume_in_process(run_dir, capsys):
-    code = 0
-    try:
-        main(["train", "--resume", str(run_dir), "--no-progress"])
-    except SystemExit as exc:
-        code = exc.code
-    return code, *capsys.readouterr()
+    return run_cli(["train", "--resume", str(run_dir), "--no-progress"], capsys)
 
 
 @pytest.mark.parametrize("damaged", ["checkpoint", "replay part"])
@@ -141,12 +138,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, c
     monkeypatch.setattr(os, "fsync", fsync)
     argv = ["train", *ARGS[:-1], "--total-steps", "400", "--checkpoint-every", "200", "--run-dir", str(run_dir),
             "--no-progress"]
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    err = capsys.readouterr().err
+    code, _, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and "No space left on device" in err
     assert "the previous one is intact" in err
     monkeypatch.setattr(os, "fsync", real_fsync)
@@ -205,15 +197,10 @@ class NanObservationEnv(gym.Env):
 def test_nan_observation_stops_the_run_naming_it_and_keeps_the_checkpoint(tmp_path, capsys):
     gym.register("IapoTestNanObs-v0", entry_point=NanObservationEnv)
     run_dir = tmp_path / "run"
-    code = 0
-    try:
-        main(["train", "--env", "IapoTestNanObs-v0", "--total-steps", "100", "--random-steps", "20",
-              "--checkpoint-every", "30", "--eval-every", "30", "--eval-episodes", "1", "--hidden-sizes", "8",
-              "--critic-hidden-sizes", "8", "--batch-size", "8", "--agent", "direct", "--run-dir", str(run_dir),
-              "--no-progress"])
-    except SystemExit as exc:
-        code = exc.code
-    err = capsys.readouterr().err
+    code, _, err = run_cli(["train", "--env", "IapoTestNanObs-v0", "--total-steps", "100", "--random-steps", "20",
+        "--checkpoint-every", "30", "--eval-every", "30", "--eval-episodes", "1", "--hidden-sizes", "8",
+        "--critic-hidden-sizes", "8", "--batch-size", "8", "--agent", "direct", "--run-dir", str(run_dir),
+        "--no-progress"], capsys)
     assert code == 2 and "non-finite observation at step 50" in err and "Traceback" not in err
     assert [s for s, _ in checkpoint.list_checkpoints(run_dir)] == [30]
 
@@ -229,15 +216,10 @@ class HugeRewardEnv(NanObservationEnv):
 def test_non_finite_update_stops_the_run_naming_it_and_keeps_finite_checkpoints(tmp_path, capsys):
     gym.register("IapoTestHugeReward-v0", entry_point=HugeRewardEnv)
     run_dir = tmp_path / "run"
-    code = 0
-    try:
-        main(["train", "--env", "IapoTestHugeReward-v0", "--total-steps", "400", "--random-steps", "20",
-              "--checkpoint-every", "30", "--eval-every", "30", "--eval-episodes", "1", "--hidden-sizes", "8",
-              "--critic-hidden-sizes", "8", "--batch-size", "64", "--agent", "direct", "--run-dir", str(run_dir),
-              "--no-progress"])
-    except SystemExit as exc:
-        code = exc.code
-    err = capsys.readouterr().err
+    code, _, err = run_cli(["train", "--env", "IapoTestHugeReward-v0", "--total-steps", "400", "--random-steps", "20",
+        "--checkpoint-every", "30", "--eval-every", "30", "--eval-episodes", "1", "--hidden-sizes", "8",
+        "--critic-hidden-sizes", "8", "--batch-size", "64", "--agent", "direct", "--run-dir", str(run_dir),
+        "--no-progress"], capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "iapo: error: non-finite critic loss at step" in err
     failed_at = int(err.split("at step ")[1].split()[0])

@@ -38,6 +38,13 @@ class EvaluateConfig:
     """Evaluate the agent of this step (a snapshot or checkpoint) instead of the newest."""
 
 
+def _at_least_one(cfg, *names: str) -> None:
+    """A one-line error for the first of the fields `names` of `cfg` below 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class GapConfig:
     """Amortization gap over training (Fig. 6): at every snapshot of each run, for states the
@@ -78,9 +85,7 @@ class GapConfig:
 def run_gap(cfg: GapConfig) -> str:
     from iapo.analysis import gap
 
-    for name in ("states", "max_steps", "patience", "samples"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    _at_least_one(cfg, "states", "max_steps", "patience", "samples")
     if cfg.extra_iterations < 0:
         raise ConfigError(f"--extra-iterations must be >= 0, got {cfg.extra_iterations}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -131,9 +136,7 @@ class OptimizersConfig:
 def run_optimizers(cfg: OptimizersConfig) -> str:
     from iapo.analysis import optimizers
 
-    for name in ("states", "iterations", "cem_samples", "cem_elites"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    _at_least_one(cfg, "states", "iterations", "cem_samples", "cem_elites")
     if cfg.cem_elites > cfg.cem_samples:
         raise ConfigError(f"--cem-elites ({cfg.cem_elites}) must not exceed --cem-samples ({cfg.cem_samples})")
     if not (cfg.adam_lr > 0 and math.isfinite(cfg.adam_lr)):
@@ -176,9 +179,7 @@ class IterationsConfig:
 def run_iterations(cfg: IterationsConfig) -> str:
     from iapo.analysis import iterations
 
-    for name in ("max_iterations", "episodes", "states"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    _at_least_one(cfg, "max_iterations", "episodes", "states")
     figure = iterations.run(Path(cfg.run_dir), Path(cfg.out), cfg.max_iterations, cfg.episodes, cfg.states, cfg.step,
                             cfg.seed)
     return f"evaluation over iterations written to {figure} (numbers: {figure.with_suffix('.csv')})"
@@ -227,9 +228,7 @@ class LandscapeConfig:
 def run_landscape(cfg: LandscapeConfig) -> str:
     from iapo.analysis import landscape
 
-    for name in ("grid_size", "samples", "states"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    _at_least_one(cfg, "grid_size", "samples", "states")
     if not (cfg.extent > 0 and math.isfinite(cfg.extent)):
         raise ConfigError(f"--extent must be a finite number > 0, got {cfg.extent}")
     figure = landscape.run(Path(cfg.run_dir), Path(cfg.out), cfg.state, tuple(cfg.dims),
@@ -279,9 +278,7 @@ class ModesConfig:
 def run_modes(cfg: ModesConfig) -> str:
     from iapo.analysis import modes
 
-    for name in ("states", "grid_size", "samples"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    _at_least_one(cfg, "states", "grid_size", "samples")
     if cfg.runs < 2:
         raise ConfigError(f"--runs must be >= 2, got {cfg.runs}")
     if not (cfg.init_spread >= 0 and math.isfinite(cfg.init_spread)):
@@ -319,9 +316,7 @@ class OverestimationConfig:
 def run_overestimation(cfg: OverestimationConfig) -> str:
     from iapo.analysis import overestimation
 
-    for name in ("states", "horizon"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    _at_least_one(cfg, "states", "horizon")
     figure = overestimation.run([Path(d) for d in cfg.run_dirs], Path(cfg.out), cfg.states, cfg.horizon, cfg.seed)
     return f"value bias and policy change written to {figure} (numbers: {figure.with_suffix('.csv')})"
 

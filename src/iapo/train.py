@@ -421,13 +421,13 @@ class Trainer:
                  else [run.config.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)] for run in self.runs]
         returns, lengths = evaluate_seeds(self.agent, self.state, [run.eval_envs for run in self.runs],
                                           self.eval_key, seeds, cfg.algo.acting_iterations)
-        host_infos = jax.device_get(self.infos)
+        all_stats = _mean_infos(self.infos)  # each (S, ...): the mean over the updates since the last evaluation
         alpha = np.exp(np.asarray(self.state.log_alpha))
         rows = []
         for i, run in enumerate(self.runs):
             loop = run.loop
             loop.eval_seeded = True  # seeded once; later evaluations continue each env's RNG
-            stats = _mean_infos([jax.tree.map(lambda x: x[i], info) for info in host_infos])
+            stats = {k: v[i] for k, v in all_stats.items()}
             row = {
                 "step": loop.step,
                 "episodes": loop.episodes,
@@ -440,7 +440,7 @@ class Trainer:
                 "wall_time_s": wall_seconds,
             }
             row.update({k: float(v) for k, v in stats.items() if np.ndim(v) == 0 and k != "finite"})
-            if host_infos:
+            if all_stats:
                 row["alpha"] = float(alpha[i])
             run.logger.log(row, stats.get("objective_per_iteration"))
             loop.finished_returns, loop.window_steps = [], 0
