@@ -331,6 +331,51 @@ ANALYSES = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class PlotConfig:
+    """Learning curves over seeds (Fig. 5) and a results table from run directories, groups of
+    seeds or sweeps: one panel per environment, one line per agent or setting. Writes the figure,
+    its arrays (<out>_curves.csv) and the table (<out>.md, <out>.csv)."""
+
+    dirs: tyro.conf.Positional[tuple[str, ...]]
+    """Run, seed-group or sweep directories (searched for runs)."""
+
+    out: str | None = None
+    """The figure (.png, .pdf or .svg); unset means DIR/results.png for one DIR, else results.png."""
+
+    iqm: bool = False
+    """Plot the interquartile mean over seeds with a bootstrap 95% interval instead of mean +- std."""
+
+    bootstrap: int = 2000
+    """Bootstrap resamples of the IQM's interval."""
+
+    threshold: tuple[str, ...] = ()
+    """Return thresholds for 'steps to threshold': VALUE for every env, or ENV=VALUE; unset uses
+    each env's registered reward_threshold."""
+
+
+def run_plot(cfg: PlotConfig) -> str:
+    from iapo import report
+
+    _at_least_one(cfg, "bootstrap")
+    if not cfg.dirs:
+        raise ConfigError("iapo plot needs at least one directory")
+    out = Path(cfg.out) if cfg.out else (Path(cfg.dirs[0]) if len(cfg.dirs) == 1 else Path(".")) / "results.png"
+    figure, table = report.plot([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap)
+    return f"{table}\ncurves written to {figure} (table: {figure.with_suffix('.md')}, {figure.with_suffix('.csv')})"
+
+
+def run_sweep(cfg) -> int:
+    """Run the sweep; returns the exit code: 0 all finished, 130 stopped by a signal, 1 otherwise."""
+    from iapo.sweep import Sweep
+
+    sweep = Sweep(cfg)
+    unfinished = sweep.run()
+    if unfinished:
+        print(f"{unfinished} trial(s) did not finish; rerun the same command to complete them", file=sys.stderr)
+    return 0 if not unfinished else 130 if sweep.stop_requested else 1
+
+
 def run_evaluate(cfg: EvaluateConfig) -> str:
     from iapo.evaluate import evaluate_run
 
@@ -352,8 +397,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(next(fn for config, fn in ANALYSES.values() if isinstance(cfg, config))(cfg))
             return
+        from iapo.sweep import SweepConfig
+
         cfg = tyro.extras.subcommand_cli_from_dict(
-            {"train": TrainConfig, "evaluate": EvaluateConfig},
+            {"train": TrainConfig, "evaluate": EvaluateConfig, "sweep": SweepConfig, "plot": PlotConfig},
             args=args,
             prog="iapo",
             description="Iterative amortized policy optimization (Marino et al., NeurIPS 2021). "
@@ -365,6 +412,12 @@ def main(argv: list[str] | None = None) -> None:
 
             run_dir = resume(Path(cfg.resume), cfg.progress) if cfg.resume else train(cfg)
             print(f"run written to {run_dir}  (learning curve: {run_dir / 'learning_curve.png'})")
+        elif isinstance(cfg, SweepConfig):
+            code = run_sweep(cfg)
+            if code:
+                sys.exit(code)
+        elif isinstance(cfg, PlotConfig):
+            print(run_plot(cfg))
         else:
             print(run_evaluate(cfg))
     except IapoError as exc:

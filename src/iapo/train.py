@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -454,7 +455,9 @@ class Trainer:
     # -- the whole run -----------------------------------------------------------------------
     def run(self) -> Path:
         cfg = self.config
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # (a Ray task may run elsewhere)
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         start = window_start = time.perf_counter()
         try:
             with _progress(cfg) as progress:

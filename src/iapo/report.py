@@ -1,0 +1,273 @@
+"""Learning curves and results tables over runs (`iapo plot`), as in the paper's Fig. 5.
+
+Runs are found under the given directories (a single run, a group of seeds, a sweep), grouped
+by environment and by their configuration apart from the seed, and summarised per group over
+seeds at the evaluation steps every seed has reached:
+
+- curves: mean +- std over seeds (std with ddof = 0), or with `iqm`, the interquartile mean with
+  a percentile-bootstrap confidence interval over seeds;
+- table: final return (mean +- std over seeds at the last common step), area under the mean
+  curve (trapezoid over steps, return x steps) and that area over the steps spanned (the mean
+  return over training), and the first step at which the mean curve reaches a threshold.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from iapo.errors import ConfigError, IapoError
+from iapo.logger import read_metrics
+from iapo.plotting import new_figure, save_figure
+
+IGNORED = {"seed", "seeds", "run_dir", "progress", "overwrite", "resume"}  # not part of a group's identity
+
+
+@dataclasses.dataclass
+class Group:
+    env: str
+    identity: dict  # the configuration shared by the group's runs, flattened
+    runs: list[Path]
+    label: str = ""
+    steps: np.ndarray | None = None  # (T,) the evaluation steps every seed has reached
+    returns: np.ndarray | None = None  # (S, T) evaluation return of each seed
+
+
+def find_runs(dirs: list[Path]) -> list[Path]:
+    """Every run directory (one holding metrics.csv and config.json) at or under `dirs`."""
+    runs: list[Path] = []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise IapoError(f"{d} is not a directory")
+        found = sorted(p.parent for p in d.rglob("metrics.csv") if (p.parent / "config.json").exists())
+        if not found:
+            raise IapoError(f"{d} holds no runs (no metrics.csv with a config.json under it)")
+        runs += [r for r in found if r not in runs]
+    return runs
+
+
+def _flatten(config: dict) -> dict:
+    flat = {k: v for k, v in config.items() if k != "algo" and k not in IGNORED}
+    flat.update(config.get("algo", {}))
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
+
+
+def group_runs(runs: list[Path]) -> list[Group]:
+    """Runs with the same configuration apart from the seed form a group; each group gets a label
+    naming its agent and the settings in which it differs from the other groups of its env."""
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        try:
+            identity = _flatten(json.loads((run / "config.json").read_text()))
+        except (OSError, ValueError) as exc:
+            raise IapoError(f"{run / 'config.json'} is unreadable: {exc}") from None
+        key = tuple(sorted(identity.items(), key=lambda kv: kv[0]))
+        groups.setdefault(key, Group(identity.get("env", "?"), identity, [])).runs.append(run)
+    result = list(groups.values())
+    for env in {g.env for g in result}:
+        same_env = [g for g in result if g.env == env]
+        keys = sorted({k for g in same_env for k in g.identity})
+        varying = [k for k in keys if k != "agent" and len({repr(g.identity.get(k)) for g in same_env}) > 1]
+        for g in same_env:
+            parts = [str(g.identity.get("agent", "?"))]
+            parts += [f"{k}={_show(g.identity.get(k))}" for k in varying]
+            g.label = " ".join(parts)
+    for g in result:
+        _align(g)
+    return sorted(result, key=lambda g: (g.env, g.label))
+
+
+def _show(value) -> str:
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _align(group: Group) -> None:
+    """The evaluation returns of the group's seeds at the steps all of them logged."""
+    curves = []
+    for run in group.runs:
+        try:
+            m = read_metrics(run / "metrics.csv")
+        except (OSError, ValueError, KeyError) as exc:
+            raise IapoError(f"{run / 'metrics.csv'} is unreadable: {exc}") from None
+        if not m or "step" not in m or "eval_return_mean" not in m:
+            curves.append({})
+            continue
+        curves.append(dict(zip(m["step"].astype(np.int64).tolist(), m["eval_return_mean"])))
+    common = sorted(set.intersection(*[set(c) for c in curves])) if curves else []
+    group.steps = np.array(common, dtype=np.int64)
+    group.returns = np.array([[c[s] for s in common] for c in curves], dtype=np.float64).reshape(len(curves), -1)
+
+
+# -- statistics ----------------------------------------------------------------------------------
+def iqm(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Interquartile mean: the mean after cutting int(n/4) values from each end (as
+    `scipy.stats.trim_mean(x, 0.25)`)."""
+    x = np.sort(np.asarray(x, dtype=np.float64), axis=axis)
+    n = x.shape[axis]
+    cut = int(0.25 * n)
+    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+
+
+def bootstrap_iqm(returns: np.ndarray, reps: int = 2000, confidence: float = 0.95,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap interval of the IQM over seeds, at every step: returns (S, T)."""
+    rng = np.random.default_rng(seed)
+    s = returns.shape[0]
+    idx = rng.integers(0, s, size=(reps, s))
+    stats = iqm(returns[idx], axis=1)  # (reps, T)
+    tail = (1 - confidence) / 2 * 100
+    return np.percentile(stats, tail, axis=0), np.percentile(stats, 100 - tail, axis=0)
+
+
+def summarize(group: Group, threshold: float | None) -> dict:
+    """The group's row of the results table."""
+    steps, returns = group.steps, group.returns
+    row = {"env": group.env, "label": group.label, "seeds": len(group.runs), "final_step": None,
+           "final_mean": math.nan, "final_std": math.nan, "auc": math.nan, "mean_over_training": math.nan,
+           "threshold": threshold, "steps_to_threshold": None}
+    if steps is None or not len(steps):
+        return row
+    mean = returns.mean(axis=0)
+    final = returns[:, -1]
+    row.update(final_step=int(steps[-1]), final_mean=float(final.mean()), final_std=float(final.std()))
+    if len(steps) > 1:
+        auc = float(np.sum((mean[1:] + mean[:-1]) / 2 * np.diff(steps)))
+        row.update(auc=auc, mean_over_training=auc / float(steps[-1] - steps[0]))
+    if threshold is not None:
+        reached = np.flatnonzero(mean >= threshold)
+        row["steps_to_threshold"] = int(steps[reached[0]]) if len(reached) else None
+    return row
+
+
+def thresholds_for(envs: list[str], given: tuple[str, ...]) -> dict[str, float | None]:
+    """Each env's threshold: `ENV=VALUE` or a bare VALUE for all from `given`, otherwise the
+    env's registered `reward_threshold` (None if it has none)."""
+    import gymnasium as gym
+
+    default: float | None = None
+    chosen: dict[str, float] = {}
+    for item in given:
+        env, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"--threshold {item!r}: expected VALUE or ENV=VALUE") from None
+        if sep:
+            chosen[env] = number
+        else:
+            default = number
+    result = {}
+    for env in envs:
+        if env in chosen:
+            result[env] = chosen[env]
+        elif default is not None:
+            result[env] = default
+        else:
+            try:
+                result[env] = gym.spec(env).reward_threshold
+            except gym.error.Error:
+                result[env] = None
+    return result
+
+
+# -- outputs -------------------------------------------------------------------------------------
+TABLE_COLUMNS = ("env", "label", "seeds", "final_step", "final_mean", "final_std", "auc", "mean_over_training",
+                 "threshold", "steps_to_threshold")
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
+    """The results table as CSV (every column) and Markdown; returns the Markdown."""
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(TABLE_COLUMNS)
+        writer.writerows([[_cell(row[c]) for c in TABLE_COLUMNS] for row in rows])
+    os.replace(tmp, csv_path)
+    lines = ["| env | agent / setting | seeds | final return (mean ± std) | at step | AUC (return × steps) "
+             "| mean return over training | steps to threshold |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        final = "—" if math.isnan(row["final_mean"]) else f"{row['final_mean']:.1f} ± {row['final_std']:.1f}"
+        auc = "—" if math.isnan(row["auc"]) else f"{row['auc']:.4g}"
+        over = "—" if math.isnan(row["mean_over_training"]) else f"{row['mean_over_training']:.1f}"
+        if row["threshold"] is None:
+            reach = "—"
+        else:
+            where = "not reached" if row["steps_to_threshold"] is None else str(row["steps_to_threshold"])
+            reach = f"{where} (≥ {row['threshold']:g})"
+        lines.append(f"| {row['env']} | {row['label']} | {row['seeds']} | {final} | {_cell(row['final_step']) or '—'} "
+                     f"| {auc} | {over} | {reach} |")
+    md = "\n".join(lines) + "\n"
+    tmp = md_path.with_name(md_path.name + ".tmp")
+    tmp.write_text(md)
+    os.replace(tmp, md_path)
+    return md
+
+
+def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[str, ...] = (),
+         reps: int = 2000) -> tuple[Path, str]:
+    """Curves (one panel per env, one line per group), the table beside them; returns
+    (figure path, Markdown table). The plotted arrays are in `<out stem>_curves.csv`."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ConfigError(f"--out {out} must end in .png, .pdf or .svg")
+    groups = group_runs(find_runs(dirs))
+    envs = sorted({g.env for g in groups})
+    limits = thresholds_for(envs, thresholds)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IapoError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
+    ncols = min(3, len(envs))
+    nrows = math.ceil(len(envs) / ncols)
+    fig, axes = new_figure(nrows, ncols, figsize=(5 * ncols, 3.8 * nrows), squeeze=False)
+    curve_rows = []
+    for ax, env in zip(axes.flat, envs):
+        for i, g in enumerate([g for g in groups if g.env == env]):
+            if not len(g.steps):
+                continue
+            mean, std = g.returns.mean(axis=0), g.returns.std(axis=0)
+            if use_iqm:
+                center = iqm(g.returns)
+                low, high = bootstrap_iqm(g.returns, reps)
+            else:
+                center, low, high = mean, mean - std, mean + std
+            ax.plot(g.steps, center, color=f"C{i}", lw=1.8, label=f"{g.label} ({len(g.runs)} seeds)")
+            ax.fill_between(g.steps, low, high, color=f"C{i}", alpha=0.2)
+            for j, step in enumerate(g.steps):
+                curve_rows.append([env, g.label, len(g.runs), int(step), mean[j], std[j], center[j], low[j], high[j]])
+        if limits[env] is not None:
+            ax.axhline(limits[env], color="gray", ls=":", lw=1)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("evaluation return" + (" (IQM, 95% CI)" if use_iqm else " (mean ± std over seeds)"))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    save_figure(fig, out)
+    curves = out.with_name(out.stem + "_curves.csv")
+    tmp = curves.with_name(curves.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["env", "label", "seeds", "step", "mean", "std", "center", "low", "high"])
+        writer.writerows([[_cell(v) if isinstance(v, float) else v for v in row] for row in curve_rows])
+    os.replace(tmp, curves)
+    rows = [summarize(g, limits[g.env]) for g in groups]
+    md = write_table(rows, out.with_suffix(".csv"), out.with_suffix(".md"))
+    return out, md

@@ -1,0 +1,88 @@
+"""`iapo plot` on synthetic runs whose statistics are known."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from iapo import report
+from iapo.config import AgentConfig, TrainConfig, to_dict
+from test_cli import run_cli
+
+
+def fake_run(path, returns, agent="direct", env="Hopper-v5", seed=0, steps=None, **algo):
+    """A run directory with a config.json and a metrics.csv of the given evaluation returns."""
+    path.mkdir(parents=True)
+    config = TrainConfig(env=env, seed=seed, run_dir=str(path), algo=AgentConfig(agent=agent, **algo))
+    (path / "config.json").write_text(json.dumps(to_dict(config)))
+    steps = steps if steps is not None else [1000 * (i + 1) for i in range(len(returns))]
+    with open(path / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "eval_return_mean", "eval_return_std"])
+        w.writerows([[s, r, 0.0] for s, r in zip(steps, returns)])
+
+
+def test_mean_std_area_and_threshold(tmp_path, capsys):
+    # direct: seeds return 0, 10, 20 at steps 1000, 2000, 3000 shifted by -+5: mean 0, 10, 20; std 5
+    fake_run(tmp_path / "a" / "seed_0", [-5, 5, 15], seed=0)
+    fake_run(tmp_path / "a" / "seed_1", [5, 15, 25], seed=1)
+    # iterative: one seed logged a step more than the other; only the common steps count
+    fake_run(tmp_path / "b" / "seed_0", [100, 300], agent="iterative", seed=0)
+    fake_run(tmp_path / "b" / "seed_1", [100, 300, 999], agent="iterative", seed=1)
+    out = tmp_path / "fig" / "curves.png"
+    code, stdout, err = run_cli(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out),
+                                 "--threshold", "Hopper-v5=12"], capsys)
+    assert code == 0, err
+    rows = {r["label"]: r for r in csv.DictReader(open(out.with_suffix(".csv")))}
+    direct, iterative = rows["direct"], rows["iterative"]
+    assert float(direct["final_mean"]) == pytest.approx(20) and float(direct["final_std"]) == pytest.approx(5)
+    # trapezoid of the mean curve 0, 10, 20 over 1000-step intervals: 5 * 1000 + 15 * 1000
+    assert float(direct["auc"]) == pytest.approx(20_000)
+    assert float(direct["mean_over_training"]) == pytest.approx(10)
+    assert int(direct["steps_to_threshold"]) == 3000  # mean reaches 12 first at 3000
+    assert int(iterative["final_step"]) == 2000 and float(iterative["final_mean"]) == pytest.approx(300)
+    assert float(iterative["auc"]) == pytest.approx(200_000) and int(iterative["steps_to_threshold"]) == 1000
+    assert "| Hopper-v5 | direct | 2 | 20.0 ± 5.0 | 3000 |" in stdout
+    # the curves file holds the plotted arrays
+    curves = [r for r in csv.DictReader(open(out.with_name("curves_curves.csv"))) if r["label"] == "direct"]
+    assert [float(r["mean"]) for r in curves] == pytest.approx([0, 10, 20])
+    assert [float(r["low"]) for r in curves] == pytest.approx([-5, 5, 15])
+
+
+def test_groups_label_the_settings_that_differ(tmp_path):
+    for i, k in enumerate((1, 2, 5)):
+        for seed in (0, 1):
+            fake_run(tmp_path / f"k{k}" / f"seed_{seed}", [i, i], agent="iterative", seed=seed, iterations=k)
+    fake_run(tmp_path / "other_env", [0, 0], env="Ant-v5")
+    groups = report.group_runs(report.find_runs([tmp_path]))
+    assert [(g.env, g.label, len(g.runs)) for g in groups] == [
+        ("Ant-v5", "direct", 1), ("Hopper-v5", "iterative iterations=1", 2),
+        ("Hopper-v5", "iterative iterations=2", 2), ("Hopper-v5", "iterative iterations=5", 2)]
+
+
+def test_iqm_and_its_bootstrap():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 4))
+    np.testing.assert_allclose(report.iqm(x), stats.trim_mean(x, 0.25, axis=0))
+    low, high = report.bootstrap_iqm(x, reps=500)
+    assert np.all(low <= report.iqm(x)) and np.all(report.iqm(x) <= high)
+    same = np.ones((5, 3))
+    low, high = report.bootstrap_iqm(same, reps=50)
+    np.testing.assert_allclose(low, 1) and np.testing.assert_allclose(high, 1)
+
+
+def test_default_threshold_is_the_registered_one():
+    assert report.thresholds_for(["Hopper-v5", "Pendulum-v1"], ()) == {"Hopper-v5": 3800.0, "Pendulum-v1": None}
+    assert report.thresholds_for(["Hopper-v5"], ("100",)) == {"Hopper-v5": 100.0}
+
+
+def test_plot_errors(tmp_path, capsys):
+    code, _, err = run_cli(["plot", str(tmp_path)], capsys)
+    assert code == 2 and "holds no runs" in err
+    fake_run(tmp_path / "r", [1, 2])
+    code, _, err = run_cli(["plot", str(tmp_path), "--out", str(tmp_path / "x.txt")], capsys)
+    assert code == 2 and "must end in .png" in err
+    code, _, err = run_cli(["plot", str(tmp_path), "--threshold", "Hopper-v5=high"], capsys)
+    assert code == 2 and "--threshold" in err
