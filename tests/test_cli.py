@@ -35,7 +35,7 @@ def smoke_args(run_dir, kind, tiny_args, steps=300):
             "--run-dir", str(run_dir), *tiny_args]
 
 
-@pytest.mark.parametrize("kind", ["direct", "iterative"])
+@pytest.mark.parametrize("kind", ["direct", "iterative", "direct-flow", "gradient", "cem"])
 def test_smoke_run_writes_every_file_and_evaluate_reads_it(kind, tmp_path, tiny_args, capsys):
     run_dir = tmp_path / "run"
     code, out, err = run_cli(smoke_args(run_dir, kind, tiny_args), capsys)

@@ -110,7 +110,7 @@ def _critic_target(agent: Agent, state: AgentState, batch: Batch, key: jax.Array
     lam_next, _ = agent.optimizer.optimize(
         state.policy_params, batch.next_obs, agent.objective(state, batch.next_obs), k_opt
     )
-    a_next, log_pi = dist.sample(lam_next, k_sample)  # (B, d), (B,)
+    a_next, log_pi = agent.optimizer.sample(state.policy_params, batch.next_obs, lam_next, k_sample)  # (B, d), (B,)
     q_next = pessimistic_value(
         agent.critic.apply(state.target_critic_params, batch.next_obs, a_next), cfg.beta
     )
@@ -221,8 +221,8 @@ def _act(
         state.policy_params, obs, agent.objective(state, obs), k_opt, iterations
     )
     if deterministic:
-        return dist.mode(lam), key
-    action, _ = dist.sample(lam, k_sample)
+        return agent.optimizer.mode(state.policy_params, obs, lam), key
+    action, _ = agent.optimizer.sample(state.policy_params, obs, lam, k_sample)
     return action, key
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from iapo.errors import ConfigError
 
-AgentKind = Literal["direct", "iterative"]
+AgentKind = Literal["direct", "iterative", "direct-flow", "gradient", "cem"]
 Critics = Literal["target", "online"]
 
 
@@ -21,10 +21,13 @@ class AgentConfig:
     """The algorithm: policy optimizer, critics, objective and their optimizers."""
 
     agent: AgentKind = "iterative"
-    """Policy optimizer: `direct` (SAC's policy network, Eq. 10) or `iterative` (IAPO, Eq. 11-12)."""
+    """Policy optimizer: `direct` (SAC's policy network, Eq. 10), `iterative` (IAPO, Eq. 11-12),
+    `direct-flow` (a direct policy with inverse autoregressive flows), or the non-amortized
+    `gradient` (Adam on lambda) and `cem` (cross-entropy method), run from lambda_0 at every state."""
 
     iterations: int = 5
-    """K, iterations of the iterative optimizer per state during training (paper: 5)."""
+    """K, iterations per state of the iterative optimizer during training (paper: 5), or of the
+    `gradient` and `cem` optimizers."""
 
     eval_iterations: int | None = None
     """Iterations used when acting at evaluation; unset means the same as `iterations`."""
@@ -49,6 +52,24 @@ class AgentConfig:
 
     hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy network (direct or iterative)."""
+
+    flow_transforms: int = 2
+    """direct-flow: affine inverse autoregressive transforms after the Gaussian (reference: 1-3)."""
+
+    flow_hidden_sizes: tuple[int, ...] = (64, 64)
+    """direct-flow: hidden widths of each transform's masked network."""
+
+    optimizer_lr: float = 1e-2
+    """gradient agent: Adam's step size on lambda (reference comparison: 1e-2)."""
+
+    cem_samples: int = 100
+    """cem agent: samples per iteration (reference: 100)."""
+
+    cem_elites: int = 10
+    """cem agent: best samples the Gaussian is refit to (reference: 10)."""
+
+    cem_smoothing: float = 0.01
+    """cem agent: step toward the refit, new = (1 - s) old + s fit (reference: 0.01)."""
 
     critic_hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of each of the two critics."""
@@ -94,7 +115,7 @@ class AgentConfig:
         """The pessimism beta in force (the field, or the paper's default for the agent)."""
         if self.pessimism is not None:
             return self.pessimism
-        return 1.0 if self.agent == "direct" else 2.5
+        return 1.0 if self.agent in ("direct", "direct-flow") else 2.5
 
     @property
     def acting_iterations(self) -> int:
@@ -106,12 +127,20 @@ class AgentConfig:
             _positive_int("eval-iterations", self.eval_iterations)
         _positive_int("action-samples", self.action_samples)
         _positive_int("batch-size", self.batch_size)
+        _positive_int("flow-transforms", self.flow_transforms)
+        _positive_int("cem-samples", self.cem_samples)
+        _positive_int("cem-elites", self.cem_elites)
+        if self.cem_elites > self.cem_samples:
+            raise ConfigError(f"--cem-elites ({self.cem_elites}) must not exceed --cem-samples ({self.cem_samples})")
+        _finite("cem-smoothing", self.cem_smoothing)
+        if not 0 < self.cem_smoothing <= 1:
+            raise ConfigError(f"--cem-smoothing must be in (0, 1], got {self.cem_smoothing}")
         _positive_int("target-copy-every", self.target_copy_every, allow_zero=True)
         if self.pessimism is not None:
             _finite("pessimism", self.pessimism)
             if self.pessimism < 0:
                 raise ConfigError(f"--pessimism must be >= 0, got {self.pessimism}")
-        for name in ("policy_lr", "critic_lr", "alpha_lr", "init_alpha", "init_scale"):
+        for name in ("policy_lr", "critic_lr", "alpha_lr", "init_alpha", "init_scale", "optimizer_lr"):
             value = getattr(self, name)
             _finite(_flag(name), value)
             if value <= 0:
@@ -129,7 +158,7 @@ class AgentConfig:
             raise ConfigError(
                 f"--log-scale-min ({self.log_scale_min}) must be below --log-scale-max ({self.log_scale_max})"
             )
-        for name in ("hidden_sizes", "critic_hidden_sizes"):
+        for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes"):
             sizes = getattr(self, name)
             if not sizes or any(s < 1 for s in sizes):
                 raise ConfigError(f"--{_flag(name)} must be one or more positive widths, got {sizes}")
@@ -229,7 +258,7 @@ def train_config_from_dict(data: dict) -> TrainConfig:
     unknown = (set(agent_data) - agent_fields) | (set(data) - train_fields)
     if unknown:
         raise ConfigError(f"config has unknown fields: {', '.join(sorted(unknown))}")
-    for name in ("hidden_sizes", "critic_hidden_sizes"):
+    for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes"):
         if name in agent_data:
             agent_data[name] = tuple(agent_data[name])
     rest = {k: v for k, v in data.items() if k != "algo"}

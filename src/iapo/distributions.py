@@ -15,6 +15,11 @@ LOG_2 = math.log(2.0)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
+def constant(batch: int, act_dim: int, mean: float, scale: float) -> jax.Array:
+    """The same lambda (batch, 2d) at every state: mean `mean`, sigma `scale` before the tanh."""
+    return join(jnp.full((batch, act_dim), mean, jnp.float32), jnp.full((batch, act_dim), math.log(scale), jnp.float32))
+
+
 def split(lam: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(..., 2d) -> mean (..., d), log sigma (..., d)."""
     d = lam.shape[-1] // 2

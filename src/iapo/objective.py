@@ -34,21 +34,50 @@ def pessimistic_value(q: jax.Array, beta: float | jax.Array) -> jax.Array:
     return mean - beta * jnp.sqrt(jnp.maximum(var, 1e-30))
 
 
-def make_integrand(critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float):
-    """The integrand of J at fixed states: integrand(lam (B, 2d), eps (M, B, d)) -> (values
-    (M, B), aux), the value of Q(s, a) - alpha (log pi(a) - log p(a)) at each action
-    a = tanh(mu + sigma eps), with its q and kl parts in aux."""
+def make_action_value(critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float):
+    """The integrand of J for given actions: value(actions (M, B, d), log_pi (M, B)) -> (values
+    (M, B), aux), Q(s, a) - alpha (log pi(a) - log p(a)) with its q and kl parts in aux. Any
+    policy with a log-density (a tanh-Gaussian, a flow) is scored by it."""
     alpha = jax.lax.stop_gradient(alpha)
 
-    def integrand(lam: jax.Array, eps: jax.Array) -> tuple[jax.Array, dict]:
-        act_dim = lam.shape[-1] // 2
-        actions, log_pi = dist.sample_from_noise(lam, eps)  # (M, B, d), (M, B)
-        obs_m = jnp.broadcast_to(obs, (eps.shape[0], *obs.shape))  # (M, B, obs_dim)
+    def value(actions: jax.Array, log_pi: jax.Array) -> tuple[jax.Array, dict]:
+        obs_m = jnp.broadcast_to(obs, (*actions.shape[:-2], *obs.shape))  # (M, B, obs_dim)
         q = pessimistic_value(critic_apply(critic_params, obs_m, actions), beta)  # (M, B)
-        kl = dist.kl_sample(log_pi, act_dim)  # (M, B)
+        kl = dist.kl_sample(log_pi, actions.shape[-1])  # (M, B)
         return q - alpha * kl, {"q": q, "kl": kl}
 
+    return value
+
+
+def make_integrand(critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float):
+    """The integrand of J at fixed states: integrand(lam (B, 2d), eps (M, B, d)) -> (values
+    (M, B), aux), at the actions a = tanh(mu + sigma eps)."""
+    value = make_action_value(critic_apply, critic_params, obs, alpha, beta)
+
+    def integrand(lam: jax.Array, eps: jax.Array) -> tuple[jax.Array, dict]:
+        return value(*dist.sample_from_noise(lam, eps))
+
     return integrand
+
+
+class MonteCarloObjective:
+    """J(lambda; s) at fixed states, critics and temperature (Eq. 8), estimated with `n_samples`
+    reparameterized actions per state: `objective(lam (B, 2d), key) -> (J (B,), aux)`. It also
+    carries its integrand (for CEM) and its value of given actions (for policies that are not
+    tanh-Gaussian, such as the flow)."""
+
+    def __init__(self, critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float,
+                 n_samples: int):
+        self.n_samples = n_samples
+        self.action_value = make_action_value(critic_apply, critic_params, obs, alpha, beta)
+
+    def integrand(self, lam: jax.Array, eps: jax.Array) -> tuple[jax.Array, dict]:
+        return self.action_value(*dist.sample_from_noise(lam, eps))
+
+    def __call__(self, lam: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        eps = jax.random.normal(key, (self.n_samples, *lam.shape[:-1], lam.shape[-1] // 2), lam.dtype)
+        values, aux = self.integrand(lam, eps)  # (N, B)
+        return jnp.mean(values, axis=0), {k: jnp.mean(v, axis=0) for k, v in aux.items()}
 
 
 def make_objective(
@@ -58,19 +87,12 @@ def make_objective(
     alpha: jax.Array,
     beta: float,
     n_samples: int,
-) -> Objective:
+) -> MonteCarloObjective:
     """J(lambda; s) at fixed states `obs` (B, obs_dim), critics and temperature.
 
     Monte Carlo over `n_samples` reparameterized actions per state; alpha enters as a constant.
     """
-    integrand = make_integrand(critic_apply, critic_params, obs, alpha, beta)
-
-    def objective(lam: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        eps = jax.random.normal(key, (n_samples, *lam.shape[:-1], lam.shape[-1] // 2), lam.dtype)
-        values, aux = integrand(lam, eps)  # (N, B)
-        return jnp.mean(values, axis=0), {k: jnp.mean(v, axis=0) for k, v in aux.items()}
-
-    return objective
+    return MonteCarloObjective(critic_apply, critic_params, obs, alpha, beta, n_samples)
 
 
 def value_and_grad(objective: Objective, lam: jax.Array, key: jax.Array):

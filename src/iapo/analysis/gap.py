@@ -122,6 +122,9 @@ def gap_over_training(run_dir: Path, states: int = 100, extra_iterations: int = 
     from iapo.evaluate import load_agent
 
     config, agent, template, _ = load_agent(run_dir)
+    if agent.config.agent == "direct-flow":
+        raise IapoError(f"{run_dir} is a direct-flow run: its policy is not a tanh-Gaussian of one lambda, "
+                        "so it has no amortization gap in lambda")
     snapshots = checkpoint.list_snapshots(run_dir)
     if not snapshots:
         raise IapoError(f"{run_dir} has no snapshots (train with --snapshot-every)")

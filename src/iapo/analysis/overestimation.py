@@ -32,7 +32,7 @@ def policy_sample(agent, state, obs, key):
     """(actions (B, d), log pi (B,), lambda (B, 2d)) of the agent's stochastic policy at obs."""
     k_opt, k_sample = jax.random.split(key)
     lam, _ = agent.optimizer.optimize(state.policy_params, obs, agent.objective(state, obs), k_opt)
-    actions, log_pi = dist.sample(lam, k_sample)
+    actions, log_pi = agent.optimizer.sample(state.policy_params, obs, lam, k_sample)
     return actions, log_pi, lam
 
 
@@ -134,7 +134,8 @@ def run(run_dirs: list[Path], out: Path, states: int = 50, horizon: int = 1000, 
             state, _ = checkpoint.load(path, template)
             vb = value_bias(config.env, agent, state, config.algo.gamma, states, horizon, seed + step)
             kl = float("nan")
-            if previous is not None:  # at the states the older policy visited
+            # at the states the older policy visited; a flow policy is not a Gaussian of lambda: no closed form
+            if previous is not None and agent.config.agent != "direct-flow":
                 old_state, old_obs = previous
                 key = jax.random.PRNGKey(seed)
                 _, _, lam_old = policy_sample(agent, old_state, jnp.asarray(old_obs), key)

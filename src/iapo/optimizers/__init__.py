@@ -9,26 +9,37 @@ Every optimizer offers the same three calls:
   optimizer's own parameters; `info` holds `kl` (B,), `lam` (B, 2d) of the final estimate and
   `objective_per_iteration` (iterates + 1,).
 
-The non-amortized optimizers of `nonamortized.py` (Adam on lambda, CEM) have no parameters to
-train; they take an initial lambda and return the objective at every iterate, for the
-comparisons and the amortization gap.
+Every optimizer also gives `sample(params, obs, lam, key)` and `mode(params, obs, lam)`, the
+actions of its policy (a tanh-Gaussian of lambda, or for the flow policy, its flow). The
+non-amortized optimizers of `nonamortized.py` (Adam on lambda, CEM) have no parameters to train;
+as agents (`gradient`, `cem`) they run from lambda_0 at every state.
 """
 
 from __future__ import annotations
 
 from iapo.config import AgentConfig
 from iapo.optimizers.direct import DirectOptimizer
+from iapo.optimizers.flow import FlowOptimizer
 from iapo.optimizers.iterative import IterativeOptimizer
+from iapo.optimizers.nonamortized import NonAmortizedOptimizer
 
-PolicyOptimizer = DirectOptimizer | IterativeOptimizer
+PolicyOptimizer = DirectOptimizer | FlowOptimizer | IterativeOptimizer | NonAmortizedOptimizer
 
-__all__ = ["DirectOptimizer", "IterativeOptimizer", "PolicyOptimizer", "make_policy_optimizer"]
+__all__ = ["DirectOptimizer", "FlowOptimizer", "IterativeOptimizer", "NonAmortizedOptimizer", "PolicyOptimizer",
+           "make_policy_optimizer"]
 
 
 def make_policy_optimizer(config: AgentConfig, act_dim: int) -> PolicyOptimizer:
     bounds = (config.log_scale_min, config.log_scale_max)
     if config.agent == "direct":
         return DirectOptimizer(act_dim, tuple(config.hidden_sizes), bounds)
+    if config.agent == "direct-flow":
+        return FlowOptimizer(act_dim, tuple(config.hidden_sizes), bounds, config.flow_transforms,
+                             tuple(config.flow_hidden_sizes))
+    if config.agent in ("gradient", "cem"):
+        return NonAmortizedOptimizer(config.agent, act_dim, config.iterations, config.optimizer_lr, config.cem_samples,
+                                     config.cem_elites, config.cem_smoothing, config.init_mean, config.init_scale,
+                                     bounds)
     return IterativeOptimizer(
         act_dim=act_dim,
         hidden_sizes=tuple(config.hidden_sizes),

@@ -12,8 +12,23 @@ from iapo.networks import DirectPolicyNet
 from iapo.objective import Objective
 
 
+class LambdaPolicy:
+    """Acting from lambda: the tanh-Gaussian's sample and mode. (The flow policy overrides both:
+    its actions depend on its parameters and the state, not on lambda alone.)"""
+
+    def sample(self, params, obs, lam, key) -> tuple[jax.Array, jax.Array]:
+        """a ~ pi (B, d) and log pi(a) (B,)."""
+        del params, obs
+        return dist.sample(lam, key)
+
+    def mode(self, params, obs, lam) -> jax.Array:
+        """The deterministic action (B, d) used at evaluation: tanh(mu)."""
+        del params, obs
+        return dist.mode(lam)
+
+
 @dataclasses.dataclass(frozen=True)
-class DirectOptimizer:
+class DirectOptimizer(LambdaPolicy):
     act_dim: int
     hidden_sizes: tuple[int, ...] = (256, 256)
     log_scale_bounds: tuple[float, float] = (-5.0, 2.0)

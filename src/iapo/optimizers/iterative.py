@@ -17,7 +17,6 @@ J and whose gradient in phi is g_k . d lambda_k / d phi, the exact path-wise gra
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 from iapo import distributions as dist
 from iapo.networks import IterativeNet
 from iapo.objective import Objective, value_and_grad
+from iapo.optimizers.direct import LambdaPolicy
 
 sg = jax.lax.stop_gradient
 
@@ -37,7 +37,7 @@ def standardize(x: jax.Array, eps: float = 1e-7) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class IterativeOptimizer:
+class IterativeOptimizer(LambdaPolicy):
     act_dim: int
     hidden_sizes: tuple[int, ...] = (256, 256)
     log_scale_bounds: tuple[float, float] = (-5.0, 2.0)
@@ -56,9 +56,7 @@ class IterativeOptimizer:
 
     def initial_lam(self, batch: int) -> jax.Array:
         """The fixed lambda_0 (B, 2d): mean `init_mean`, sigma `init_scale` before the tanh."""
-        mean = jnp.full((batch, self.act_dim), self.init_mean, jnp.float32)
-        log_scale = jnp.full((batch, self.act_dim), math.log(self.init_scale), jnp.float32)
-        return dist.join(mean, log_scale)
+        return dist.constant(batch, self.act_dim, self.init_mean, self.init_scale)
 
     def step(self, params, obs, objective: Objective, lam, key):
         """One iteration (Eq. 11-12): returns lambda_{k+1} and (J(lambda_k) surrogate, aux)."""

@@ -12,12 +12,15 @@ their efficiency can be compared iteration by iteration with the iterative optim
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from iapo import distributions as dist
-from iapo.objective import Objective, value_and_grad
+from iapo.objective import MonteCarloObjective, Objective, value_and_grad
+from iapo.optimizers.direct import LambdaPolicy
 
 
 def gradient_ascent(
@@ -78,3 +81,43 @@ def cem(
     lam, js = jax.lax.scan(body, lam0, keys[:-1])
     j_last, _ = objective(lam, keys[-1])
     return lam, jnp.concatenate([js, j_last[None]])
+
+
+@dataclasses.dataclass(frozen=True)
+class NonAmortizedOptimizer(LambdaPolicy):
+    """The `gradient` and `cem` agents: at every state, for acting and for the critic targets,
+    optimize lambda itself from the fixed lambda_0 with `iterations` steps of Adam or CEM. They
+    have no parameters to train; their loss is -J at their result, for the record."""
+
+    method: str  # "gradient" or "cem"
+    act_dim: int
+    iterations: int = 5
+    lr: float = 1e-2
+    samples: int = 100
+    elites: int = 10
+    smoothing: float = 0.01
+    init_mean: float = 0.0
+    init_scale: float = 0.5
+    log_scale_bounds: tuple[float, float] = (-5.0, 2.0)
+
+    def init(self, key: jax.Array, obs_dim: int):
+        del key, obs_dim
+        return {}
+
+    def optimize(self, params, obs, objective: MonteCarloObjective, key, iterations: int | None = None):
+        del params
+        lam0 = dist.constant(obs.shape[0], self.act_dim, self.init_mean, self.init_scale)
+        steps = iterations or self.iterations
+        if self.method == "gradient":
+            lam, js = gradient_ascent(objective, lam0, key, steps, self.lr, self.log_scale_bounds)
+        else:
+            lam, js = cem(objective.integrand, objective, lam0, key, steps, self.samples, self.elites,
+                          self.smoothing, log_scale_bounds=self.log_scale_bounds)
+        return jax.lax.stop_gradient(lam), {"objective_per_iteration": jnp.mean(js, axis=-1)}  # (K + 1,)
+
+    def loss(self, params, obs, objective: MonteCarloObjective, key):
+        k_opt, k_eval = jax.random.split(key)
+        lam, info = self.optimize(params, obs, objective, k_opt)
+        j, aux = objective(lam, k_eval)
+        info = {"kl": aux["kl"], "lam": lam, "objective_per_iteration": info["objective_per_iteration"]}
+        return -jnp.mean(jax.lax.stop_gradient(j)), info
