@@ -17,6 +17,7 @@ import optax
 
 from iapo import distributions as dist
 from iapo.config import AgentConfig
+from iapo.model import DynamicsModel, make_model_based_value, model_loss
 from iapo.networks import TwinCritic
 from iapo.objective import make_objective, pessimistic_value
 from iapo.optimizers import PolicyOptimizer, make_policy_optimizer
@@ -37,6 +38,8 @@ class AgentState(flax.struct.PyTreeNode):
     alpha_opt_state: optax.OptState
     key: jax.Array
     updates: jax.Array  # number of updates done, int32
+    model_params: dict  # the learned model of a model-based agent; {} otherwise
+    model_opt_state: optax.OptState
 
 
 class Batch(flax.struct.PyTreeNode):
@@ -61,18 +64,30 @@ class Agent:
     def critic(self) -> TwinCritic:
         return TwinCritic(tuple(self.config.critic_hidden_sizes))
 
+    @functools.cached_property
+    def model(self) -> DynamicsModel:
+        return DynamicsModel(tuple(self.config.model_hidden_sizes), self.obs_dim)
+
+    @property
+    def model_based(self) -> bool:
+        return self.config.value == "model-based"
+
     def _adam(self, lr: float) -> optax.GradientTransformation:
         return optax.adam(lr)
 
     def init(self, key: jax.Array) -> AgentState:
         if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
             key = jax.random.key_data(key)  # raw uint32 keys serialize into checkpoints
-        k_policy, k_critic, key = jax.random.split(key, 3)
+        k_policy, k_critic, k_model, key = jax.random.split(key, 4)
         policy_params = self.optimizer.init(k_policy, self.obs_dim)
         critic_params = self.critic.init(
             k_critic, jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.act_dim))
         )
         log_alpha = jnp.asarray(math.log(self.config.init_alpha), jnp.float32)
+        model_params, model_opt_state = {}, {}
+        if self.model_based:
+            model_params = self.model.init(k_model, jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.act_dim)))
+            model_opt_state = self._adam(self.config.model_lr).init(model_params)
         return AgentState(
             policy_params=policy_params,
             critic_params=critic_params,
@@ -83,6 +98,8 @@ class Agent:
             alpha_opt_state=self._adam(self.config.alpha_lr).init(log_alpha),
             key=key,
             updates=jnp.zeros((), jnp.int32),
+            model_params=model_params,
+            model_opt_state=model_opt_state,
         )
 
     def objective_critic_params(self, state: AgentState):
@@ -91,9 +108,11 @@ class Agent:
             return state.target_critic_params
         return state.critic_params
 
-    def objective(self, state: AgentState, obs: jax.Array):
-        """J(lambda; s) at the states `obs` with the agent's critics, temperature and beta."""
-        return make_objective(
+    def objective(self, state: AgentState, obs: jax.Array, key: jax.Array | None = None):
+        """J(lambda; s) at the states `obs` with the agent's critics, temperature and beta; for a
+        model-based agent, with the model-based action value, whose rollouts draw on `key`
+        (unset: a fixed key, the same rollouts at every call)."""
+        objective = make_objective(
             self.critic.apply,
             self.objective_critic_params(state),
             obs,
@@ -101,14 +120,20 @@ class Agent:
             self.config.beta,
             self.config.action_samples,
         )
+        if not self.model_based:
+            return objective
+        key = jax.random.PRNGKey(0) if key is None else key
+        objective.action_value = make_model_based_value(self, state, obs, key)
+        return objective
 
 
 def _critic_target(agent: Agent, state: AgentState, batch: Batch, key: jax.Array) -> jax.Array:
     """y = r + gamma (1 - terminated) [Q_target(s', a') - alpha KL(a')], a' ~ pi_{lambda'} (Eq. 8, 13)."""
     cfg = agent.config
     k_opt, k_sample = jax.random.split(key)
+    k_model = jax.random.fold_in(k_opt, 1)
     lam_next, _ = agent.optimizer.optimize(
-        state.policy_params, batch.next_obs, agent.objective(state, batch.next_obs), k_opt
+        state.policy_params, batch.next_obs, agent.objective(state, batch.next_obs, k_model), k_opt
     )
     a_next, log_pi = agent.optimizer.sample(state.policy_params, batch.next_obs, lam_next, k_sample)  # (B, d), (B,)
     q_next = pessimistic_value(
@@ -130,6 +155,10 @@ def _update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, 
     TRACE_COUNT["update"] += 1
     cfg = agent.config
     key, k_target, k_policy = jax.random.split(state.key, 3)
+    k_model = jax.random.fold_in(k_policy, 1)  # (a model-based J's rollouts; the other keys as before)
+    model_info = {}
+    if agent.model_based:  # 0. The model, on the same batch.
+        state, model_info = _model_step(agent, state, batch)
 
     # 1-2. Critics.
     target = _critic_target(agent, state, batch, k_target)
@@ -143,7 +172,7 @@ def _update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, 
     state = state.replace(critic_params=critic_params, critic_opt_state=critic_opt_state)
 
     # 3. Policy optimizer: -J averaged over iterates (iterative) or -J(f_phi(s)) (direct).
-    objective = agent.objective(state, batch.obs)
+    objective = agent.objective(state, batch.obs, k_model)
     (policy_loss, pinfo), policy_grads = jax.value_and_grad(agent.optimizer.loss, has_aux=True)(
         state.policy_params, batch.obs, objective, k_policy
     )
@@ -188,6 +217,7 @@ def _update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, 
         "objective_improvement": per_iteration[-1] - per_iteration[min(1, per_iteration.shape[0] - 1)],
         "objective_per_iteration": per_iteration,
         "finite": finite,  # losses, temperature and parameters all finite
+        **model_info,
     }
     new_state = state.replace(
         policy_params=policy_params,
@@ -199,6 +229,32 @@ def _update(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, 
         updates=updates,
     )
     return new_state, info
+
+
+def _model_step(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, dict]:
+    """One Adam step of the model on a batch of transitions."""
+    (loss, info), grads = jax.value_and_grad(model_loss, has_aux=True)(
+        state.model_params, agent.model, batch.obs, batch.action, batch.reward, batch.next_obs
+    )
+    updates, opt_state = agent._adam(agent.config.model_lr).update(grads, state.model_opt_state)
+    params = optax.apply_updates(state.model_params, updates)
+    return state.replace(model_params=params, model_opt_state=opt_state), {"model_loss": loss, **info}
+
+
+@functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
+def pretrain_model_seeds(agent: Agent, state: AgentState, batches: Batch) -> tuple[AgentState, jax.Array]:
+    """Model updates before the first agent update: `batches` has leading axes (S, U, B, ...),
+    U updates for each of S seeds. Returns the state and the last update's loss per seed (S,)."""
+
+    def one_seed(state, batches):
+        def body(state, batch):
+            state, info = _model_step(agent, state, batch)
+            return state, info["model_loss"]
+
+        state, losses = jax.lax.scan(body, state, batches)
+        return state, losses[-1]
+
+    return jax.vmap(one_seed)(state, batches)
 
 
 def _act(
@@ -216,9 +272,10 @@ def _act(
     """
     TRACE_COUNT["act"] += 1
     key, k_opt, k_sample = jax.random.split(key, 3)
+    k_model = jax.random.fold_in(k_opt, 1)
     obs = obs.astype(jnp.float32)
     lam, _ = agent.optimizer.optimize(
-        state.policy_params, obs, agent.objective(state, obs), k_opt, iterations
+        state.policy_params, obs, agent.objective(state, obs, k_model), k_opt, iterations
     )
     if deterministic:
         return agent.optimizer.mode(state.policy_params, obs, lam), key

@@ -193,8 +193,12 @@ def read_parts(run_dir: Path, payload: dict) -> list:
 
 def restore_state(payload: dict, template, path: Path):
     """The agent state of `payload` in the structure of `template` (an initialized AgentState)."""
+    saved = dict(payload["state"])
+    for name, value in flax.serialization.to_state_dict(template).items():
+        if name not in saved and isinstance(value, dict) and not value:  # a field added since, empty for this agent (the model)
+            saved[name] = {}
     try:
-        state = flax.serialization.from_state_dict(template, payload["state"])
+        state = flax.serialization.from_state_dict(template, saved)
         shapes_match = jax.tree.all(jax.tree.map(lambda a, b: np.shape(a) == np.shape(b), template, state))
     except Exception as exc:  # noqa: BLE001
         raise MismatchError(f"checkpoint {path} does not match this agent's configuration ({exc})") from None

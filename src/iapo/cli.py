@@ -321,6 +321,43 @@ def run_overestimation(cfg: OverestimationConfig) -> str:
     return f"value bias and policy change written to {figure} (numbers: {figure.with_suffix('.csv')})"
 
 
+@dataclasses.dataclass(frozen=True)
+class TransferConfig:
+    """Zero-shot transfer (Fig. 9): at every step both runs have a snapshot of, the policy
+    optimizer of SOURCE (e.g. an iterative agent trained with the model-free value) acts, unchanged,
+    with the objective of HOST (e.g. a model-based agent: its critics, temperature and model); its
+    return beside HOST's own optimizer's, SOURCE's as trained and a DIRECT run's. With a
+    model-free HOST, it is the generalization of an optimizer to another run's critics. Writes
+    transfer.csv, transfer.json and transfer.png."""
+
+    source: tyro.conf.Positional[str]
+    """Run whose policy optimizer is transferred."""
+
+    host: tyro.conf.Positional[str]
+    """Run whose objective it acts with (same environment and policy network)."""
+
+    direct: tyro.conf.Positional[str | None] = None
+    """Optionally, a direct run evaluated at the same steps."""
+
+    out: str = "analysis/transfer"
+    """Folder for the figure and its numbers."""
+
+    episodes: int = 5
+    """Evaluation episodes per agent and step."""
+
+    seed: int = 12345
+    """Seed of the evaluation environments."""
+
+
+def run_transfer(cfg: TransferConfig) -> str:
+    from iapo.analysis import transfer
+
+    _at_least_one(cfg, "episodes")
+    figure = transfer.run(Path(cfg.source), Path(cfg.host), None if cfg.direct is None else Path(cfg.direct),
+                          Path(cfg.out), cfg.episodes, cfg.seed)
+    return f"zero-shot transfer written to {figure} (numbers: {figure.with_suffix('.csv')})"
+
+
 ANALYSES = {
     "gap": (GapConfig, run_gap),
     "overestimation": (OverestimationConfig, run_overestimation),
@@ -328,6 +365,7 @@ ANALYSES = {
     "landscape": (LandscapeConfig, run_landscape),
     "optimizers": (OptimizersConfig, run_optimizers),
     "iterations": (IterationsConfig, run_iterations),
+    "transfer": (TransferConfig, run_transfer),
 }
 
 

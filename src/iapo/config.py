@@ -14,6 +14,7 @@ from iapo.errors import ConfigError
 
 AgentKind = Literal["direct", "iterative", "direct-flow", "gradient", "cem"]
 Critics = Literal["target", "online"]
+ValueKind = Literal["model-free", "model-based"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,25 @@ class AgentConfig:
     pessimism: float | None = None
     """beta in Q = mean - beta * std over the twin critics (Eq. 13); unset means 1 for direct,
     2.5 for iterative (paper). beta = 1 is min(Q1, Q2)."""
+
+    value: ValueKind = "model-free"
+    """The action value inside J: the critics (`model-free`), or H-step rollouts of a learned
+    model bootstrapped by the critics (`model-based`, Fig. 9)."""
+
+    horizon: int = 2
+    """model-based: H, model rollout steps (reference: 2; 0 is the model-free value)."""
+
+    retrace_lambda: float = 0.9
+    """model-based: weight l of the lambda-return over the rollout's n-step estimates (reference 0.9)."""
+
+    model_hidden_sizes: tuple[int, ...] = (256, 256)
+    """model-based: hidden widths of the state-change and reward networks (layer norm, leaky ReLU)."""
+
+    model_lr: float = 3e-4
+    """model-based: Adam learning rate of the model."""
+
+    model_pretrain_updates: int = 1_000
+    """model-based: model updates once the random phase is over, before the first agent update."""
 
     objective_critics: Critics = "target"
     """Critics used by the policy objective J: `target` (reference code) or `online` (SAC)."""
@@ -128,6 +148,11 @@ class AgentConfig:
         _positive_int("action-samples", self.action_samples)
         _positive_int("batch-size", self.batch_size)
         _positive_int("flow-transforms", self.flow_transforms)
+        _positive_int("horizon", self.horizon, allow_zero=True)
+        _positive_int("model-pretrain-updates", self.model_pretrain_updates, allow_zero=True)
+        _finite("retrace-lambda", self.retrace_lambda)
+        if not 0 <= self.retrace_lambda <= 1:
+            raise ConfigError(f"--retrace-lambda must be in [0, 1], got {self.retrace_lambda}")
         _positive_int("cem-samples", self.cem_samples)
         _positive_int("cem-elites", self.cem_elites)
         if self.cem_elites > self.cem_samples:
@@ -140,7 +165,7 @@ class AgentConfig:
             _finite("pessimism", self.pessimism)
             if self.pessimism < 0:
                 raise ConfigError(f"--pessimism must be >= 0, got {self.pessimism}")
-        for name in ("policy_lr", "critic_lr", "alpha_lr", "init_alpha", "init_scale", "optimizer_lr"):
+        for name in ("policy_lr", "critic_lr", "alpha_lr", "init_alpha", "init_scale", "optimizer_lr", "model_lr"):
             value = getattr(self, name)
             _finite(_flag(name), value)
             if value <= 0:
@@ -158,7 +183,7 @@ class AgentConfig:
             raise ConfigError(
                 f"--log-scale-min ({self.log_scale_min}) must be below --log-scale-max ({self.log_scale_max})"
             )
-        for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes"):
+        for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes", "model_hidden_sizes"):
             sizes = getattr(self, name)
             if not sizes or any(s < 1 for s in sizes):
                 raise ConfigError(f"--{_flag(name)} must be one or more positive widths, got {sizes}")
@@ -258,7 +283,7 @@ def train_config_from_dict(data: dict) -> TrainConfig:
     unknown = (set(agent_data) - agent_fields) | (set(data) - train_fields)
     if unknown:
         raise ConfigError(f"config has unknown fields: {', '.join(sorted(unknown))}")
-    for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes"):
+    for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes", "model_hidden_sizes"):
         if name in agent_data:
             agent_data[name] = tuple(agent_data[name])
     rest = {k: v for k, v in data.items() if k != "algo"}

@@ -67,9 +67,10 @@ class MonteCarloObjective:
     tanh-Gaussian, such as the flow)."""
 
     def __init__(self, critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float,
-                 n_samples: int):
+                 n_samples: int, action_value: Callable | None = None):
         self.n_samples = n_samples
-        self.action_value = make_action_value(critic_apply, critic_params, obs, alpha, beta)
+        # value(actions (M, B, d), log_pi (M, B)) -> (values (M, B), aux); model-free unless given
+        self.action_value = action_value or make_action_value(critic_apply, critic_params, obs, alpha, beta)
 
     def integrand(self, lam: jax.Array, eps: jax.Array) -> tuple[jax.Array, dict]:
         return self.action_value(*dist.sample_from_noise(lam, eps))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo import checkpoint
-from iapo.agent import Agent, AgentState, act, act_seeds, update_seeds
+from iapo.agent import Agent, AgentState, act, act_seeds, pretrain_model_seeds, update_seeds
 from iapo.config import TrainConfig, to_dict
 from iapo.env_state import get_state, set_state
 from iapo.envs import check_env_id, dims, make_env
@@ -406,6 +406,8 @@ class Trainer:
                 raise NumericError(f"non-finite action at step {step}{self.runs[int(np.argmax(bad))].which}")
         for run, action in zip(self.runs, actions):
             run.env_step(action)
+        if step == cfg.random_steps + 1 and self.agent.model_based and cfg.algo.model_pretrain_updates:
+            self.pretrain_model()
         if step > cfg.random_steps:
             for _ in range(cfg.updates_per_step):
                 batch = _stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for run in self.runs])
@@ -414,6 +416,20 @@ class Trainer:
                 self.info_steps.append(step)
         for run in self.runs:
             run.loop.window_steps += 1
+
+    def pretrain_model(self) -> None:
+        """A model-based agent's model updates on the random phase's data before the first agent
+        update, in chunks of at most 100 updates (batches sampled for all of them at once)."""
+        cfg = self.config
+        left = cfg.algo.model_pretrain_updates
+        while left:
+            n = min(left, 100)
+            batches = _stack([_stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for _ in range(n)])
+                              for run in self.runs])  # (S, n, B, ...)
+            self.state, loss = pretrain_model_seeds(self.agent, self.state, batches)
+            left -= n
+        if not np.all(np.isfinite(np.asarray(loss))):
+            raise NumericError(f"non-finite model loss while pretraining the model at step {self.step_count}")
 
     def evaluate_and_log(self, train_seconds: float, wall_seconds: float) -> list[dict]:
         self.check_finite()

@@ -1,0 +1,116 @@
+"""Model-based value estimates (paper Sec. 4.2.5, Fig. 9; appendix A.5).
+
+A learned deterministic model predicts the change of state and the reward of (s, a). The
+model-based action value mixes the critics' estimate with H-step model rollouts that follow the
+agent's own policy, each bootstrapped with the pessimistic critics (Eq. 13):
+
+    G_0 = Q(s, a_0)
+    G_n = sum_{t<n} gamma^t r_t - alpha sum_{1<=t<=n} gamma^t KL_t + gamma^n Q(s_n, a_n),   n = 1..H
+    Q_MB(s, a_0) = (1 - l) sum_{n<H} l^n G_n + l^H G_H,
+
+with s_{t+1} = s_t + Delta(s_t, a_t) and r_t from the model, a_t ~ pi(s_t) for t >= 1 and KL_t its
+single-sample KL to the prior. With on-policy model rollouts every Retrace trace ratio is 1, so
+Retrace's weighting is this lambda-return with constant l (reference 0.9). H = 0 gives the
+model-free value. The model does not predict termination: rollouts never stop early.
+
+The rollout policy at a predicted state is the agent's own policy optimizer acting on the
+model-free objective there (so the estimate is not recursive); it and the model are constants
+for the policy objective, whose gradient with respect to a_0 flows through Q(s, a_0), the
+model's reward and the predicted states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from iapo import distributions as dist
+from iapo.objective import make_objective, pessimistic_value
+
+sg = jax.lax.stop_gradient
+
+
+class LayerNormMLP(nn.Module):
+    """Dense -> LayerNorm -> leaky ReLU per hidden layer, then a linear output (reference model)."""
+
+    hidden_sizes: Sequence[int]
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden_sizes:
+            x = nn.leaky_relu(nn.LayerNorm()(nn.Dense(width)(x)))
+        return nn.Dense(self.out_dim)(x)
+
+
+class DynamicsModel(nn.Module):
+    """(s, a) -> (predicted s' - s (..., obs_dim), predicted reward (...)): two networks."""
+
+    hidden_sizes: Sequence[int]
+    obs_dim: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = jnp.concatenate([obs, action], axis=-1)
+        delta = LayerNormMLP(self.hidden_sizes, self.obs_dim, name="state")(x)
+        reward = LayerNormMLP(self.hidden_sizes, 1, name="reward")(x)[..., 0]
+        return delta, reward
+
+
+def model_loss(model_params, model: DynamicsModel, obs, action, reward, next_obs) -> tuple[jax.Array, dict]:
+    """Squared error of the predicted change of state (summed over its dimensions) and of the
+    predicted reward, batch means."""
+    delta, r = model.apply(model_params, obs, action)
+    state_loss = jnp.mean(jnp.sum((delta - (next_obs - obs)) ** 2, axis=-1))
+    reward_loss = jnp.mean((r - reward) ** 2)
+    return state_loss + reward_loss, {"model_state_loss": state_loss, "model_reward_loss": reward_loss}
+
+
+def lambda_return_weights(horizon: int, trace: float) -> list[float]:
+    """Weights of G_0 .. G_H: (1 - l) l^n for n < H, and l^H for G_H; they sum to 1."""
+    return [(1.0 - trace) * trace**n for n in range(horizon)] + [trace**horizon]
+
+
+def make_model_based_value(agent, state, obs: jax.Array, key: jax.Array):
+    """value(actions (M, B, d), log_pi (M, B)) -> (Q_MB - alpha KL (M, B), aux): the integrand of
+    J with the model-based action value at states `obs` (B, obs_dim)."""
+    cfg = agent.config
+    alpha = sg(jnp.exp(state.log_alpha))
+    critic_params = sg(agent.objective_critic_params(state))
+    policy_params = sg(state.policy_params)
+    model_params = sg(state.model_params)
+    act_dim = agent.act_dim
+
+    def q_hat(s, a):
+        return pessimistic_value(agent.critic.apply(critic_params, s, a), cfg.beta)
+
+    def rollout_action(s: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """a ~ pi(s) and its KL, for predicted states s (..., obs_dim), all held constant."""
+        flat = s.reshape(-1, s.shape[-1])
+        k_opt, k_sample = jax.random.split(k)
+        objective = make_objective(agent.critic.apply, critic_params, flat, alpha, cfg.beta, cfg.action_samples)
+        lam, _ = agent.optimizer.optimize(policy_params, flat, objective, k_opt)
+        a, log_pi = agent.optimizer.sample(policy_params, flat, sg(lam), k_sample)
+        return sg(a).reshape(*s.shape[:-1], act_dim), sg(dist.kl_sample(log_pi, act_dim)).reshape(s.shape[:-1])
+
+    weights = lambda_return_weights(cfg.horizon, cfg.retrace_lambda)
+
+    def value(actions: jax.Array, log_pi: jax.Array) -> tuple[jax.Array, dict]:
+        s = jnp.broadcast_to(obs, (*actions.shape[:-1], obs.shape[-1]))  # (M, B, obs_dim)
+        q_mb = weights[0] * q_hat(s, actions)  # G_0
+        ret, discount, a = jnp.zeros(actions.shape[:-1]), 1.0, actions
+        for t, k in enumerate(jax.random.split(key, cfg.horizon)):
+            delta, r = agent.model.apply(model_params, s, a)
+            s = s + delta
+            ret = ret + discount * r
+            discount *= cfg.gamma
+            a, kl = rollout_action(s, k)
+            q_mb = q_mb + weights[t + 1] * (ret + discount * (q_hat(s, a) - alpha * kl))  # G_{t+1}
+            ret = ret - discount * alpha * kl
+        kl0 = dist.kl_sample(log_pi, act_dim)
+        return q_mb - alpha * kl0, {"q": q_mb, "kl": kl0}
+
+    return value
