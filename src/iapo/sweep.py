@@ -252,9 +252,15 @@ def _last_eval(config: TrainConfig) -> tuple[int, float | None]:
                 rows = list(csv.DictReader(f))
         except OSError:
             return 0, None
-        if not rows:
+        parsed = {}
+        for r in rows:  # a row being written may be incomplete: skip it
+            try:
+                parsed[int(float(r["step"]))] = r["eval_return_mean"]
+            except (KeyError, TypeError, ValueError):
+                continue
+        if not parsed:
             return 0, None
-        last.append({int(float(r["step"])): r["eval_return_mean"] for r in rows})
+        last.append(parsed)
     common = set.intersection(*[set(rows) for rows in last])
     if not common:
         return 0, None
