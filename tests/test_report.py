@@ -45,6 +45,10 @@ def test_mean_std_area_and_threshold(tmp_path, capsys):
     assert int(iterative["final_step"]) == 2000 and float(iterative["final_mean"]) == pytest.approx(300)
     assert float(iterative["auc"]) == pytest.approx(200_000) and int(iterative["steps_to_threshold"]) == 1000
     assert "| Hopper-v5 | direct | 2 | 20.0 ± 5.0 | 3000 |" in stdout
+    code, stdout, err = run_cli(["plot", str(tmp_path / "a"), "--out", str(out), "--max-step", "2000"], capsys)
+    assert code == 0 and "| Hopper-v5 | direct | 2 | 10.0 ± 5.0 | 2000 |" in stdout
+    code, stdout, err = run_cli(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out),
+                                 "--threshold", "Hopper-v5=12"], capsys)
     # the curves file holds the plotted arrays
     curves = [r for r in csv.DictReader(open(out.with_name("curves_curves.csv"))) if r["label"] == "direct"]
     assert [float(r["mean"]) for r in curves] == pytest.approx([0, 10, 20])

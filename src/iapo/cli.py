@@ -391,6 +391,9 @@ class PlotConfig:
     """Return thresholds for 'steps to threshold': VALUE for every env, or ENV=VALUE; unset uses
     each env's registered reward_threshold."""
 
+    max_step: int | None = None
+    """Only the evaluations up to this step (to compare runs of different budgets at one step)."""
+
 
 def run_plot(cfg: PlotConfig) -> str:
     from iapo import report
@@ -399,7 +402,10 @@ def run_plot(cfg: PlotConfig) -> str:
     if not cfg.dirs:
         raise ConfigError("iapo plot needs at least one directory")
     out = Path(cfg.out) if cfg.out else (Path(cfg.dirs[0]) if len(cfg.dirs) == 1 else Path(".")) / "results.png"
-    figure, table = report.plot([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap)
+    if cfg.max_step is not None and cfg.max_step < 1:
+        raise ConfigError(f"--max-step must be >= 1, got {cfg.max_step}")
+    figure, table = report.plot([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap,
+                                cfg.max_step)
     return f"{table}\ncurves written to {figure} (table: {figure.with_suffix('.md')}, {figure.with_suffix('.csv')})"
 
 

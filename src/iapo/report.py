@@ -27,6 +27,8 @@ from iapo.logger import read_metrics
 from iapo.plotting import new_figure, save_figure
 
 IGNORED = {"seed", "seeds", "run_dir", "progress", "overwrite", "resume"}  # not part of a group's identity
+# Part of the identity, but budget and bookkeeping: not named in labels.
+UNLABELLED = {"total_steps", "checkpoint_every", "snapshot_every", "eval_every", "eval_episodes"}
 
 
 @dataclasses.dataclass
@@ -54,19 +56,26 @@ def find_runs(dirs: list[Path]) -> list[Path]:
 
 
 def _flatten(config: dict) -> dict:
+    """The configuration as one flat dict, the fields an older run lacks at their defaults."""
+    from iapo.config import to_dict, train_config_from_dict
+
+    try:
+        config = to_dict(train_config_from_dict(config))
+    except (TypeError, ValueError, IapoError) as exc:
+        raise IapoError(f"not a run configuration: {exc}") from None
     flat = {k: v for k, v in config.items() if k != "algo" and k not in IGNORED}
     flat.update(config.get("algo", {}))
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
-def group_runs(runs: list[Path]) -> list[Group]:
+def group_runs(runs: list[Path], max_step: int | None = None) -> list[Group]:
     """Runs with the same configuration apart from the seed form a group; each group gets a label
     naming its agent and the settings in which it differs from the other groups of its env."""
     groups: dict[tuple, Group] = {}
     for run in runs:
         try:
             identity = _flatten(json.loads((run / "config.json").read_text()))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, IapoError) as exc:
             raise IapoError(f"{run / 'config.json'} is unreadable: {exc}") from None
         key = tuple(sorted(identity.items(), key=lambda kv: kv[0]))
         groups.setdefault(key, Group(identity.get("env", "?"), identity, [])).runs.append(run)
@@ -74,13 +83,14 @@ def group_runs(runs: list[Path]) -> list[Group]:
     for env in {g.env for g in result}:
         same_env = [g for g in result if g.env == env]
         keys = sorted({k for g in same_env for k in g.identity})
-        varying = [k for k in keys if k != "agent" and len({repr(g.identity.get(k)) for g in same_env}) > 1]
+        varying = [k for k in keys if k != "agent" and k not in UNLABELLED
+                   and len({repr(g.identity.get(k)) for g in same_env}) > 1]
         for g in same_env:
             parts = [str(g.identity.get("agent", "?"))]
             parts += [f"{k}={_show(g.identity.get(k))}" for k in varying]
             g.label = " ".join(parts)
     for g in result:
-        _align(g)
+        _align(g, max_step)
     return sorted(result, key=lambda g: (g.env, g.label))
 
 
@@ -88,8 +98,9 @@ def _show(value) -> str:
     return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def _align(group: Group) -> None:
-    """The evaluation returns of the group's seeds at the steps all of them logged."""
+def _align(group: Group, max_step: int | None = None) -> None:
+    """The evaluation returns of the group's seeds at the steps all of them logged (up to
+    `max_step`)."""
     curves = []
     for run in group.runs:
         try:
@@ -101,6 +112,7 @@ def _align(group: Group) -> None:
             continue
         curves.append(dict(zip(m["step"].astype(np.int64).tolist(), m["eval_return_mean"])))
     common = sorted(set.intersection(*[set(c) for c in curves])) if curves else []
+    common = [step for step in common if max_step is None or step <= max_step]
     group.steps = np.array(common, dtype=np.int64)
     group.returns = np.array([[c[s] for s in common] for c in curves], dtype=np.float64).reshape(len(curves), -1)
 
@@ -220,13 +232,13 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
 
 
 def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[str, ...] = (),
-         reps: int = 2000) -> tuple[Path, str]:
+         reps: int = 2000, max_step: int | None = None) -> tuple[Path, str]:
     """Curves (one panel per env, one line per group), the table beside them; returns
     (figure path, Markdown table). The plotted arrays are in `<out stem>_curves.csv`."""
     out = Path(out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--out {out} must end in .png, .pdf or .svg")
-    groups = group_runs(find_runs(dirs))
+    groups = group_runs(find_runs(dirs), max_step)
     envs = sorted({g.env for g in groups})
     limits = thresholds_for(envs, thresholds)
     try:
