@@ -60,11 +60,13 @@ def _flatten(config: dict) -> dict:
     from iapo.config import to_dict, train_config_from_dict
 
     try:
-        config = to_dict(train_config_from_dict(config))
+        parsed = train_config_from_dict(config)
     except (TypeError, ValueError, IapoError) as exc:
         raise IapoError(f"not a run configuration: {exc}") from None
+    config = to_dict(parsed)
     flat = {k: v for k, v in config.items() if k != "algo" and k not in IGNORED}
     flat.update(config.get("algo", {}))
+    flat["pessimism"] = parsed.algo.beta  # the beta in force (unset means the agent's default)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
@@ -263,8 +265,8 @@ def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[s
             ax.fill_between(g.steps, low, high, color=f"C{i}", alpha=0.2)
             for j, step in enumerate(g.steps):
                 curve_rows.append([env, g.label, len(g.runs), int(step), mean[j], std[j], center[j], low[j], high[j]])
-        if limits[env] is not None:
-            ax.axhline(limits[env], color="gray", ls=":", lw=1)
+        if limits[env] is not None and thresholds:  # drawn when asked for; a registered one may be far off the curves
+            ax.axhline(limits[env], color="gray", ls=":", lw=1, label=f"threshold {limits[env]:g}")
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("evaluation return" + (" (IQM, 95% CI)" if use_iqm else " (mean ± std over seeds)"))
