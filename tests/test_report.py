@@ -36,7 +36,8 @@ def test_mean_std_area_and_threshold(tmp_path, capsys):
                                  "--threshold", "Hopper-v5=12"], capsys)
     assert code == 0, err
     rows = {r["label"]: r for r in csv.DictReader(open(out.with_suffix(".csv")))}
-    direct, iterative = rows["direct"], rows["iterative"]
+    # the agents' default betas differ, so the labels name them
+    direct, iterative = rows["direct pessimism=1.0"], rows["iterative pessimism=2.5"]
     assert float(direct["final_mean"]) == pytest.approx(20) and float(direct["final_std"]) == pytest.approx(5)
     # trapezoid of the mean curve 0, 10, 20 over 1000-step intervals: 5 * 1000 + 15 * 1000
     assert float(direct["auc"]) == pytest.approx(20_000)
@@ -44,13 +45,13 @@ def test_mean_std_area_and_threshold(tmp_path, capsys):
     assert int(direct["steps_to_threshold"]) == 3000  # mean reaches 12 first at 3000
     assert int(iterative["final_step"]) == 2000 and float(iterative["final_mean"]) == pytest.approx(300)
     assert float(iterative["auc"]) == pytest.approx(200_000) and int(iterative["steps_to_threshold"]) == 1000
-    assert "| Hopper-v5 | direct | 2 | 20.0 ± 5.0 | 3000 |" in stdout
+    assert "| Hopper-v5 | direct pessimism=1.0 | 2 | 20.0 ± 5.0 | 3000 |" in stdout
     code, stdout, err = run_cli(["plot", str(tmp_path / "a"), "--out", str(out), "--max-step", "2000"], capsys)
     assert code == 0 and "| Hopper-v5 | direct | 2 | 10.0 ± 5.0 | 2000 |" in stdout
     code, stdout, err = run_cli(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out),
                                  "--threshold", "Hopper-v5=12"], capsys)
     # the curves file holds the plotted arrays
-    curves = [r for r in csv.DictReader(open(out.with_name("curves_curves.csv"))) if r["label"] == "direct"]
+    curves = [r for r in csv.DictReader(open(out.with_name("curves_curves.csv"))) if r["label"] == "direct pessimism=1.0"]
     assert [float(r["mean"]) for r in curves] == pytest.approx([0, 10, 20])
     assert [float(r["low"]) for r in curves] == pytest.approx([-5, 5, 15])
 
