@@ -8,6 +8,8 @@ of 1M and 5 000 random steps first (timed only afterwards):
 
 - iapo direct (SAC), one seed, and 5 seeds trained together (one vmapped update for all);
 - iapo iterative, K = 1, 2 and 5 iterations with N = 10 action samples;
+- the paper's other policy optimizers at their defaults: iapo direct-flow, gradient (Adam on the
+  distribution's parameters, 5 steps) and cem (5 iterations of 100 samples);
 - SBX SAC (JAX) and SB3 SAC (PyTorch).
 
 iapo's direct agent uses N = 1 action sample here, as SAC (and so SBX and SB3) does; its

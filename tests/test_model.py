@@ -50,7 +50,20 @@ def test_model_learns_a_linear_system():
 def test_weights_sum_to_one():
     for h in range(4):
         assert sum(lambda_return_weights(h, 0.9)) == pytest.approx(1.0)
-    assert lambda_return_weights(2, 0.9) == pytest.approx([0.1, 0.09, 0.81])
+    assert lambda_return_weights(0, 0.9) == [1.0]
+    assert lambda_return_weights(2, 0.9) == pytest.approx([0.0, 0.1, 0.9])
+    assert lambda_return_weights(3, 0.9) == pytest.approx([0.0, 0.1, 0.09, 0.81])
+
+
+def test_weights_are_retrace_with_on_policy_traces():
+    # Q_0 + sum_t (gamma l)^t delta_t, with delta_t the TD errors between successive n-step returns
+    rng = np.random.default_rng(0)
+    horizon, trace, gamma = 4, 0.9, 0.99
+    rewards, q = rng.normal(size=horizon), rng.normal(size=horizon + 1)
+    returns = [sum(gamma**t * rewards[t] for t in range(n)) + gamma**n * q[n] for n in range(horizon + 1)]
+    retrace = q[0] + sum((gamma * trace) ** t * (rewards[t] + gamma * q[t + 1] - q[t]) for t in range(horizon))
+    weighted = sum(w * g for w, g in zip(lambda_return_weights(horizon, trace), returns))
+    assert weighted == pytest.approx(retrace)
 
 
 @pytest.mark.parametrize("agent_kind", ["direct", "iterative"])
@@ -81,7 +94,8 @@ def tiny_run(run_dir, tiny_args, *extra):
 def test_transfer_end_to_end(tmp_path, tiny_args, capsys):
     mf, mb, direct = tmp_path / "mf", tmp_path / "mb", tmp_path / "direct"
     assert run_cli(tiny_run(mf, tiny_args), capsys)[0] == 0
-    code, _, err = run_cli(tiny_run(mb, tiny_args, "--value", "model-based", "--horizon", "1",
+    # the host acts with 1 iteration; the source's optimizer keeps its own 2 in the host
+    code, _, err = run_cli(tiny_run(mb, tiny_args, "--iterations", "1", "--value", "model-based", "--horizon", "1",
                                     "--model-hidden-sizes", "16", "--model-pretrain-updates", "20"), capsys)
     assert code == 0, err
     assert run_cli(tiny_run(direct, tiny_args, "--agent", "direct"), capsys)[0] == 0
@@ -96,6 +110,7 @@ def test_transfer_end_to_end(tmp_path, tiny_args, capsys):
     rows = list(csv.DictReader(open(out / "transfer.csv")))
     assert [int(r["step"]) for r in rows] == [100, 200, 300]
     summary = json.loads((out / "transfer.json").read_text())
+    assert summary["transferred_optimizer"]["iterations"] == 2
     for row, saved in zip(rows, summary["rows"]):
         for name in ("host", "transferred", "source", "direct"):
             assert float(row[f"{name}_return_mean"]) == pytest.approx(saved[f"{name}_return_mean"])

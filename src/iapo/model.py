@@ -4,13 +4,15 @@ A learned deterministic model predicts the change of state and the reward of (s,
 model-based action value mixes the critics' estimate with H-step model rollouts that follow the
 agent's own policy, each bootstrapped with the pessimistic critics (Eq. 13):
 
-    G_0 = Q(s, a_0)
     G_n = sum_{t<n} gamma^t r_t - alpha sum_{1<=t<=n} gamma^t KL_t + gamma^n Q(s_n, a_n),   n = 1..H
-    Q_MB(s, a_0) = (1 - l) sum_{n<H} l^n G_n + l^H G_H,
+    Q_MB(s, a_0) = Q(s, a_0) + sum_{t<H} (gamma l)^t delta_t
+                 = (1 - l) sum_{1<=n<H} l^(n-1) G_n + l^(H-1) G_H,
 
-with s_{t+1} = s_t + Delta(s_t, a_t) and r_t from the model, a_t ~ pi(s_t) for t >= 1 and KL_t its
-single-sample KL to the prior. With on-policy model rollouts every Retrace trace ratio is 1, so
-Retrace's weighting is this lambda-return with constant l (reference 0.9). H = 0 gives the
+with delta_t = r_t + gamma (Q(s_{t+1}, a_{t+1}) - alpha KL_{t+1}) - Q(s_t, a_t) the soft TD errors
+along the rollout, s_{t+1} = s_t + Delta(s_t, a_t) and r_t from the model, a_t ~ pi(s_t) for t >= 1
+and KL_t its single-sample KL to the prior. This is Retrace with every trace coefficient c = l
+(reference 0.9), as the model rollouts are on-policy: the first TD error has weight 1, so the
+critics' own Q(s, a_0) cancels and only the rollouts' returns G_1..G_H remain. H = 0 gives the
 model-free value. The model does not predict termination: rollouts never stop early.
 
 The rollout policy at a predicted state is the agent's own policy optimizer acting on the
@@ -70,8 +72,11 @@ def model_loss(model_params, model: DynamicsModel, obs, action, reward, next_obs
 
 
 def lambda_return_weights(horizon: int, trace: float) -> list[float]:
-    """Weights of G_0 .. G_H: (1 - l) l^n for n < H, and l^H for G_H; they sum to 1."""
-    return [(1.0 - trace) * trace**n for n in range(horizon)] + [trace**horizon]
+    """Weights of G_0 .. G_H (Retrace with traces l): G_0 alone for H = 0; otherwise 0 for G_0,
+    (1 - l) l^(n-1) for 1 <= n < H and l^(H-1) for G_H. They sum to 1."""
+    if horizon == 0:
+        return [1.0]
+    return [0.0] + [(1.0 - trace) * trace ** (n - 1) for n in range(1, horizon)] + [trace ** (horizon - 1)]
 
 
 def make_model_based_value(agent, state, obs: jax.Array, key: jax.Array):
@@ -100,7 +105,7 @@ def make_model_based_value(agent, state, obs: jax.Array, key: jax.Array):
 
     def value(actions: jax.Array, log_pi: jax.Array) -> tuple[jax.Array, dict]:
         s = jnp.broadcast_to(obs, (*actions.shape[:-1], obs.shape[-1]))  # (M, B, obs_dim)
-        q_mb = weights[0] * q_hat(s, actions)  # G_0
+        q_mb = weights[0] * q_hat(s, actions) if weights[0] else 0.0  # G_0, used only for H = 0
         ret, discount, a = jnp.zeros(actions.shape[:-1]), 1.0, actions
         for t, k in enumerate(jax.random.split(key, cfg.horizon)):
             delta, r = agent.model.apply(model_params, s, a)

@@ -3,7 +3,8 @@
 At every training step for which both runs have a snapshot, the policy optimizer of one run
 (the *source*, e.g. an iterative agent trained with the model-free value) is plugged, unchanged,
 into the other run's agent (the *host*, e.g. a model-based agent): it acts with the host's
-objective (critics, temperature, model) and is evaluated. Beside it: the host's own optimizer,
+objective (critics, temperature, model) and is evaluated, with its own iteration count and
+initial distribution. Beside it: the host's own optimizer,
 the source run as it was trained, and optionally a direct run at the same steps. With a
 model-free host, this is the generalization of an optimizer to another run's critics.
 """
@@ -11,6 +12,7 @@ model-free host, this is the generalization of an optimizer to another run's cri
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,12 +20,17 @@ import jax
 import numpy as np
 
 from iapo import checkpoint
+from iapo.agent import Agent
 from iapo.envs import make_env
 from iapo.errors import IapoError
 from iapo.plotting import new_figure, save_figure
 from iapo.train import evaluate_episodes
 
 POLICY_FIELDS = ("agent", "hidden_sizes", "flow_transforms", "flow_hidden_sizes")  # what the optimizer's shape depends on
+# How the optimizer runs: these travel with it into the host, so it acts there as it was trained
+# (the host keeps its objective: critics, temperature, pessimism, value, action samples).
+OPTIMIZER_FIELDS = ("iterations", "eval_iterations", "init_mean", "init_scale", "log_scale_min", "log_scale_max",
+                    "optimizer_lr", "cem_samples", "cem_elites", "cem_smoothing")
 
 
 def _snapshots(run_dir: Path) -> dict[int, Path]:
@@ -46,6 +53,8 @@ def run(source: Path, host: Path, direct: Path | None, out: Path, episodes: int 
         if a != b:
             raise IapoError(f"the policy optimizers differ in {field} ({a} in {source}, {b} in {host}): "
                             "the source's cannot run in the host")
+    moved = {field: getattr(src_config.algo, field) for field in OPTIMIZER_FIELDS}
+    plugged_agent = Agent(dataclasses.replace(host_config.algo, **moved), host_agent.obs_dim, host_agent.act_dim)
     runs = {"source": (source, src_agent), "host": (host, host_agent)}
     if direct is not None:
         direct_config, direct_agent, _, _ = load_agent(direct)
@@ -66,7 +75,7 @@ def run(source: Path, host: Path, direct: Path | None, out: Path, episodes: int 
                       for name in runs if step in snapshots[name]}
             plugged = states["host"].replace(policy_params=states["source"].policy_params)
             evaluations = {
-                "transferred": (host_agent, plugged),
+                "transferred": (plugged_agent, plugged),
                 "host": (host_agent, states["host"]),
                 "source": (src_agent, states["source"]),
             }
@@ -74,7 +83,8 @@ def run(source: Path, host: Path, direct: Path | None, out: Path, episodes: int 
                 evaluations["direct"] = (runs["direct"][1], states["direct"])
             row = {"step": step}
             for name, (agent, state) in evaluations.items():
-                returns, _ = evaluate_episodes(agent, state, envs, jax.random.PRNGKey(seed), seeds)
+                returns, _ = evaluate_episodes(agent, state, envs, jax.random.PRNGKey(seed), seeds,
+                                               agent.config.acting_iterations)
                 row[f"{name}_return_mean"] = float(np.mean(returns))
                 row[f"{name}_return_std"] = float(np.std(returns))
             rows.append(row)
@@ -89,7 +99,7 @@ def run(source: Path, host: Path, direct: Path | None, out: Path, episodes: int 
         writer.writerows(rows)
     summary = {"source": str(source), "host": str(host), "direct": None if direct is None else str(direct),
                "env": host_config.env, "source_value": src_config.algo.value, "host_value": host_config.algo.value,
-               "episodes": episodes, "rows": rows}
+               "episodes": episodes, "transferred_optimizer": moved, "rows": rows}
     (out / "transfer.json").write_text(json.dumps(summary, indent=1) + "\n")
     _plot(rows, summary, out / "transfer.png")
     return out / "transfer.png"
