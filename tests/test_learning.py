@@ -4,7 +4,6 @@ Small networks, a few fewer samples and iterations, and a larger learning rate k
 minute each on 2 CPU cores; the algorithm is the one of the defaults. Seeds are fixed.
 """
 
-import dataclasses
 
 import numpy as np
 import pytest

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from iapo import distributions as dist
-from iapo.objective import make_integrand, make_objective
+from iapo.objective import make_objective
 from iapo.optimizers.nonamortized import cem, gradient_ascent
 
 TARGET = jnp.array([[0.5, -0.3], [-0.6, 0.2]])  # (B=2, d=2): the best action of each state
@@ -21,7 +21,8 @@ def quadratic_critics(params, obs, action):
 def _setup(alpha=1e-3):
     lam0 = dist.join(jnp.zeros((2, 2)), jnp.full((2, 2), jnp.log(0.5)))
     args = (quadratic_critics, None, TARGET, jnp.asarray(alpha), 1.0)
-    return lam0, make_objective(*args, n_samples=10), make_integrand(*args)
+    objective = make_objective(*args, n_samples=10)
+    return lam0, objective, objective.integrand
 
 
 def test_adam_converges_to_the_known_optimum():

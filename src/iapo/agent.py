@@ -19,7 +19,7 @@ from iapo import distributions as dist
 from iapo.config import AgentConfig
 from iapo.model import DynamicsModel, make_model_based_value, model_loss
 from iapo.networks import TwinCritic
-from iapo.objective import make_objective, pessimistic_value
+from iapo.objective import MonteCarloObjective, pessimistic_value
 from iapo.optimizers import PolicyOptimizer, make_policy_optimizer
 
 sg = jax.lax.stop_gradient
@@ -112,19 +112,18 @@ class Agent:
         """J(lambda; s) at the states `obs` with the agent's critics, temperature and beta; for a
         model-based agent, with the model-based action value, whose rollouts draw on `key`
         (unset: a fixed key, the same rollouts at every call)."""
-        objective = make_objective(
+        action_value = None  # model-free
+        if self.model_based:
+            action_value = make_model_based_value(self, state, obs, jax.random.PRNGKey(0) if key is None else key)
+        return MonteCarloObjective(
             self.critic.apply,
             self.objective_critic_params(state),
             obs,
             jnp.exp(state.log_alpha),
             self.config.beta,
             self.config.action_samples,
+            action_value,
         )
-        if not self.model_based:
-            return objective
-        key = jax.random.PRNGKey(0) if key is None else key
-        objective.action_value = make_model_based_value(self, state, obs, key)
-        return objective
 
 
 def _critic_target(agent: Agent, state: AgentState, batch: Batch, key: jax.Array) -> jax.Array:

@@ -14,7 +14,6 @@ import copy
 import pickle
 
 import gymnasium as gym
-import numpy as np
 
 
 def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:

@@ -49,17 +49,6 @@ def make_action_value(critic_apply: Callable, critic_params, obs: jax.Array, alp
     return value
 
 
-def make_integrand(critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float):
-    """The integrand of J at fixed states: integrand(lam (B, 2d), eps (M, B, d)) -> (values
-    (M, B), aux), at the actions a = tanh(mu + sigma eps)."""
-    value = make_action_value(critic_apply, critic_params, obs, alpha, beta)
-
-    def integrand(lam: jax.Array, eps: jax.Array) -> tuple[jax.Array, dict]:
-        return value(*dist.sample_from_noise(lam, eps))
-
-    return integrand
-
-
 class MonteCarloObjective:
     """J(lambda; s) at fixed states, critics and temperature (Eq. 8), estimated with `n_samples`
     reparameterized actions per state: `objective(lam (B, 2d), key) -> (J (B,), aux)`. It also
@@ -73,6 +62,8 @@ class MonteCarloObjective:
         self.action_value = action_value or make_action_value(critic_apply, critic_params, obs, alpha, beta)
 
     def integrand(self, lam: jax.Array, eps: jax.Array) -> tuple[jax.Array, dict]:
+        """integrand(lam (B, 2d), eps (M, B, d)) -> (values (M, B), aux) at the actions
+        a = tanh(mu + sigma eps)."""
         return self.action_value(*dist.sample_from_noise(lam, eps))
 
     def __call__(self, lam: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:

@@ -12,10 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo import distributions as dist
 from iapo.analysis.gap import ascend_until_no_improvement, collect_states
 from iapo.errors import ConfigError, IapoError
-from iapo.objective import make_integrand
 from iapo.plotting import new_figure, save_figure
 
 
@@ -41,8 +39,7 @@ def landscape(agent, state, obs: jax.Array, lam: jax.Array, dims: tuple[int, int
     lams[:, dims[0]] = mu_i.ravel()
     lams[:, dims[1]] = mu_j.ravel()
     obs_g = jnp.repeat(obs, g * g, axis=0)
-    integrand = make_integrand(agent.critic.apply, agent.objective_critic_params(state), obs_g,
-                               jnp.exp(state.log_alpha), agent.config.beta)
+    integrand = agent.objective(state, obs_g).integrand
     # common random numbers: one noise draw (N, 1, d) shared by every grid point
     eps = jnp.broadcast_to(jax.random.normal(key, (samples, 1, agent.act_dim)), (samples, g * g, agent.act_dim))
     values, _ = jax.jit(integrand)(jnp.asarray(lams), eps)  # (N, G*G)

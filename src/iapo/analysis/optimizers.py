@@ -16,7 +16,6 @@ import numpy as np
 
 from iapo.analysis.gap import collect_states, objective_per_iterate
 from iapo.errors import IapoError
-from iapo.objective import make_integrand
 from iapo.optimizers.nonamortized import cem, gradient_ascent
 from iapo.plotting import new_figure, save_figure
 
@@ -31,10 +30,8 @@ def _adam(agent, state, obs, key, iterations: int, lr: float):
 @functools.partial(jax.jit, static_argnames=("agent", "iterations", "samples", "elites", "smoothing"))
 def _cem(agent, state, obs, key, iterations: int, samples: int, elites: int, smoothing: float):
     objective = agent.objective(state, obs)
-    integrand = make_integrand(agent.critic.apply, agent.objective_critic_params(state), obs,
-                               jnp.exp(state.log_alpha), agent.config.beta)
     lam0 = agent.optimizer.initial_lam(obs.shape[0])
-    return cem(integrand, objective, lam0, key, iterations, samples, elites, smoothing,
+    return cem(objective.integrand, objective, lam0, key, iterations, samples, elites, smoothing,
                log_scale_bounds=agent.optimizer.log_scale_bounds)[1]
 
 

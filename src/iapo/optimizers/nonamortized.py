@@ -58,7 +58,7 @@ def cem(
     Each iteration draws `samples` pre-tanh actions u ~ N(mu, sigma) per state, scores each by
     the integrand of J (Q(s, a) - alpha (log pi(a) - log p(a))), fits (mu, sigma) to the `elites`
     best, and moves (mu, sigma) a fraction `smoothing` of the way to the fit. `integrand` is
-    `objective.make_integrand(...)`, `objective` estimates J at each iterate for the record.
+    `objective.integrand`, `objective` estimates J at each iterate for the record.
     Returns the final lambda and J (B,) at every iterate, (steps + 1, B).
     """
     def body(lam, k):
