@@ -50,6 +50,7 @@ def test_mean_std_area_and_threshold(tmp_path, capsys):
     assert code == 0 and "| Hopper-v5 | direct | 2 | 10.0 ± 5.0 | 2000 |" in stdout
     code, stdout, err = run_cli(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out),
                                  "--threshold", "Hopper-v5=12"], capsys)
+    assert code == 0, err
     # the curves file holds the plotted arrays
     curves = [r for r in csv.DictReader(open(out.with_name("curves_curves.csv"))) if r["label"] == "direct pessimism=1.0"]
     assert [float(r["mean"]) for r in curves] == pytest.approx([0, 10, 20])
@@ -75,7 +76,8 @@ def test_iqm_and_its_bootstrap():
     assert np.all(low <= report.iqm(x)) and np.all(report.iqm(x) <= high)
     same = np.ones((5, 3))
     low, high = report.bootstrap_iqm(same, reps=50)
-    np.testing.assert_allclose(low, 1) and np.testing.assert_allclose(high, 1)
+    np.testing.assert_allclose(low, 1)
+    np.testing.assert_allclose(high, 1)
 
 
 def test_default_threshold_is_the_registered_one():
