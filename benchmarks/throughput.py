@@ -1,7 +1,7 @@
 """Training throughput of iapo against SBX and Stable-Baselines3 SAC, side by side in one process.
 
     pip install -e ".[bench]"
-    python benchmarks/throughput.py [--env Hopper-v5] [--rounds 3] [--seconds 4] [--only iapo]
+    python benchmarks/throughput.py [--env Hopper-v5] [--rounds 3] [--seconds 4] [--only iapo] [--match NAME ...]
 
 Contenders, all with batch 256, 2x256 networks, one update per environment step, a replay buffer
 of 1M and 5 000 random steps first (timed only afterwards):
@@ -19,7 +19,8 @@ round, so all of them see the same machine load; the median over rounds is repor
 
 For iapo the script also times the update alone, counts its FLOPs (XLA's cost analysis of the
 compiled update), compares the achieved GFLOP/s with a matrix-multiply peak it measures itself,
-and splits a step into act, environment step, replay sampling and update. Peak memory: the
+and splits a step into the environment step, replay sampling, and the one device call that
+updates and then acts for the next step. Peak memory: the
 process's RSS, and the device's peak on a GPU.
 """
 
@@ -40,9 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, act_seeds, update_seeds
+from iapo.agent import Agent, batch_width, train_step, update_seeds
 from iapo.config import AgentConfig, TrainConfig
-from iapo.train import Trainer, _stack
+from iapo.train import Trainer
 
 RANDOM_STEPS = 5_000
 WARMUP = 30
@@ -118,7 +119,15 @@ class Iapo:
 
     def _batch(self):
         t = self.trainer
-        return _stack([r.buffer.sample(r.rng, t.config.algo.batch_size) for r in t.runs])
+        return t._stack_seeds([r.buffer.sample(r.rng, t.config.algo.batch_size) for r in t.runs])
+
+    def _packed(self) -> np.ndarray:
+        """What `Trainer.step` samples for `train_step`: ([S,] 1, B, width)."""
+        t = self.trainer
+        out = np.empty((len(t.runs), 1, t.config.algo.batch_size, batch_width(t.agent.obs_dim, t.act_dim)), np.float32)
+        for r, o in zip(t.runs, out):
+            r.buffer.sample_packed(r.rng, o[0])
+        return out if t.group else out[0]
 
     def update_analysis(self, repeats: int = 20) -> dict:
         """The update alone: seconds per call, FLOPs per call (XLA's count)."""
@@ -141,9 +150,10 @@ class Iapo:
         return {"seconds": (time.perf_counter() - start) / repeats, "flops": flops}
 
     def breakdown(self, repeats: int = 30) -> dict:
-        """Milliseconds per step spent in act, the environment, replay sampling, the update."""
+        """Milliseconds per step spent in the environment, replay sampling, and the one device
+        call that updates and acts (sending the batch, reading the action back)."""
         t = self.trainer
-        obs = jnp.asarray(np.stack([r.loop.obs for r in t.runs])[:, None], jnp.float32)
+        obs = t._obs()
 
         def timed(fn) -> float:
             fn()
@@ -152,20 +162,16 @@ class Iapo:
                 fn()
             return (time.perf_counter() - start) / repeats * 1e3
 
-        def do_act():
-            actions, t.act_key = act_seeds(t.agent, t.state, obs, t.act_key)
-            np.asarray(actions)
-
         def do_env():
             for r in t.runs:
                 r.env.step(np.zeros(t.act_dim, np.float32))
 
-        def do_update():
-            t.state, _ = update_seeds(t.agent, t.state, jax.device_put(batch))
-            jax.block_until_ready(t.state)
+        def do_step():
+            t.state, _, action, t.act_key = train_step(t.agent, t.state, batches, obs, t.act_key)
+            np.asarray(action)
 
-        batch = self._batch()
-        out = {"act": timed(do_act), "env": timed(do_env), "sample": timed(self._batch), "update": timed(do_update)}
+        batches = self._packed()
+        out = {"env": timed(do_env), "sample": timed(self._packed), "step": timed(do_step)}
         for r in t.runs:  # the env steps above left the episodes mid-way: start them again
             r.loop.obs, _ = r.env.reset()
         return out
@@ -205,6 +211,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each contender's chunk")
     parser.add_argument("--only", choices=["all", "iapo", "peak"], default="all",
                         help="iapo: skip SBX and SB3; peak: only the matrix-multiply measurements")
+    parser.add_argument("--match", nargs="+", metavar="NAME",
+                        help="only the contenders whose names are among these (e.g. 'iapo direct' 'SBX SAC')")
     args = parser.parse_args()
     if args.only == "peak":
         print_peaks()
@@ -231,6 +239,12 @@ def main() -> None:
         if args.only == "all":
             specs += [("SBX SAC", lambda: StableBaselines("SBX SAC", args.env, "sbx")),
                       ("SB3 SAC", lambda: StableBaselines("SB3 SAC", args.env, "sb3"))]
+        if args.match:
+            unknown = set(args.match) - {name for name, _ in specs}
+            if unknown:
+                parser.error(f"--match: no contender named {', '.join(sorted(unknown))}; "
+                             f"the contenders are: {', '.join(name for name, _ in specs)}")
+            specs = [(name, make) for name, make in specs if name in args.match]
         for name, make in specs:
             before = rss_gib()
             start = time.perf_counter()
@@ -264,15 +278,14 @@ def main() -> None:
         print()
         peak = print_peaks()
         print()
-        print("| iapo update | ms per update | GFLOP per update | GFLOP/s | % of peak | step: act / env / sample / update (ms) |")
+        print("| iapo update | ms per update | GFLOP per update | GFLOP/s | % of peak | step: env / sample / update+act (ms) |")
         print("| --- | --- | --- | --- | --- | --- |")
         for c in contenders:
             if isinstance(c, Iapo):
                 u, b = c.update_analysis(), c.breakdown()
                 gflops = u["flops"] / u["seconds"] / 1e9
                 print(f"| {c.name} | {1e3 * u['seconds']:.2f} | {u['flops'] / 1e9:.3f} | {gflops:.1f} | "
-                      f"{100 * gflops / peak:.0f}% | {b['act']:.2f} / {b['env']:.2f} / {b['sample']:.2f} / "
-                      f"{b['update']:.2f} |")
+                      f"{100 * gflops / peak:.0f}% | {b['env']:.2f} / {b['sample']:.2f} / {b['step']:.2f} |")
         print()
         print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
         stats = device.memory_stats() if device.platform != "cpu" else None

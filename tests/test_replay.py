@@ -90,3 +90,17 @@ def test_memory_is_within_a_tenth_of_the_raw_transition_bytes():
     raw = capacity * (4 * obs_dim + 4 * act_dim + 4 + 1)  # observation, action, reward, flags
     assert buffer.nbytes <= 1.1 * raw
     assert buffer.nbytes < 0.6 * capacity * (8 * obs_dim + 4 * act_dim + 4 + 1)  # vs storing next_obs
+
+
+@pytest.mark.parametrize("end_prob", [0.05, 0.9])
+def test_a_packed_sample_is_the_same_draw_and_unpacks_exactly(end_prob):
+    from iapo.agent import batch_width, unpack_batch
+
+    buffer = ReplayBuffer(61, 4, 3)
+    _fill(buffer, 150, np.random.default_rng(1), end_prob)  # wrapped around, with episode ends
+    plain = buffer.sample(np.random.default_rng(7), 40)
+    packed = buffer.sample_packed(np.random.default_rng(7), np.full((40, batch_width(4, 3)), np.nan, np.float32))
+    unpacked = unpack_batch(packed, 4, 3)
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(unpacked, field), getattr(plain, field))
+    assert plain.terminated.any() and not plain.terminated.all()

@@ -12,12 +12,12 @@ from iapo.config import AgentConfig, TrainConfig, to_dict
 from test_cli import run_cli
 
 
-def fake_run(path, returns, agent="direct", env="Hopper-v5", seed=0, steps=None, **algo):
+def fake_run(path, returns, agent="direct", env="Hopper-v5", seed=0, **algo):
     """A run directory with a config.json and a metrics.csv of the given evaluation returns."""
     path.mkdir(parents=True)
     config = TrainConfig(env=env, seed=seed, run_dir=str(path), algo=AgentConfig(agent=agent, **algo))
     (path / "config.json").write_text(json.dumps(to_dict(config)))
-    steps = steps if steps is not None else [1000 * (i + 1) for i in range(len(returns))]
+    steps = [1000 * (i + 1) for i in range(len(returns))]
     with open(path / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "eval_return_mean", "eval_return_std"])

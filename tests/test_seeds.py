@@ -121,3 +121,45 @@ def test_nothing_recompiles_after_the_first_steps(tmp_path):
         assert agent_mod.TRACE_COUNT == before
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_train_step_is_the_updates_then_the_action(seeds):
+    """The fused device call of a training step equals its parts called one by one: U updates on
+    the unpacked batches, then the training action for the next observations."""
+    import jax
+
+    from iapo.agent import Agent, Batch, act_seeds, batch_width, train_step, update_seeds
+    from iapo.config import AgentConfig
+
+    agent = Agent(AgentConfig(agent="iterative", hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), batch_size=8,
+                              iterations=2, action_samples=2), obs_dim=5, act_dim=2)
+    rng = np.random.default_rng(0)
+    lead = (seeds,) if seeds > 1 else ()
+    stack = (lambda xs: jax.tree.map(lambda *x: np.stack(x), *xs)) if seeds > 1 else (lambda xs: xs[0])
+
+    def states():  # (each call gives new arrays: the calls below donate theirs)
+        return stack([agent.init(jax.random.PRNGKey(s)) for s in range(seeds)])
+
+    packed = rng.normal(size=(*lead, 2, 8, batch_width(5, 2))).astype(np.float32)  # U = 2 updates
+    packed[..., 5:7] = np.tanh(packed[..., 5:7])  # actions in (-1, 1)
+    packed[..., -1] = rng.random(packed.shape[:-1]) < 0.2  # terminated flags
+    obs = rng.normal(size=(*lead, 1, 5)).astype(np.float32)
+    key = stack([jax.random.PRNGKey(100 + s) for s in range(seeds)])
+
+    fused_state, infos, action, next_key = train_step(agent, states(), packed, obs, key)
+
+    state = states()
+    for u in range(2):
+        cols = packed[..., u, :, :]
+        batch = Batch(obs=cols[..., :5], action=cols[..., 5:7], reward=cols[..., 7], next_obs=cols[..., 8:13],
+                      terminated=cols[..., 13])
+        state, info = update_seeds(agent, state, batch)
+        np.testing.assert_allclose(np.asarray(infos["critic_loss"])[..., u], np.asarray(info["critic_loss"]),
+                                   rtol=1e-5)
+    expected_action, expected_key = act_seeds(agent, state, obs, key)
+    for a, b in zip(jax.tree.leaves(fused_state), jax.tree.leaves(state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(action), np.asarray(expected_action), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(next_key), np.asarray(expected_key))
+    assert np.asarray(action).shape == (*lead, 1, 2)

@@ -15,7 +15,7 @@ import ray
 from iapo.checkpoint import list_checkpoints
 from iapo.errors import ConfigError
 from iapo.logger import read_metrics
-from iapo.sweep import SweepConfig, build_trials, common_checkpoint, parse_seeds, parse_settings, run_sweep
+from iapo.sweep import Sweep, SweepConfig, build_trials, common_checkpoint, parse_seeds, parse_settings
 from test_cli import run_cli
 
 TINY_SET = ("random-steps=100", "eval-every=100", "eval-episodes=1", "hidden-sizes=16x16",
@@ -125,7 +125,7 @@ def test_ray_sweep_survives_a_killed_worker(tmp_path):
     try:
         killer = threading.Thread(target=kill_after_first_checkpoint)
         killer.start()
-        unfinished = run_sweep(cfg)
+        unfinished = Sweep(cfg).run()
         killer.join()
     finally:
         ray.shutdown()

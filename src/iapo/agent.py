@@ -242,8 +242,8 @@ def _model_step(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentSta
 
 @functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
 def pretrain_model_seeds(agent: Agent, state: AgentState, batches: Batch) -> tuple[AgentState, jax.Array]:
-    """Model updates before the first agent update: `batches` has leading axes (S, U, B, ...),
-    U updates for each of S seeds. Returns the state and the last update's loss per seed (S,)."""
+    """Model updates before the first agent update: `batches` has leading axes ([S,] U, B, ...),
+    U updates for each seed. Returns the state and the last update's loss ([S],)."""
 
     def one_seed(state, batches):
         def body(state, batch):
@@ -253,7 +253,7 @@ def pretrain_model_seeds(agent: Agent, state: AgentState, batches: Batch) -> tup
         state, losses = jax.lax.scan(body, state, batches)
         return state, losses[-1]
 
-    return jax.vmap(one_seed)(state, batches)
+    return _over_seeds(one_seed, state, batches)
 
 
 def _act(
@@ -286,16 +286,63 @@ update = jax.jit(_update, static_argnames="agent", donate_argnames="state")
 act = jax.jit(_act, static_argnames=("agent", "deterministic", "iterations"))
 
 
-# Independent seeds trained together: every array of `state`, `batch`, `obs` and `key` has a
-# leading seed axis (S, ...), and one call updates, or acts for, all S seeds.
+# Independent seeds trained together. A state whose arrays have a leading seed axis (S, ...)
+# (`state.updates` has shape (S,)) is updated, or acted for, by one vmapped call, and then every
+# other argument has that axis too; a lone seed's state has no seed axis and is not vmapped.
+# (On XLA:CPU a vmap of size 1 leaves batched dots and layout copies behind: the direct update
+# ran about 7% slower through it than unbatched; docs/benchmarks.md.)
+def _over_seeds(fn, state: AgentState, *args):
+    if state.updates.ndim == 0:
+        return fn(state, *args)
+    return jax.vmap(fn)(state, *args)
+
+
 @functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
 def update_seeds(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, dict]:
-    return jax.vmap(functools.partial(_update, agent))(state, batch)
+    return _over_seeds(functools.partial(_update, agent), state, batch)
 
 
 @functools.partial(jax.jit, static_argnames=("agent", "deterministic", "iterations"))
 def act_seeds(agent: Agent, state: AgentState, obs: jax.Array, key: jax.Array, deterministic: bool = False,
               iterations: int | None = None) -> tuple[jax.Array, jax.Array]:
-    """Actions (S, B, d) for states (S, B, obs_dim), and the next keys (S, 2)."""
+    """Actions ([S,] B, d) for states ([S,] B, obs_dim), and the next keys ([S,] 2)."""
     fn = functools.partial(_act, agent, deterministic=deterministic, iterations=iterations)
-    return jax.vmap(fn)(state, obs, key)
+    return _over_seeds(fn, state, obs, key)
+
+
+@functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
+def train_step(agent: Agent, state: AgentState, batches: jax.Array, obs: jax.Array, key: jax.Array):
+    """A training step's device work in one call: the updates on `batches` ([S,] U, B, width),
+    U packed batches (`pack_batch`) updated on in turn, then the training action for the next
+    states `obs` ([S,] 1, obs_dim) with the updated state. So per environment step the host sends
+    the sampled transitions and the observation and gets one action back, with no other call.
+    Returns (state, infos with a leading U axis after the seed axis, actions ([S,] 1, d), keys)."""
+
+    def one_seed(state, batches, obs, key):
+        def body(state, packed):
+            return _update(agent, state, unpack_batch(packed, agent.obs_dim, agent.act_dim))
+
+        state, infos = jax.lax.scan(body, state, batches)
+        action, key = _act(agent, state, obs, key)
+        return state, infos, action, key
+
+    return _over_seeds(one_seed, state, batches, obs, key)
+
+
+def batch_width(obs_dim: int, act_dim: int) -> int:
+    """Columns of a packed transition: obs, action, reward, next obs, terminated."""
+    return 2 * obs_dim + act_dim + 2
+
+
+def unpack_batch(packed: jax.Array, obs_dim: int, act_dim: int) -> Batch:
+    """The Batch held in the columns of `packed` (B, batch_width); the inverse of packing
+    [obs, action, reward, next_obs, terminated] side by side. One array crosses to the device
+    instead of five (a transfer costs about 30 us on CPU, mostly per array)."""
+    cuts = [0, obs_dim, obs_dim + act_dim, obs_dim + act_dim + 1, 2 * obs_dim + act_dim + 1]
+    return Batch(
+        obs=packed[..., cuts[0]:cuts[1]],
+        action=packed[..., cuts[1]:cuts[2]],
+        reward=packed[..., cuts[2]],
+        next_obs=packed[..., cuts[3]:cuts[4]],
+        terminated=packed[..., cuts[4]],
+    )

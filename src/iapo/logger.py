@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from iapo.errors import IapoError
+from iapo.files import write_text_atomic
 from iapo.plotting import new_figure, save_figure
 
 # The columns of metrics.csv, in order, with their meaning (also in docs/run-directory.md).
@@ -96,9 +96,7 @@ def _truncate_rows(csv_path: Path, last_step: int) -> None:
     with open(csv_path, newline="") as f:
         lines = f.readlines()
     kept = lines[:1] + [line for line in lines[1:] if line.strip() and int(line.split(",", 1)[0]) <= last_step]
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, csv_path)
+    write_text_atomic(csv_path, "".join(kept))
 
 
 def read_metrics(csv_path: Path) -> dict[str, np.ndarray]:

@@ -143,6 +143,19 @@ class ReplayBuffer:
             terminated=(self.flags[s] & TERMINATED).astype(np.float32),
         )
 
+    def sample_packed(self, rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+        """`sample` written into `out` (B, 2 obs_dim + act_dim + 2), the columns side by side as
+        `agent.unpack_batch` reads them: the same transitions as `sample(rng, B)` draws."""
+        obs_dim, act_dim = self.obs.shape[1], self.action.shape[1]
+        t = self.first + rng.integers(0, self.size, size=len(out))
+        s = self._slot(t)
+        np.take(self.obs, s, axis=0, out=out[:, :obs_dim])
+        np.take(self.action, s, axis=0, out=out[:, obs_dim : obs_dim + act_dim])
+        out[:, obs_dim + act_dim] = self.reward[s]
+        out[:, obs_dim + act_dim + 1 : -1] = self.next_obs(t)
+        out[:, -1] = self.flags[s] & TERMINATED
+        return out
+
     # -- checkpoints -------------------------------------------------------------------------
     def export(self, start: int, stop: int) -> dict:
         """Transitions [start, stop) as arrays; only those still in the buffer."""

@@ -13,16 +13,15 @@ seeds at the evaluation steps every seed has reached:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from iapo.errors import ConfigError, IapoError
+from iapo.files import show_value, write_csv_atomic, write_text_atomic
 from iapo.logger import read_metrics
 from iapo.plotting import new_figure, save_figure
 
@@ -89,15 +88,11 @@ def group_runs(runs: list[Path], max_step: int | None = None) -> list[Group]:
                    and len({repr(g.identity.get(k)) for g in same_env}) > 1]
         for g in same_env:
             parts = [str(g.identity.get("agent", "?"))]
-            parts += [f"{k}={_show(g.identity.get(k))}" for k in varying]
+            parts += [f"{k}={show_value(g.identity.get(k))}" for k in varying]
             g.label = " ".join(parts)
     for g in result:
         _align(g, max_step)
     return sorted(result, key=lambda g: (g.env, g.label))
-
-
-def _show(value) -> str:
-    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _align(group: Group, max_step: int | None = None) -> None:
@@ -113,7 +108,7 @@ def _align(group: Group, max_step: int | None = None) -> None:
             curves.append({})
             continue
         curves.append(dict(zip(m["step"].astype(np.int64).tolist(), m["eval_return_mean"])))
-    common = sorted(set.intersection(*[set(c) for c in curves])) if curves else []
+    common = sorted(set.intersection(*[set(c) for c in curves]))  # (a group has at least one run)
     common = [step for step in common if max_step is None or step <= max_step]
     group.steps = np.array(common, dtype=np.int64)
     group.returns = np.array([[c[s] for s in common] for c in curves], dtype=np.float64).reshape(len(curves), -1)
@@ -206,12 +201,7 @@ def _cell(value) -> str:
 
 def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
     """The results table as CSV (every column) and Markdown; returns the Markdown."""
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(TABLE_COLUMNS)
-        writer.writerows([[_cell(row[c]) for c in TABLE_COLUMNS] for row in rows])
-    os.replace(tmp, csv_path)
+    write_csv_atomic(csv_path, list(TABLE_COLUMNS), [[_cell(row[c]) for c in TABLE_COLUMNS] for row in rows])
     lines = ["| env | agent / setting | seeds | final return (mean ± std) | at step | AUC (return × steps) "
              "| mean return over training | steps to threshold |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -227,9 +217,7 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
         lines.append(f"| {row['env']} | {row['label']} | {row['seeds']} | {final} | {_cell(row['final_step']) or '—'} "
                      f"| {auc} | {over} | {reach} |")
     md = "\n".join(lines) + "\n"
-    tmp = md_path.with_name(md_path.name + ".tmp")
-    tmp.write_text(md)
-    os.replace(tmp, md_path)
+    write_text_atomic(md_path, md)
     return md
 
 
@@ -276,12 +264,8 @@ def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[s
         ax.set_visible(False)
     save_figure(fig, out)
     curves = out.with_name(out.stem + "_curves.csv")
-    tmp = curves.with_name(curves.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["env", "label", "seeds", "step", "mean", "std", "center", "low", "high"])
-        writer.writerows([[_cell(v) if isinstance(v, float) else v for v in row] for row in curve_rows])
-    os.replace(tmp, curves)
+    write_csv_atomic(curves, ["env", "label", "seeds", "step", "mean", "std", "center", "low", "high"],
+                     [[_cell(v) if isinstance(v, float) else v for v in row] for row in curve_rows])
     rows = [summarize(g, limits[g.env]) for g in groups]
     md = write_table(rows, out.with_suffix(".csv"), out.with_suffix(".md"))
     return out, md

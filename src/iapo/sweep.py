@@ -17,6 +17,7 @@ retry, completes only what is missing.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import itertools
 import json
@@ -35,6 +36,7 @@ from typing import Literal
 from iapo import checkpoint
 from iapo.config import AgentConfig, TrainConfig, to_dict, train_config_from_dict
 from iapo.errors import ConfigError, IapoError, RunDirError
+from iapo.files import show_value, write_json_atomic
 
 MANIFEST = "sweep.json"
 MANIFEST_VERSION = 1
@@ -191,10 +193,6 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, list]:
     return settings
 
 
-def _show(value) -> str:
-    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
 def build_trials(cfg: SweepConfig) -> list[Trial]:
     """The grid's cells, each a validated TrainConfig whose run directory is OUT/<name>."""
     if not cfg.envs:
@@ -214,7 +212,7 @@ def build_trials(cfg: SweepConfig) -> list[Trial]:
         chosen = dict(zip(settings, values))
         algo = {k: v for k, v in chosen.items() if fields[k][0] == "algo"}
         train = {k: v for k, v in chosen.items() if fields[k][0] == "train"}
-        name = "_".join([env, agent] + [f"{k}={_show(chosen[k])}" for k in axes])
+        name = "_".join([env, agent] + [f"{k}={show_value(chosen[k])}" for k in axes])
         config = TrainConfig(env=env, seeds=seeds, total_steps=cfg.total_steps, run_dir=str(Path(cfg.out) / name),
                              progress=False, algo=AgentConfig(agent=agent, **algo), **train)
         try:
@@ -233,7 +231,7 @@ def seed_dirs(config: TrainConfig) -> list[Path]:
 def common_checkpoint(config: TrainConfig) -> int | None:
     """The newest step at which every seed of the trial has a checkpoint, or None."""
     steps = [{s for s, _ in checkpoint.list_checkpoints(d)} for d in seed_dirs(config)]
-    common = set.intersection(*steps) if steps else set()
+    common = set.intersection(*steps)  # (a trial has at least one seed)
     return max(common) if common else None
 
 
@@ -243,8 +241,6 @@ def is_done(config: TrainConfig) -> bool:
 
 def _last_eval(config: TrainConfig) -> tuple[int, float | None]:
     """(step, mean eval return over the seeds) of the newest row every seed has logged."""
-    import csv
-
     last = []
     for d in seed_dirs(config):
         try:
@@ -308,7 +304,7 @@ def run_trial(trial_dir: str) -> str:
             attempt = int(json.loads(worker.read_text()).get("attempt", 0)) + 1
         except (OSError, ValueError, AttributeError):
             pass
-    _write_json(worker, {"host": socket.gethostname(), "pid": os.getpid(), "attempt": attempt,
+    write_json_atomic(worker, {"host": socket.gethostname(), "pid": os.getpid(), "attempt": attempt,
                          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     if is_done(config):
         return "done"
@@ -333,12 +329,6 @@ def worker_main(argv: list[str] | None = None) -> None:
 
 
 # -- the sweep -----------------------------------------------------------------------------------
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _error_line(log: Path) -> str:
     """The line of a failed trial's log that says why."""
     try:
@@ -366,6 +356,7 @@ class Sweep:
         from iapo.envs import check_env_id
 
         self.cfg = cfg
+        self.seeds = parse_seeds(cfg.seeds)
         self.out = Path(cfg.out)
         self.trials = build_trials(cfg)
         for env in cfg.envs:
@@ -379,7 +370,7 @@ class Sweep:
             for trial in self.trials:
                 trial.dir.mkdir(exist_ok=True)
                 if not (trial.dir / "trial.json").exists():
-                    _write_json(trial.dir / "trial.json", to_dict(trial.config))
+                    write_json_atomic(trial.dir / "trial.json", to_dict(trial.config))
         except OSError as exc:
             raise RunDirError(f"--out {self.out} is not writable: {exc.strerror or exc}") from None
         self.lock = threading.Lock()
@@ -392,13 +383,13 @@ class Sweep:
 
     def write_manifest(self) -> None:
         grid = {"envs": list(self.cfg.envs), "agents": list(self.cfg.agents),
-                "seeds": list(parse_seeds(self.cfg.seeds)), "total_steps": self.cfg.total_steps,
+                "seeds": list(self.seeds), "total_steps": self.cfg.total_steps,
                 "set": list(self.cfg.set), "backend": self.cfg.backend}
         trials = [{"name": t.name, "dir": t.name, "env": t.config.env, "agent": t.config.algo.agent,
-                   "settings": {k: _show(v) for k, v in t.settings.items()}, "status": t.status, "steps": t.steps,
+                   "settings": {k: show_value(v) for k, v in t.settings.items()}, "status": t.status, "steps": t.steps,
                    "last_return": t.last_return, "error": t.error} for t in self.trials]
         with self.lock:
-            _write_json(self.out / MANIFEST, {"version": MANIFEST_VERSION, "grid": grid, "trials": trials,
+            write_json_atomic(self.out / MANIFEST, {"version": MANIFEST_VERSION, "grid": grid, "trials": trials,
                                               "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     def table(self):
@@ -575,11 +566,6 @@ def _ray_trial(trial_dir: str) -> str:
             os.dup2(fd_err, 2)
             os.close(fd_out)
             os.close(fd_err)
-
-
-def run_sweep(cfg: SweepConfig) -> int:
-    """Run the sweep; returns how many trials did not finish (failed or stopped)."""
-    return Sweep(cfg).run()
 
 
 if __name__ == "__main__":

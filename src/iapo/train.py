@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import signal
 import threading
@@ -19,11 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo import checkpoint
-from iapo.agent import Agent, AgentState, act, act_seeds, pretrain_model_seeds, update_seeds
+from iapo.agent import Agent, AgentState, act, act_seeds, batch_width, pretrain_model_seeds, train_step
 from iapo.config import TrainConfig, to_dict
 from iapo.env_state import get_state, set_state
 from iapo.envs import check_env_id, dims, make_env
 from iapo.errors import IapoError, RunDirError
+from iapo.files import write_json_atomic
 from iapo.logger import RunLogger, plot_seed_curves
 from iapo.replay import ReplayBuffer
 
@@ -73,9 +73,7 @@ def prepare_run_dir(config: TrainConfig) -> Path:
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
-    tmp = run_dir / "config.json.tmp"
-    tmp.write_text(json.dumps(to_dict(config), indent=2) + "\n")
-    os.replace(tmp, run_dir / "config.json")
+    write_json_atomic(run_dir / "config.json", to_dict(config))
 
 
 def evaluate_episodes(
@@ -100,12 +98,15 @@ def evaluate_episodes(
 
 
 def evaluate_seeds(agent, states, envs, keys, seeds, iterations=None) -> tuple[np.ndarray, np.ndarray]:
-    """`evaluate_episodes` for S seeds at once: `states` and `keys` have a leading seed axis,
-    `envs[i]` and `seeds[i]` are seed i's; returns (returns, lengths), each (S, episodes)."""
+    """`evaluate_episodes` for S seeds at once: `states` and `keys` have a leading seed axis (or
+    none, for one seed), `envs[i]` and `seeds[i]` are seed i's; returns (returns, lengths), each
+    (S, episodes)."""
+    stacked = states.updates.ndim > 0
 
     def policy(obs, keys):
-        actions, keys = act_seeds(agent, states, jnp.asarray(obs), keys, deterministic=True, iterations=iterations)
-        return np.asarray(actions), keys
+        obs = jnp.asarray(obs if stacked else obs[0])
+        actions, keys = act_seeds(agent, states, obs, keys, deterministic=True, iterations=iterations)
+        return np.asarray(actions) if stacked else np.asarray(actions)[None], keys
 
     return _rollouts(policy, envs, keys, seeds)
 
@@ -172,6 +173,7 @@ class Loop:
     window_steps: int = 0
     eval_seeded: bool = False
     obs: np.ndarray | None = None
+    action: np.ndarray | None = None  # (1, d): the next training action, computed with the last update
 
 
 class SeedRun:
@@ -217,10 +219,10 @@ class SeedRun:
         """' (seed s)' when the seed trains in a group, for messages."""
         return f" (seed {self.config.seed})" if self.in_group else ""
 
-    def extra(self, act_key, infos: list) -> dict:
+    def extra(self, act_key, infos: list, action: np.ndarray | None) -> dict:
         """Everything of this seed a checkpoint holds beside its agent state; writes the new
         replay part (the transitions added since the last checkpoint)."""
-        loop = dataclasses.replace(self.loop, infos=infos)
+        loop = dataclasses.replace(self.loop, infos=infos, action=action)
         buffer, start = self.buffer, max(self.replay_saved, self.buffer.first)
         self.replay_parts = [r for r in self.replay_parts if r["stop"] > buffer.first]
         if buffer.added > start:
@@ -273,8 +275,8 @@ class SeedRun:
 class Trainer:
     """Trains one seed, or several together (`config.seeds`): the agent states of all seeds are
     stacked on a leading axis and one vmapped call updates, or acts for, all of them, while each
-    seed has its own environments, replay buffer, RNGs, metrics and checkpoints. `run()` trains
-    to the end."""
+    seed has its own environments, replay buffer, RNGs, metrics and checkpoints. (A lone seed's
+    state, keys and pending action have no seed axis.) `run()` trains to the end."""
 
     def __init__(self, config: TrainConfig, resume: bool = False):
         config.validate()
@@ -299,10 +301,11 @@ class Trainer:
         self.agent = Agent(config.algo, obs_dim, self.act_dim)
         roots = [jax.random.PRNGKey(seed) for seed in seeds]
         self.templates = [self.agent.init(jax.random.fold_in(root, 0)) for root in roots]
-        self.state = _stack(self.templates)  # (S, ...) every leaf
-        self.act_key = jnp.stack([jax.random.fold_in(root, 1) for root in roots])
-        self.eval_key = jnp.stack([jax.random.fold_in(root, 2) for root in roots])
-        self.infos: list[dict] = []  # update infos (S, ...) since the last evaluation
+        self.state = self._stack_seeds(self.templates)  # ([S,] ...) every leaf
+        self.act_key = self._stack_seeds([jax.random.fold_in(root, 1) for root in roots])
+        self.eval_key = self._stack_seeds([jax.random.fold_in(root, 2) for root in roots])
+        self.action = None  # ([S,] 1, d): the next training action, from the last train_step
+        self.infos: list[dict] = []  # update infos ([S,] U, ...) of the steps since the last evaluation
         self.info_steps: list[int | None] = []  # the step of each
         self.checked = 0  # infos[:checked] were found finite
         if resume:
@@ -323,6 +326,24 @@ class Trainer:
     def step_count(self) -> int:
         return self.runs[0].loop.step
 
+    def _stack_seeds(self, trees: list):
+        """The seeds' pytrees stacked on a leading seed axis; a lone seed's tree as it is."""
+        return _stack(trees) if self.group else trees[0]
+
+    def _seed(self, tree, i: int):
+        """Seed i's part of a ([S,] ...) pytree."""
+        return jax.tree.map(lambda x: x[i], tree) if self.group else tree
+
+    def _host_updates(self) -> list[dict]:
+        """The update infos since the last evaluation on the host: one dict per update, every
+        array with a leading seed axis (S, ...)."""
+        out = []
+        for info in jax.device_get(self.infos):
+            if not self.group:
+                info = jax.tree.map(lambda x: np.asarray(x)[None], info)
+            out += [{k: v[:, u] for k, v in info.items()} for u in range(info["finite"].shape[1])]
+        return out
+
     def check_finite(self) -> None:
         """Stop with a NumericError naming the first update since the last check whose losses,
         temperature or parameters were not finite. The flags are read here (before every
@@ -331,23 +352,27 @@ class Trainer:
         self.checked = len(self.infos)
         if start == len(self.infos):
             return
-        finite = np.asarray(jnp.stack([info["finite"] for info in self.infos[start:]]))  # (U, S)
+        flags = jax.device_get([info["finite"] for info in self.infos[start:]])  # each ([S,] U)
+        finite = np.stack([np.reshape(f, (len(self.runs), -1)).all(axis=1) for f in flags])  # (steps, S)
         if finite.all():
             return
-        u, i = np.argwhere(~finite)[0]
-        info = jax.device_get(jax.tree.map(lambda x: x[i], self.infos[start + u]))
-        raise NumericError(f"non-finite {_first_nonfinite(info)} at step {self.info_steps[start + u]}{self.runs[i].which}")
+        n, i = np.argwhere(~finite)[0]
+        info = jax.device_get(self._seed(self.infos[start + n], i))  # (U, ...)
+        u = int(np.argmin(info["finite"]))
+        info = {k: v[u] for k, v in info.items()}
+        raise NumericError(f"non-finite {_first_nonfinite(info)} at step {self.info_steps[start + n]}{self.runs[i].which}")
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self) -> list[Path]:
         """A checkpoint of every seed, each in its own run directory, all at the same step."""
         self.check_finite()
-        host_infos = jax.device_get(self.infos)
+        host_infos = self._host_updates()
+        action = None if self.action is None else np.asarray(self.action)
         paths = []
         for i, run in enumerate(self.runs):
             infos = [jax.tree.map(lambda x: x[i], info) for info in host_infos]
-            extra = run.extra(self.act_key[i], infos)
-            state = jax.tree.map(lambda x: x[i], self.state)
+            extra = run.extra(self._seed(self.act_key, i), infos, None if action is None else self._seed(action, i))
+            state = self._seed(self.state, i)
             paths.append(checkpoint.save(run.run_dir, run.loop.step, state, extra, run.replay_parts))
         return paths
 
@@ -355,7 +380,7 @@ class Trainer:
         """A snapshot of every seed's agent, kept for the analyses over training."""
         self.check_finite()
         for i, run in enumerate(self.runs):
-            checkpoint.save_snapshot(run.run_dir, run.loop.step, jax.tree.map(lambda x: x[i], self.state))
+            checkpoint.save_snapshot(run.run_dir, run.loop.step, self._seed(self.state, i))
 
     def _restore(self) -> None:
         """Restore every seed from the newest step at which all of them have a usable checkpoint."""
@@ -379,17 +404,29 @@ class Trainer:
             raise checkpoint.CheckpointError("no usable checkpoint: " + "; ".join(problems))
         for run, (state, extra) in zip(self.runs, loaded):
             run.restore(step, extra)
-        self.state = _stack([state for state, _ in loaded])
-        self.act_key = jnp.stack([jnp.asarray(extra["act_key"]) for _, extra in loaded])
+        self.state = self._stack_seeds([state for state, _ in loaded])
+        self.act_key = self._stack_seeds([jnp.asarray(extra["act_key"]) for _, extra in loaded])
+        actions = [run.loop.action for run in self.runs]  # absent from checkpoints of older versions
+        self.action = None if any(a is None for a in actions) else self._stack_seeds([jnp.asarray(a) for a in actions])
         infos = [extra["loop"]["infos"] for _, extra in loaded]
-        self.infos = [_stack(per_step) for per_step in zip(*infos)]
+        # One update per entry, in the layout train_step gives: ([S,] U = 1, ...).
+        self.infos = [jax.tree.map(lambda x: x[:, None] if self.group else x[0][None], _stack(per_update))
+                      for per_update in zip(*infos)]
         self.info_steps = [None] * len(self.infos)
         self.checked = len(self.infos)  # checked before they were saved
         for run in self.runs:
-            run.loop.infos = []
+            run.loop.infos, run.loop.action = [], None
 
     # -- one step ----------------------------------------------------------------------------
+    def _obs(self) -> np.ndarray:
+        """The seeds' current observations, ([S,] 1, obs_dim)."""
+        obs = np.stack([run.loop.obs for run in self.runs])[:, None].astype(np.float32)  # (S, 1, D)
+        return obs if self.group else obs[0]
+
     def step(self) -> None:
+        """One environment step of every seed, then its updates. The updates and the next step's
+        action are one device call (`train_step`): the host sends the sampled batches and the new
+        observations and reads back one action per seed."""
         cfg = self.config
         step = self.step_count + 1
         for run in self.runs:
@@ -397,9 +434,10 @@ class Trainer:
         if step <= cfg.random_steps:
             actions = [run.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32) for run in self.runs]
         else:
-            obs = np.stack([run.loop.obs for run in self.runs])[:, None].astype(np.float32)  # (S, 1, D)
-            actions, self.act_key = act_seeds(self.agent, self.state, obs, self.act_key)
-            actions = np.asarray(actions)[:, 0]
+            if self.action is None:  # the first policy step (or updates_per_step = 0)
+                self.action, self.act_key = act_seeds(self.agent, self.state, self._obs(), self.act_key)
+            actions = np.asarray(self.action).reshape(len(self.runs), self.act_dim)
+            self.action = None
             bad = ~np.all(np.isfinite(actions), axis=-1)
             if bad.any():
                 self.check_finite()  # a non-finite update would be the cause: name it
@@ -408,12 +446,16 @@ class Trainer:
             run.env_step(action)
         if step == cfg.random_steps + 1 and self.agent.model_based and cfg.algo.model_pretrain_updates:
             self.pretrain_model()
-        if step > cfg.random_steps:
-            for _ in range(cfg.updates_per_step):
-                batch = _stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for run in self.runs])
-                self.state, info = update_seeds(self.agent, self.state, batch)
-                self.infos.append(info)
-                self.info_steps.append(step)
+        if step > cfg.random_steps and cfg.updates_per_step:
+            batches = np.empty((len(self.runs), cfg.updates_per_step, cfg.algo.batch_size,
+                                batch_width(self.agent.obs_dim, self.act_dim)), np.float32)
+            for run, run_batches in zip(self.runs, batches):
+                for out in run_batches:
+                    run.buffer.sample_packed(run.rng, out)
+            self.state, info, self.action, self.act_key = train_step(
+                self.agent, self.state, batches if self.group else batches[0], self._obs(), self.act_key)
+            self.infos.append(info)
+            self.info_steps.append(step)
         for run in self.runs:
             run.loop.window_steps += 1
 
@@ -424,8 +466,8 @@ class Trainer:
         left = cfg.algo.model_pretrain_updates
         while left:
             n = min(left, 100)
-            batches = _stack([_stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for _ in range(n)])
-                              for run in self.runs])  # (S, n, B, ...)
+            batches = self._stack_seeds([_stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for _ in range(n)])
+                                         for run in self.runs])  # ([S,] n, B, ...)
             self.state, loss = pretrain_model_seeds(self.agent, self.state, batches)
             left -= n
         if not np.all(np.isfinite(np.asarray(loss))):
@@ -438,8 +480,9 @@ class Trainer:
                  else [run.config.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)] for run in self.runs]
         returns, lengths = evaluate_seeds(self.agent, self.state, [run.eval_envs for run in self.runs],
                                           self.eval_key, seeds, cfg.algo.acting_iterations)
-        all_stats = _mean_infos(self.infos)  # each (S, ...): the mean over the updates since the last evaluation
-        alpha = np.exp(np.asarray(self.state.log_alpha))
+        all_stats = _mean_infos(self._host_updates())  # each (S, ...): the mean over the updates since the last evaluation
+        alpha = np.exp(np.atleast_1d(np.asarray(self.state.log_alpha)))
+        updates = np.atleast_1d(np.asarray(self.state.updates))
         rows = []
         for i, run in enumerate(self.runs):
             loop = run.loop
@@ -452,7 +495,7 @@ class Trainer:
                 "eval_return_std": float(np.std(returns[i])),
                 "eval_length_mean": float(np.mean(lengths[i])),
                 "train_episode_return": float(np.mean(loop.finished_returns)) if loop.finished_returns else math.nan,
-                "updates": int(self.state.updates[i]),
+                "updates": int(updates[i]),
                 "env_steps_per_s": first.window_steps / max(train_seconds, 1e-9),
                 "wall_time_s": wall_seconds,
             }
