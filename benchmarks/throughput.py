@@ -6,7 +6,9 @@
 Contenders, all with batch 256, 2x256 networks, one update per environment step, a replay buffer
 of 1M and 5 000 random steps first (timed only afterwards):
 
-- iapo direct (SAC), one seed, and 5 seeds trained together (one vmapped update for all);
+- iapo direct (SAC), one seed, and 5 seeds trained together (one vmapped update for all), and
+  one seed with the replay buffer sampled on the device (`--replay-sampling device`; the default
+  on a GPU, so there that row repeats the first);
 - iapo iterative, K = 1, 2 and 5 iterations with N = 10 action samples;
 - the paper's other policy optimizers at their defaults: iapo direct-flow, gradient (Adam on the
   distribution's parameters, 5 steps) and cem (5 iterations of 100 samples);
@@ -41,8 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, batch_width, train_step, update_seeds
+from iapo.agent import Agent, update_seeds
 from iapo.config import AgentConfig, TrainConfig
+from iapo.step import batch_width, train_step
 from iapo.train import Trainer
 
 RANDOM_STEPS = 5_000
@@ -100,12 +103,13 @@ def print_peaks() -> float:
 
 
 class Iapo:
-    def __init__(self, name: str, env: str, root: Path, seeds: int, **algo):
+    def __init__(self, name: str, env: str, root: Path, seeds: int, replay_sampling: str = "auto", **algo):
         self.name, self.seeds = name, seeds
         config = TrainConfig(
             env=env, total_steps=10**9, random_steps=RANDOM_STEPS, eval_every=10**9, checkpoint_every=10**9,
             run_dir=str(root / "".join(ch if ch.isalnum() else "_" for ch in name)), progress=False,
-            seeds=tuple(range(seeds)) if seeds > 1 else None, algo=AgentConfig(**algo),
+            seeds=tuple(range(seeds)) if seeds > 1 else None, replay_sampling=replay_sampling,
+            algo=AgentConfig(**algo),
         )
         self.trainer = Trainer(config)
         for _ in range(RANDOM_STEPS + WARMUP):
@@ -167,11 +171,16 @@ class Iapo:
                 r.env.step(np.zeros(t.act_dim, np.float32))
 
         def do_step():
-            t.state, _, action, t.act_key = train_step(t.agent, t.state, batches, obs, t.act_key)
+            if t.replay_on_device:  # (adds the newest transition again: the same work)
+                t._device_train_step(batch_width(t.agent.obs_dim, t.act_dim))
+                action = t.action
+            else:
+                t.state, _, action, t.act_key = train_step(t.agent, t.state, batches, obs, t.act_key)
             np.asarray(action)
 
         batches = self._packed()
-        out = {"env": timed(do_env), "sample": timed(self._packed), "step": timed(do_step)}
+        sample = float("nan") if t.replay_on_device else timed(self._packed)  # (inside the device call)
+        out = {"env": timed(do_env), "sample": sample, "step": timed(do_step)}
         for r in t.runs:  # the env steps above left the episodes mid-way: start them again
             r.loop.obs, _ = r.env.reset()
         return out
@@ -226,6 +235,8 @@ def main() -> None:
     try:
         specs = [
             ("iapo direct", lambda: Iapo("iapo direct", args.env, root, 1, agent="direct", action_samples=1)),
+            ("iapo direct, device replay", lambda: Iapo("iapo direct, device replay", args.env, root, 1,
+                                                        replay_sampling="device", agent="direct", action_samples=1)),
             ("iapo direct, 5 seeds", lambda: Iapo("iapo direct, 5 seeds", args.env, root, 5, agent="direct",
                                                   action_samples=1)),
             ("iapo direct N=10", lambda: Iapo("iapo direct N=10", args.env, root, 1, agent="direct")),

@@ -94,7 +94,7 @@ def test_memory_is_within_a_tenth_of_the_raw_transition_bytes():
 
 @pytest.mark.parametrize("end_prob", [0.05, 0.9])
 def test_a_packed_sample_is_the_same_draw_and_unpacks_exactly(end_prob):
-    from iapo.agent import batch_width, unpack_batch
+    from iapo.step import batch_width, unpack_batch
 
     buffer = ReplayBuffer(61, 4, 3)
     _fill(buffer, 150, np.random.default_rng(1), end_prob)  # wrapped around, with episode ends
@@ -104,3 +104,28 @@ def test_a_packed_sample_is_the_same_draw_and_unpacks_exactly(end_prob):
     for field in FIELDS:
         np.testing.assert_array_equal(getattr(unpacked, field), getattr(plain, field))
     assert plain.terminated.any() and not plain.terminated.all()
+
+
+def test_the_device_copy_holds_the_buffer_and_samples_only_its_transitions():
+    import jax
+
+    from iapo.step import batch_width, mirror, replay_add, replay_sample
+
+    buffer = ReplayBuffer(61, 4, 3)
+    _fill(buffer, 150, np.random.default_rng(1), 0.2)  # wrapped around, with episode ends
+    width = batch_width(4, 3)
+    newest = np.array([buffer.added - 1])
+    # The copy of all but the newest transition, then the newest added on the device, as a step does.
+    replay = mirror(buffer, buffer.added - 1, jax.random.PRNGKey(0))
+    replay = replay_add(replay, buffer.pack(newest, np.empty((1, width), np.float32))[0])
+    t = np.arange(buffer.first, buffer.added)
+    np.testing.assert_array_equal(np.asarray(replay.rows)[t % 61], buffer.pack(t, np.empty((len(t), width), np.float32)))
+    assert int(replay.added) == buffer.added
+    drawn = []
+    for _ in range(20):
+        replay, rows = replay_sample(replay, 64)
+        drawn.append(np.asarray(rows))
+    drawn = np.concatenate(drawn)
+    valid = {r.tobytes() for r in buffer.pack(t, np.empty((len(t), width), np.float32))}
+    assert {r.tobytes() for r in drawn} <= valid
+    assert len({r.tobytes() for r in drawn}) > 0.9 * len(valid)  # uniform over all 61: nearly all drawn

@@ -129,7 +129,8 @@ def test_train_step_is_the_updates_then_the_action(seeds):
     the unpacked batches, then the training action for the next observations."""
     import jax
 
-    from iapo.agent import Agent, Batch, act_seeds, batch_width, train_step, update_seeds
+    from iapo.agent import Agent, Batch, act_seeds, update_seeds
+    from iapo.step import batch_width, train_step
     from iapo.config import AgentConfig
 
     agent = Agent(AgentConfig(agent="iterative", hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), batch_size=8,
@@ -163,3 +164,19 @@ def test_train_step_is_the_updates_then_the_action(seeds):
     np.testing.assert_allclose(np.asarray(action), np.asarray(expected_action), rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(next_key), np.asarray(expected_key))
     assert np.asarray(action).shape == (*lead, 1, 2)
+
+
+def test_device_replay_group_killed_and_resumed_equals_the_uninterrupted_group(group, tmp_path):
+    """With the replay buffers copied to the device and sampled there, a run still resumes exactly:
+    the copies are rebuilt from the checkpointed host buffers, with their sampling keys."""
+    argv = ["train", *ARGS, "--seeds", "0", "1", "--replay-sampling", "device"]
+    reference = tmp_path / "reference"
+    main([*argv, "--run-dir", str(reference)])
+    run_dir = tmp_path / "run"
+    code, _, _ = _start_and_signal(run_dir / "seed_1", signal.SIGKILL, [*argv, "--run-dir", str(run_dir)])
+    assert code == -signal.SIGKILL
+    assert checkpoint.list_checkpoints(run_dir / "seed_0")[-1][0] < 1500
+    main(["train", "--resume", str(run_dir), "--no-progress"])
+    for seed in (0, 1):
+        assert _rows(run_dir / f"seed_{seed}") == _rows(reference / f"seed_{seed}")
+    assert _rows(group / "seed_0") != _rows(reference / "seed_0")  # host sampling draws other batches

@@ -143,11 +143,11 @@ class ReplayBuffer:
             terminated=(self.flags[s] & TERMINATED).astype(np.float32),
         )
 
-    def sample_packed(self, rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
-        """`sample` written into `out` (B, 2 obs_dim + act_dim + 2), the columns side by side as
-        `agent.unpack_batch` reads them: the same transitions as `sample(rng, B)` draws."""
+    def pack(self, t: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Transitions t (absolute indices in the buffer) written into the rows of `out`
+        (len(t), 2 obs_dim + act_dim + 2): obs, action, reward, next obs and terminated side by
+        side, as `step.unpack_batch` reads them."""
         obs_dim, act_dim = self.obs.shape[1], self.action.shape[1]
-        t = self.first + rng.integers(0, self.size, size=len(out))
         s = self._slot(t)
         np.take(self.obs, s, axis=0, out=out[:, :obs_dim])
         np.take(self.action, s, axis=0, out=out[:, obs_dim : obs_dim + act_dim])
@@ -155,6 +155,11 @@ class ReplayBuffer:
         out[:, obs_dim + act_dim + 1 : -1] = self.next_obs(t)
         out[:, -1] = self.flags[s] & TERMINATED
         return out
+
+    def sample_packed(self, rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+        """`sample` written into `out` (B, width) by `pack`: the same transitions as
+        `sample(rng, B)` draws."""
+        return self.pack(self.first + rng.integers(0, self.size, size=len(out)), out)
 
     # -- checkpoints -------------------------------------------------------------------------
     def export(self, start: int, stop: int) -> dict:

@@ -278,6 +278,10 @@ def check_trial_dir(trial: Trial) -> None:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{path} is unreadable ({exc}); remove the trial's folder to rerun it") from None
+    try:  # a trial.json of an older version: the fields it lacks at their defaults
+        old = json.loads(json.dumps(to_dict(train_config_from_dict(old))))
+    except (ConfigError, TypeError):
+        pass
     new = json.loads(json.dumps(to_dict(trial.config)))
     if old != new:
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))

@@ -18,14 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo import checkpoint
-from iapo.agent import Agent, AgentState, act, act_seeds, batch_width, pretrain_model_seeds, train_step
-from iapo.config import TrainConfig, to_dict
+from iapo.agent import Agent, AgentState, act, act_seeds, pretrain_model_seeds
+from iapo.config import TrainConfig, to_dict, train_config_from_dict
 from iapo.env_state import get_state, set_state
 from iapo.envs import check_env_id, dims, make_env
-from iapo.errors import IapoError, RunDirError
+from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import write_json_atomic
 from iapo.logger import RunLogger, plot_seed_curves
 from iapo.replay import ReplayBuffer
+from iapo.step import DeviceReplay, batch_width, mirror, train_step, train_step_on_device
 
 
 class NumericError(IapoError):
@@ -48,7 +49,7 @@ def prepare_run_dir(config: TrainConfig) -> Path:
         existing += [p for p in run_dir.glob("seed_*") if (p / "config.json").exists()]
     if existing and not config.overwrite:
         try:
-            same = _identity(json.loads(old_config.read_text())) == _identity(json.loads(json.dumps(to_dict(config))))
+            same = _identity(json.loads(old_config.read_text())) == _identity(to_dict(config))
         except (OSError, ValueError):
             same = False
         what = "a run with this configuration" if same else "a different run"
@@ -241,7 +242,7 @@ class SeedRun:
         }
 
     def restore(self, step: int, extra: dict) -> None:
-        if _identity(extra.get("config", {})) != _identity(json.loads(json.dumps(to_dict(self.config)))):
+        if _identity(extra.get("config", {})) != _identity(to_dict(self.config)):
             raise checkpoint.MismatchError(
                 f"the checkpoint of step {step} in {self.run_dir} belongs to another configuration than its config.json"
             )
@@ -305,6 +306,10 @@ class Trainer:
         self.act_key = self._stack_seeds([jax.random.fold_in(root, 1) for root in roots])
         self.eval_key = self._stack_seeds([jax.random.fold_in(root, 2) for root in roots])
         self.action = None  # ([S,] 1, d): the next training action, from the last train_step
+        self.replay_on_device = config.replay_sampling == "device" or (
+            config.replay_sampling == "auto" and jax.default_backend() != "cpu")
+        self.replay: DeviceReplay | None = None  # the device copy of the buffers, made on first use
+        self.replay_key = self._stack_seeds([jax.random.fold_in(root, 3) for root in roots])  # its sampling keys
         self.infos: list[dict] = []  # update infos ([S,] U, ...) of the steps since the last evaluation
         self.info_steps: list[int | None] = []  # the step of each
         self.checked = 0  # infos[:checked] were found finite
@@ -372,6 +377,7 @@ class Trainer:
         for i, run in enumerate(self.runs):
             infos = [jax.tree.map(lambda x: x[i], info) for info in host_infos]
             extra = run.extra(self._seed(self.act_key, i), infos, None if action is None else self._seed(action, i))
+            extra["replay_key"] = np.asarray(self._seed(self.replay_key if self.replay is None else self.replay.key, i))
             state = self._seed(self.state, i)
             paths.append(checkpoint.save(run.run_dir, run.loop.step, state, extra, run.replay_parts))
         return paths
@@ -406,6 +412,9 @@ class Trainer:
             run.restore(step, extra)
         self.state = self._stack_seeds([state for state, _ in loaded])
         self.act_key = self._stack_seeds([jnp.asarray(extra["act_key"]) for _, extra in loaded])
+        if all("replay_key" in extra for _, extra in loaded):  # (checkpoints of older versions have none)
+            self.replay_key = self._stack_seeds([jnp.asarray(extra["replay_key"]) for _, extra in loaded])
+        self.replay = None  # rebuilt from the restored buffers on the next update
         actions = [run.loop.action for run in self.runs]  # absent from checkpoints of older versions
         self.action = None if any(a is None for a in actions) else self._stack_seeds([jnp.asarray(a) for a in actions])
         infos = [extra["loop"]["infos"] for _, extra in loaded]
@@ -447,17 +456,34 @@ class Trainer:
         if step == cfg.random_steps + 1 and self.agent.model_based and cfg.algo.model_pretrain_updates:
             self.pretrain_model()
         if step > cfg.random_steps and cfg.updates_per_step:
-            batches = np.empty((len(self.runs), cfg.updates_per_step, cfg.algo.batch_size,
-                                batch_width(self.agent.obs_dim, self.act_dim)), np.float32)
-            for run, run_batches in zip(self.runs, batches):
-                for out in run_batches:
-                    run.buffer.sample_packed(run.rng, out)
-            self.state, info, self.action, self.act_key = train_step(
-                self.agent, self.state, batches if self.group else batches[0], self._obs(), self.act_key)
-            self.infos.append(info)
+            width = batch_width(self.agent.obs_dim, self.act_dim)
+            if self.replay_on_device:
+                self._device_train_step(width)
+            else:
+                batches = np.empty((len(self.runs), cfg.updates_per_step, cfg.algo.batch_size, width), np.float32)
+                for run, run_batches in zip(self.runs, batches):
+                    for out in run_batches:
+                        run.buffer.sample_packed(run.rng, out)
+                self.state, info, self.action, self.act_key = train_step(
+                    self.agent, self.state, batches if self.group else batches[0], self._obs(), self.act_key)
+                self.infos.append(info)
             self.info_steps.append(step)
         for run in self.runs:
             run.loop.window_steps += 1
+
+    def _device_train_step(self, width: int) -> None:
+        """The step's updates with the replay buffers' device copies: the host sends the step's
+        new transition of each seed (the copies are made, from the host buffers, on the first
+        call and after a resume)."""
+        newest = [np.array([run.buffer.added - 1]) for run in self.runs]
+        if self.replay is None:
+            self.replay = self._stack_seeds([mirror(run.buffer, int(t[0]), self._seed(self.replay_key, i))
+                                             for i, (run, t) in enumerate(zip(self.runs, newest))])
+        rows = np.stack([run.buffer.pack(t, np.empty((1, width), np.float32))[0] for run, t in zip(self.runs, newest)])
+        self.state, self.replay, info, self.action, self.act_key = train_step_on_device(
+            self.agent, self.state, self.replay, rows if self.group else rows[0], self._obs(), self.act_key,
+            updates=self.config.updates_per_step)
+        self.infos.append(info)
 
     def pretrain_model(self) -> None:
         """A model-based agent's model updates on the random phase's data before the first agent
@@ -577,7 +603,13 @@ def _stack(trees: list):
 
 
 def _identity(config: dict) -> dict:
-    """The fields that define a run (not where it lives or how it is shown)."""
+    """The fields that define a run (not where it lives or how it is shown), with the fields a
+    config of an older version lacks at their defaults (which reproduce that version's runs)."""
+    try:
+        config = to_dict(train_config_from_dict(config))
+    except (ConfigError, TypeError):  # unknown fields: compared as written
+        pass
+    config = json.loads(json.dumps(config))
     return {k: v for k, v in config.items() if k not in ("run_dir", "progress", "overwrite", "resume")}
 
 
