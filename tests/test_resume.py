@@ -229,3 +229,18 @@ def test_non_finite_update_stops_the_run_naming_it_and_keeps_finite_checkpoints(
     newest = checkpoint.read(checkpoint.list_checkpoints(run_dir)[-1][1])["state"]
     import jax
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(newest))
+
+
+def test_a_config_of_an_older_version_compares_at_todays_defaults():
+    """A run written before a config field existed resumes: the field counts at its default."""
+    import json
+
+    from iapo.config import TrainConfig, to_dict
+    from iapo.train import _identity
+
+    today = json.loads(json.dumps(to_dict(TrainConfig())))
+    older = {k: v for k, v in today.items() if k != "replay_sampling"}
+    older["algo"] = {k: v for k, v in today["algo"].items() if k != "horizon"}
+    assert _identity(older) == _identity(today)
+    assert _identity({**today, "replay_sampling": "device"}) != _identity(today)
+    assert _identity({**today, "no_such_field": 1}) != _identity(today)
