@@ -116,7 +116,7 @@ def test_the_device_copy_holds_the_buffer_and_samples_only_its_transitions():
     width = batch_width(4, 3)
     newest = np.array([buffer.added - 1])
     # The copy of all but the newest transition, then the newest added on the device, as a step does.
-    replay = mirror(buffer, buffer.added - 1, jax.random.PRNGKey(0))
+    replay = mirror([buffer], [buffer.added - 1], jax.random.PRNGKey(0), stacked=False)
     replay = replay_add(replay, buffer.pack(newest, np.empty((1, width), np.float32))[0])
     t = np.arange(buffer.first, buffer.added)
     np.testing.assert_array_equal(np.asarray(replay.rows)[t % 61], buffer.pack(t, np.empty((len(t), width), np.float32)))

@@ -244,3 +244,4 @@ def test_a_config_of_an_older_version_compares_at_todays_defaults():
     assert _identity(older) == _identity(today)
     assert _identity({**today, "replay_sampling": "device"}) != _identity(today)
     assert _identity({**today, "no_such_field": 1}) != _identity(today)
+    assert _identity({}) != _identity(today)  # no configuration is not the default one

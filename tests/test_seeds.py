@@ -166,17 +166,23 @@ def test_train_step_is_the_updates_then_the_action(seeds):
     assert np.asarray(action).shape == (*lead, 1, 2)
 
 
-def test_device_replay_group_killed_and_resumed_equals_the_uninterrupted_group(group, tmp_path):
-    """With the replay buffers copied to the device and sampled there, a run still resumes exactly:
-    the copies are rebuilt from the checkpointed host buffers, with their sampling keys."""
-    argv = ["train", *ARGS, "--seeds", "0", "1", "--replay-sampling", "device"]
+@pytest.mark.parametrize("seeds", [["0", "1"], None])
+def test_device_replay_killed_and_resumed_equals_the_uninterrupted_run(group, tmp_path, seeds):
+    """With the replay buffers copied to the device and sampled there, a run (a group, or one
+    seed) still resumes exactly: the copies are rebuilt from the checkpointed host buffers, with
+    their sampling keys."""
+    argv = ["train", *ARGS, "--replay-sampling", "device", *(["--seeds", *seeds] if seeds else [])]
+    dirs = (lambda root: [root / f"seed_{s}" for s in seeds]) if seeds else (lambda root: [root])
     reference = tmp_path / "reference"
     main([*argv, "--run-dir", str(reference)])
     run_dir = tmp_path / "run"
-    code, _, _ = _start_and_signal(run_dir / "seed_1", signal.SIGKILL, [*argv, "--run-dir", str(run_dir)])
+    code, _, _ = _start_and_signal(dirs(run_dir)[-1], signal.SIGKILL, [*argv, "--run-dir", str(run_dir)])
     assert code == -signal.SIGKILL
-    assert checkpoint.list_checkpoints(run_dir / "seed_0")[-1][0] < 1500
+    assert checkpoint.list_checkpoints(dirs(run_dir)[0])[-1][0] < 1500
     main(["train", "--resume", str(run_dir), "--no-progress"])
-    for seed in (0, 1):
-        assert _rows(run_dir / f"seed_{seed}") == _rows(reference / f"seed_{seed}")
-    assert _rows(group / "seed_0") != _rows(reference / "seed_0")  # host sampling draws other batches
+    for resumed, uninterrupted in zip(dirs(run_dir), dirs(reference)):
+        assert _rows(resumed) == _rows(uninterrupted)
+        final = [checkpoint.read(p)["state"] for s, p in checkpoint.list_checkpoints(resumed) if s == 1500]
+        expected = [checkpoint.read(p)["state"] for s, p in checkpoint.list_checkpoints(uninterrupted) if s == 1500]
+        _assert_same_tree(final[0], expected[0])
+    assert _rows(group / "seed_0") != _rows(dirs(reference)[0])  # host sampling draws other batches

@@ -223,8 +223,9 @@ class TrainConfig:
     """Where update batches are drawn. host: from the buffer in host memory, sent to the device
     with each step. device: from a copy of the buffer in device memory, inside the update, so a
     step sends only its new transition (twice the observation memory there: next observations
-    are stored too). auto: device on a GPU or TPU, host on a CPU. The two draw different (equally
-    uniform) batches from the same seed."""
+    are stored too). auto: device on a GPU or TPU, host on a CPU, decided when the run starts (a
+    resumed run samples where it did before). The two draw different (equally uniform) batches
+    from the same seed."""
 
     eval_every: int = 1_000
     """Evaluate the deterministic policy every this many environment steps."""

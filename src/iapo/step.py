@@ -70,13 +70,21 @@ class DeviceReplay(flax.struct.PyTreeNode):
     key: jax.Array  # (2,) uint32: the sampling key
 
 
-def mirror(buffer: ReplayBuffer, stop: int, key) -> DeviceReplay:
-    """The device copy of the host buffer's transitions before `stop` (those still in it)."""
-    capacity, width = buffer.capacity, batch_width(buffer.obs.shape[1], buffer.action.shape[1])
-    t = np.arange(max(buffer.first, stop - capacity), stop)
-    rows = np.zeros((capacity, width), np.float32)
-    rows[t % capacity] = buffer.pack(t, np.empty((len(t), width), np.float32))
-    return DeviceReplay(rows=jnp.asarray(rows), added=jnp.asarray(stop, jnp.int32), key=jnp.asarray(key))
+def mirror(buffers: list[ReplayBuffer], stops: list[int], keys, stacked: bool) -> DeviceReplay:
+    """The device copy of each host buffer's transitions before its `stops` entry (those still in
+    it), with sampling keys `keys` ([S,] 2): stacked on a leading seed axis when `stacked`. The
+    rows are gathered on the host into one array and sent once."""
+    capacity = buffers[0].capacity
+    width = batch_width(buffers[0].obs.shape[1], buffers[0].action.shape[1])
+    rows = np.zeros((len(buffers), capacity, width), np.float32)
+    for buffer, stop, out in zip(buffers, stops, rows):
+        t = np.arange(max(buffer.first, stop - capacity), stop)
+        out[t % capacity] = buffer.pack(t, np.empty((len(t), width), np.float32))
+    added = np.asarray(stops, np.int32)
+    if not stacked:
+        rows, added = rows[0], added[0]
+    # (a copy of the keys: the step donates the replay, and the caller keeps its keys)
+    return DeviceReplay(rows=jnp.asarray(rows), added=jnp.asarray(added), key=jnp.array(keys, copy=True))
 
 
 def replay_add(replay: DeviceReplay, row: jax.Array) -> DeviceReplay:

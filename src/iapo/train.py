@@ -378,6 +378,7 @@ class Trainer:
             infos = [jax.tree.map(lambda x: x[i], info) for info in host_infos]
             extra = run.extra(self._seed(self.act_key, i), infos, None if action is None else self._seed(action, i))
             extra["replay_key"] = np.asarray(self._seed(self.replay_key if self.replay is None else self.replay.key, i))
+            extra["replay_on_device"] = self.replay_on_device
             state = self._seed(self.state, i)
             paths.append(checkpoint.save(run.run_dir, run.loop.step, state, extra, run.replay_parts))
         return paths
@@ -414,6 +415,8 @@ class Trainer:
         self.act_key = self._stack_seeds([jnp.asarray(extra["act_key"]) for _, extra in loaded])
         if all("replay_key" in extra for _, extra in loaded):  # (checkpoints of older versions have none)
             self.replay_key = self._stack_seeds([jnp.asarray(extra["replay_key"]) for _, extra in loaded])
+        if self.config.replay_sampling == "auto":  # keep sampling where the run sampled before (older versions: host)
+            self.replay_on_device = bool(loaded[0][1].get("replay_on_device", False))
         self.replay = None  # rebuilt from the restored buffers on the next update
         actions = [run.loop.action for run in self.runs]  # absent from checkpoints of older versions
         self.action = None if any(a is None for a in actions) else self._stack_seeds([jnp.asarray(a) for a in actions])
@@ -477,8 +480,8 @@ class Trainer:
         call and after a resume)."""
         newest = [np.array([run.buffer.added - 1]) for run in self.runs]
         if self.replay is None:
-            self.replay = self._stack_seeds([mirror(run.buffer, int(t[0]), self._seed(self.replay_key, i))
-                                             for i, (run, t) in enumerate(zip(self.runs, newest))])
+            self.replay = mirror([run.buffer for run in self.runs], [int(t[0]) for t in newest], self.replay_key,
+                                 self.group)
         rows = np.stack([run.buffer.pack(t, np.empty((1, width), np.float32))[0] for run, t in zip(self.runs, newest)])
         self.state, self.replay, info, self.action, self.act_key = train_step_on_device(
             self.agent, self.state, self.replay, rows if self.group else rows[0], self._obs(), self.act_key,
@@ -605,10 +608,11 @@ def _stack(trees: list):
 def _identity(config: dict) -> dict:
     """The fields that define a run (not where it lives or how it is shown), with the fields a
     config of an older version lacks at their defaults (which reproduce that version's runs)."""
-    try:
-        config = to_dict(train_config_from_dict(config))
-    except (ConfigError, TypeError):  # unknown fields: compared as written
-        pass
+    if "env" in config and "algo" in config:  # (not an empty or partial dict)
+        try:
+            config = to_dict(train_config_from_dict(config))
+        except (ConfigError, TypeError):  # unknown fields: compared as written
+            pass
     config = json.loads(json.dumps(config))
     return {k: v for k, v in config.items() if k not in ("run_dir", "progress", "overwrite", "resume")}
 
