@@ -2,7 +2,7 @@
 grouped by the kind of XLA operation.
 
     python benchmarks/profile_update.py [--agent direct] [--iterations 5] [--action-samples 10]
-                                        [--updates 20]
+                                        [--updates 20] [--critic-layout auto]
 
 The update runs at Hopper-v5's shapes (11 observation and 3 action dimensions, batch 256, 2x256
 networks) on random transitions, as in `benchmarks/throughput.py`. The table lists, per update,
@@ -40,10 +40,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--action-samples", type=int, default=None, help="default: 1 for direct (as SAC), else 10")
     parser.add_argument("--updates", type=int, default=20, help="updates traced")
+    parser.add_argument("--critic-layout", default="auto", choices=["auto", "ensemble", "separate"])
     args = parser.parse_args()
     samples = args.action_samples or (1 if args.agent == "direct" else 10)
-    agent = Agent(AgentConfig(agent=args.agent, iterations=args.iterations, action_samples=samples),
-                  OBS_DIM, ACT_DIM)
+    agent = Agent(AgentConfig(agent=args.agent, iterations=args.iterations, action_samples=samples,
+                              critic_layout=args.critic_layout), OBS_DIM, ACT_DIM)
     state = agent.init(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     batch = jax.device_put(Batch(

@@ -65,3 +65,22 @@ def test_value_and_grad_gives_each_states_own_gradient():
     for b in range(3):
         own = jax.grad(lambda l: objective(lam.at[b].set(l), key)[0][b])(lam[b])
         np.testing.assert_allclose(grad[b], own, rtol=1e-5, atol=1e-6)
+
+
+def test_separate_critics_are_the_ensemble_computed_another_way():
+    """critic_layout only changes how the twin critics are compiled: the same parameters, values
+    and gradients."""
+    from iapo.networks import TwinCritic
+
+    ensemble, separate = TwinCritic((16, 16)), TwinCritic((16, 16), separate=True)
+    args = (jnp.zeros((1, 5)), jnp.zeros((1, 2)))
+    params = ensemble.init(jax.random.PRNGKey(0), *args)
+    assert jax.tree.structure(separate.init(jax.random.PRNGKey(0), *args)) == jax.tree.structure(params)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 5))
+    action = jax.random.normal(jax.random.PRNGKey(2), (3, 7, 2))
+    q = ensemble.apply(params, obs, action)
+    assert q.shape == (2, 3, 7) and not np.allclose(q[0], q[1])
+    np.testing.assert_allclose(separate.apply(params, obs, action), q, rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda p, c=c: jnp.sum(c.apply(p, obs, action) ** 2))(params) for c in (ensemble, separate)]
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -62,7 +62,10 @@ class Agent:
 
     @functools.cached_property
     def critic(self) -> TwinCritic:
-        return TwinCritic(tuple(self.config.critic_hidden_sizes))
+        layout = self.config.critic_layout
+        if layout == "auto":
+            layout = "separate" if self.config.agent == "iterative" and jax.default_backend() == "cpu" else "ensemble"
+        return TwinCritic(tuple(self.config.critic_hidden_sizes), separate=layout == "separate")
 
     @functools.cached_property
     def model(self) -> DynamicsModel:

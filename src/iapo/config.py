@@ -70,6 +70,12 @@ class AgentConfig:
     """Unroll the K iterations in the compiled update instead of looping over them (lax.scan):
     the same computation, a longer compile; lets XLA count the update's FLOPs exactly."""
 
+    critic_layout: Literal["auto", "ensemble", "separate"] = "auto"
+    """How the twin critics are computed (the same parameters and numbers either way): ensemble,
+    one batched multiply for both; separate, one critic after the other. auto: separate for the
+    iterative agent on a CPU, whose update ran 9% faster so (benchmarks/update_variants.py), else
+    ensemble (the direct update gained nothing)."""
+
     hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy network (direct or iterative)."""
 

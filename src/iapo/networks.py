@@ -36,13 +36,21 @@ class Critic(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """`n_critics` independent critics as one vmapped module: output (n_critics, ...)."""
+    """`n_critics` independent critics as one vmapped module: output (n_critics, ...). Their
+    parameters are stacked on a leading axis; `separate` applies them one critic after the other
+    instead of as one batched computation (same numbers, another compiled layout)."""
 
     hidden_sizes: Sequence[int]
     n_critics: int = 2
+    separate: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        if self.separate and not self.is_initializing():
+            members = self.variables["params"]["VmapCritic_0"]
+            critic = Critic(self.hidden_sizes)
+            return jnp.stack([critic.apply({"params": jax.tree.map(lambda x, i=i: x[i], members)}, obs, action)
+                              for i in range(self.n_critics)])
         ensemble = nn.vmap(
             Critic,
             variable_axes={"params": 0},
