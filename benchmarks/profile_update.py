@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from iapo.agent import Agent, Batch, update_seeds
+from iapo.agent import Agent, update_seeds
 from iapo.config import AgentConfig
 
-OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
+from hopper_batch import ACT_DIM, OBS_DIM, random_batch
+
 RUNTIME_EVENTS = ("Thunk", "Pjit", "api.py", "profiler", "Execut", "Await", "ParseArguments", "AllocateOutput",
                   "__hash__")
 
@@ -46,14 +46,7 @@ def main() -> None:
     agent = Agent(AgentConfig(agent=args.agent, iterations=args.iterations, action_samples=samples,
                               critic_layout=args.critic_layout), OBS_DIM, ACT_DIM)
     state = agent.init(jax.random.PRNGKey(0))
-    rng = np.random.default_rng(0)
-    batch = jax.device_put(Batch(
-        obs=rng.normal(size=(BATCH, OBS_DIM)).astype(np.float32),
-        action=rng.uniform(-1, 1, (BATCH, ACT_DIM)).astype(np.float32),
-        reward=rng.normal(size=BATCH).astype(np.float32),
-        next_obs=rng.normal(size=(BATCH, OBS_DIM)).astype(np.float32),
-        terminated=np.zeros(BATCH, np.float32),
-    ))
+    batch = random_batch()
     for _ in range(3):
         state, _ = update_seeds(agent, state, batch)
     jax.block_until_ready(state)

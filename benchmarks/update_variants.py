@@ -30,11 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, Batch, _update
+from iapo.agent import Agent, _update
 from iapo.config import AgentConfig
+
+from hopper_batch import ACT_DIM, OBS_DIM, random_batch
 from iapo.networks import TwinCritic
 
-OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
 
 
 def _layers(params):
@@ -93,14 +94,7 @@ def main() -> None:
     samples = args.action_samples or (1 if args.agent == "direct" else 10)
     config = AgentConfig(agent=args.agent, action_samples=samples, critic_layout="ensemble")
     base = Agent(config, OBS_DIM, ACT_DIM)
-    rng = np.random.default_rng(0)
-    batch = jax.device_put(Batch(
-        obs=rng.normal(size=(BATCH, OBS_DIM)).astype(np.float32),
-        action=rng.uniform(-1, 1, (BATCH, ACT_DIM)).astype(np.float32),
-        reward=rng.normal(size=BATCH).astype(np.float32),
-        next_obs=rng.normal(size=(BATCH, OBS_DIM)).astype(np.float32),
-        terminated=np.zeros(BATCH, np.float32),
-    ))
+    batch = random_batch()
     lone = jax.jit(_update, static_argnums=0, donate_argnums=1)
     vmapped = jax.jit(lambda agent, state, batch: jax.vmap(functools.partial(_update, agent))(state, batch),
                       static_argnums=0, donate_argnums=1)
