@@ -45,7 +45,8 @@ import numpy as np
 
 from iapo.agent import Agent, update_seeds
 from iapo.config import AgentConfig, TrainConfig
-from iapo.step import batch_width, train_step
+from iapo.replay import batch_width
+from iapo.step import train_step
 from iapo.train import Trainer
 
 RANDOM_STEPS = 5_000

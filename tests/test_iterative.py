@@ -8,7 +8,6 @@ import optax
 from iapo import distributions as dist
 from iapo.objective import make_objective
 from iapo.optimizers import IterativeOptimizer
-from iapo.optimizers.iterative import standardize
 
 sg = jax.lax.stop_gradient
 
@@ -28,11 +27,16 @@ def _perturbed(params, key, scale=0.3):
     return jax.tree.unflatten(tree, [l + scale * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
 
 
-def test_standardize_is_per_sample():
-    x = jnp.array([[1.0, 2.0, 3.0, 6.0], [-1.0, 0.0, 0.0, 5.0]])
-    y = standardize(x)
-    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-6)
-    np.testing.assert_allclose(y.std(-1), 1, atol=1e-5)
+def _block_norm(x):
+    """The reference input normalization written out: each of the mean and log-sigma blocks
+    minus its mean, over its unbiased std + 1e-7."""
+    d = x.shape[-1] // 2
+    out = []
+    for b in (x[:, :d], x[:, d:]):
+        mean = jnp.mean(b, -1, keepdims=True)
+        std = jnp.sqrt(jnp.sum((b - mean) ** 2, -1, keepdims=True) / (d - 1))
+        out.append((b - mean) / (std + 1e-7))
+    return jnp.concatenate(out, -1)
 
 
 def test_initial_network_halves_lambda_zero():
@@ -55,7 +59,7 @@ def _reference_loss(opt, params, obs, objective, key):
     for k in range(opt.iterations):
         lam_in = sg(lam)
         grad = jax.grad(lambda l: objective(l, keys[k])[0].sum())(lam_in)
-        inputs = jnp.concatenate([obs, standardize(lam_in), standardize(grad)], -1)
+        inputs = jnp.concatenate([obs, _block_norm(lam_in), _block_norm(grad)], -1)
         delta, gate_logits = opt.net.apply(params, inputs)
         gate = jax.nn.sigmoid(gate_logits)
         lam = gate * lam_in + (1 - gate) * delta
@@ -80,24 +84,17 @@ def test_gradient_reaches_network_only_through_the_application_that_produced_eac
     got = jax.grad(lambda p: opt.loss(p, obs, objective, key)[0])(params)
     want = jax.grad(lambda p: _reference_loss(opt, p, obs, objective, key))(params)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
-
-
-def test_final_iterate_loss_uses_only_the_last_iterate():
-    opt = IterativeOptimizer(act_dim=2, hidden_sizes=(8,), iterations=3, final_iterate_loss=True)
-    params = _perturbed(opt.init(jax.random.PRNGKey(0), 3), jax.random.PRNGKey(1))
-    obs = jax.random.normal(jax.random.PRNGKey(2), (5, 3))
-    objective = make_objective(_quadratic_critic, None, obs, 0.2, 1.0, 4)
-    key = jax.random.PRNGKey(3)
-    loss, info = opt.loss(params, obs, objective, key)
-    np.testing.assert_allclose(loss, -info["objective_per_iteration"][-1], rtol=1e-6)
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
 def test_trained_iterative_optimizer_climbs_an_analytic_quadratic():
     """The optimum depends on the state, which the network is *not* shown (it gets zeros), so
-    it can only find the optimum through the gradient feedback of Eq. 11."""
+    it can only find the optimum through the gradient feedback of Eq. 11. (With the joint input
+    normalization: with d = 2 the reference form leaves each block only the sign of the
+    difference of its two entries. tests/test_fidelity.py and benchmarks/input_norm.py compare
+    the forms.)"""
     act_dim, obs_dim, iterations = 2, 2, 5
-    opt = IterativeOptimizer(act_dim=act_dim, hidden_sizes=(64, 64), iterations=iterations)
+    opt = IterativeOptimizer(act_dim=act_dim, hidden_sizes=(64, 64), iterations=iterations, input_norm="joint")
     params = opt.init(jax.random.PRNGKey(0), obs_dim)
     adam = optax.adam(3e-3)
     opt_state = adam.init(params)

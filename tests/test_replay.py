@@ -94,22 +94,26 @@ def test_memory_is_within_a_tenth_of_the_raw_transition_bytes():
 
 @pytest.mark.parametrize("end_prob", [0.05, 0.9])
 def test_a_packed_sample_is_the_same_draw_and_unpacks_exactly(end_prob):
-    from iapo.step import batch_width, unpack_batch
+    from iapo.replay import batch_width, unpack_batch
 
     buffer = ReplayBuffer(61, 4, 3)
-    _fill(buffer, 150, np.random.default_rng(1), end_prob)  # wrapped around, with episode ends
+    added = _fill(buffer, 150, np.random.default_rng(1), end_prob)  # wrapped around, with episode ends
     plain = buffer.sample(np.random.default_rng(7), 40)
     packed = buffer.sample_packed(np.random.default_rng(7), np.full((40, batch_width(4, 3)), np.nan, np.float32))
     unpacked = unpack_batch(packed, 4, 3)
     for field in FIELDS:
         np.testing.assert_array_equal(getattr(unpacked, field), getattr(plain, field))
     assert plain.terminated.any() and not plain.terminated.all()
+    # Each packed row is one of the transitions in the buffer, column for column.
+    in_buffer = {np.concatenate([np.atleast_1d(x) for x in a]).astype(np.float32).tobytes() for a in added[-61:]}
+    assert {row.tobytes() for row in packed} <= in_buffer
 
 
 def test_the_device_copy_holds_the_buffer_and_samples_only_its_transitions():
     import jax
 
-    from iapo.step import batch_width, mirror, replay_add, replay_sample
+    from iapo.replay import batch_width
+    from iapo.step import mirror, replay_add, replay_sample
 
     buffer = ReplayBuffer(61, 4, 3)
     _fill(buffer, 150, np.random.default_rng(1), 0.2)  # wrapped around, with episode ends

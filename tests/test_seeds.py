@@ -130,7 +130,8 @@ def test_train_step_is_the_updates_then_the_action(seeds):
     import jax
 
     from iapo.agent import Agent, Batch, act_seeds, update_seeds
-    from iapo.step import batch_width, train_step
+    from iapo.replay import batch_width
+    from iapo.step import train_step
     from iapo.config import AgentConfig
 
     agent = Agent(AgentConfig(agent="iterative", hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), batch_size=8,

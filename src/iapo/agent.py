@@ -111,21 +111,27 @@ class Agent:
             return state.target_critic_params
         return state.critic_params
 
-    def objective(self, state: AgentState, obs: jax.Array, key: jax.Array | None = None):
-        """J(lambda; s) at the states `obs` with the agent's critics, temperature and beta; for a
-        model-based agent, with the model-based action value, whose rollouts draw on `key`
-        (unset: a fixed key, the same rollouts at every call)."""
+    def objective(self, state: AgentState, obs: jax.Array, key: jax.Array | None = None, *,
+                  beta: float | None = None, n_samples: int | None = None) -> MonteCarloObjective:
+        """J(lambda; s) at the states `obs` with the agent's critics and temperature, pessimism
+        `beta` (unset: the training beta; acting uses `config.acting_beta`) and `n_samples`
+        actions per state (unset: `action_samples`); for a model-based agent, with the
+        model-based action value, whose rollouts draw on `key` (unset: a fixed key, the same
+        rollouts at every call)."""
+        cfg = self.config
+        beta = cfg.beta if beta is None else beta
         action_value = None  # model-free
         if self.model_based:
-            action_value = make_model_based_value(self, state, obs, jax.random.PRNGKey(0) if key is None else key)
+            action_value = make_model_based_value(self, state, obs, jax.random.PRNGKey(0) if key is None else key, beta)
         return MonteCarloObjective(
             self.critic.apply,
             self.objective_critic_params(state),
             obs,
             jnp.exp(state.log_alpha),
-            self.config.beta,
-            self.config.action_samples,
+            beta,
+            n_samples or cfg.action_samples,
             action_value,
+            std=cfg.pessimism_std,
         )
 
 
@@ -139,7 +145,7 @@ def _critic_target(agent: Agent, state: AgentState, batch: Batch, key: jax.Array
     )
     a_next, log_pi = agent.optimizer.sample(state.policy_params, batch.next_obs, lam_next, k_sample)  # (B, d), (B,)
     q_next = pessimistic_value(
-        agent.critic.apply(state.target_critic_params, batch.next_obs, a_next), cfg.beta
+        agent.critic.apply(state.target_critic_params, batch.next_obs, a_next), cfg.beta, cfg.pessimism_std
     )
     soft_value = q_next - jnp.exp(state.log_alpha) * dist.kl_sample(log_pi, agent.act_dim)
     return sg(batch.reward + cfg.gamma * (1.0 - batch.terminated) * soft_value)
@@ -270,15 +276,15 @@ def _act(
     """Actions (B, d) in (-1, 1) for states (B, obs_dim), and the next acting key.
 
     Stochastic a ~ pi_lambda for training; tanh(mu) when `deterministic` (evaluation). The
-    iterative optimizer runs `iterations` (default: the training K) using the critics.
+    iterative optimizer runs `iterations` (default: the training K) using the critics, on the
+    objective with the acting pessimism (`config.acting_beta`), in training and evaluation alike.
     """
     TRACE_COUNT["act"] += 1
     key, k_opt, k_sample = jax.random.split(key, 3)
     k_model = jax.random.fold_in(k_opt, 1)
     obs = obs.astype(jnp.float32)
-    lam, _ = agent.optimizer.optimize(
-        state.policy_params, obs, agent.objective(state, obs, k_model), k_opt, iterations
-    )
+    objective = agent.objective(state, obs, k_model, beta=agent.config.acting_beta)
+    lam, _ = agent.optimizer.optimize(state.policy_params, obs, objective, k_opt, iterations)
     if deterministic:
         return agent.optimizer.mode(state.policy_params, obs, lam), key
     action, _ = agent.optimizer.sample(state.policy_params, obs, lam, k_sample)
@@ -293,7 +299,7 @@ act = jax.jit(_act, static_argnames=("agent", "deterministic", "iterations"))
 # (`state.updates` has shape (S,)) is updated, or acted for, by one vmapped call, and then every
 # other argument has that axis too; a lone seed's state has no seed axis and is not vmapped.
 # (On XLA:CPU a vmap of size 1 leaves batched dots and layout copies behind: the direct update
-# ran about 7% slower through it than unbatched; docs/benchmarks.md.)
+# ran 1.13x as long through it as unbatched; benchmarks/update_variants.py.)
 def _over_seeds(fn, state: AgentState, *args):
     if state.updates.ndim == 0:
         return fn(state, *args)

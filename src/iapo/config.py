@@ -1,7 +1,7 @@
 """Configuration dataclasses. Every field has a docstring below it: tyro turns them into `--help`.
 
-Defaults follow the paper and its reference implementation (see `ALGORITHM.md` in the docs and
-`docs/defaults.md`); where the two differ, the choice is a field.
+Defaults follow the paper and its reference implementation (the README's defaults table says
+which is which); where the two differ, the choice is a field.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from iapo.errors import ConfigError
 
 AgentKind = Literal["direct", "iterative", "direct-flow", "gradient", "cem"]
 Critics = Literal["target", "online"]
+InputNorm = Literal["reference", "joint", "none", "log"]
+PessimismStd = Literal["biased", "unbiased"]
 ValueKind = Literal["model-free", "model-based"]
 
 
@@ -37,8 +39,20 @@ class AgentConfig:
     """N, reparameterized action samples per state to estimate the objective J (reference: 10)."""
 
     pessimism: float | None = None
-    """beta in Q = mean - beta * std over the twin critics (Eq. 13); unset means 1 for direct,
-    2.5 for iterative (paper). beta = 1 is min(Q1, Q2)."""
+    """beta in Q = mean - beta * std over the twin critics (Eq. 13) for training (the policy
+    loss and the critic targets); unset means 2.5 for iterative and 1 for every other agent
+    (paper). With the biased std, beta = 1 is min(Q1, Q2)."""
+
+    acting_pessimism: float | None = 1.0
+    """beta of the objective J that the policy optimizer ascends when the agent acts (training
+    collection, evaluation, `iapo evaluate`, the analyses' rollouts): 1 as in the reference
+    code, which acts in its evaluation mode. Unset means the training beta (iapo before 0.2).
+    Only optimizers that read J when acting (iterative, gradient, cem) are affected."""
+
+    pessimism_std: PessimismStd = "biased"
+    """The std over the critics in Eq. 13: `biased` (the paper's text: |Q1 - Q2| / 2, so beta = 1
+    is min(Q1, Q2)) or `unbiased` (the reference code: |Q1 - Q2| / sqrt(2), so its beta = b is
+    b sqrt(2) in biased units)."""
 
     value: ValueKind = "model-free"
     """The action value inside J: the critics (`model-free`), or H-step rollouts of a learned
@@ -78,6 +92,13 @@ class AgentConfig:
 
     hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy network (direct or iterative)."""
+
+    input_norm: InputNorm = "reference"
+    """How the iterative network's inputs lambda_k and grad_lambda J are normalized (each
+    separately): `reference` (the reference code: the mean block and the log-sigma block each
+    standardized across its d entries with the unbiased std + 1e-7, a block of one entry left
+    as it is), `joint` (the whole 2d vector standardized at once, biased std; iapo before 0.2),
+    `none`, or `log` (sign(x) log(1 + |x|) elementwise)."""
 
     flow_transforms: int = 2
     """direct-flow: affine inverse autoregressive transforms after the Gaussian (reference: 1-3)."""
@@ -141,7 +162,12 @@ class AgentConfig:
         """The pessimism beta in force (the field, or the paper's default for the agent)."""
         if self.pessimism is not None:
             return self.pessimism
-        return 1.0 if self.agent in ("direct", "direct-flow") else 2.5
+        return 2.5 if self.agent == "iterative" else 1.0
+
+    @property
+    def acting_beta(self) -> float:
+        """The pessimism beta of J when acting (the field, or the training beta when unset)."""
+        return self.beta if self.acting_pessimism is None else self.acting_pessimism
 
     @property
     def acting_iterations(self) -> int:
@@ -167,10 +193,12 @@ class AgentConfig:
         if not 0 < self.cem_smoothing <= 1:
             raise ConfigError(f"--cem-smoothing must be in (0, 1], got {self.cem_smoothing}")
         _positive_int("target-copy-every", self.target_copy_every, allow_zero=True)
-        if self.pessimism is not None:
-            _finite("pessimism", self.pessimism)
-            if self.pessimism < 0:
-                raise ConfigError(f"--pessimism must be >= 0, got {self.pessimism}")
+        for name in ("pessimism", "acting_pessimism"):
+            value = getattr(self, name)
+            if value is not None:
+                _finite(_flag(name), value)
+                if value < 0:
+                    raise ConfigError(f"--{_flag(name)} must be >= 0, got {value}")
         for name in ("policy_lr", "critic_lr", "alpha_lr", "init_alpha", "init_scale", "optimizer_lr", "model_lr"):
             value = getattr(self, name)
             _finite(_flag(name), value)
@@ -289,11 +317,23 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
+# Fields whose default changed: a config written before the field existed means the value
+# below (the behaviour of the version that wrote it), so that its run resumes as it began.
+LEGACY_AGENT_FIELDS = {"input_norm": "joint", "acting_pessimism": None}
+
+
 def train_config_from_dict(data: dict) -> TrainConfig:
-    """Rebuild a TrainConfig from its `config.json` form (lists back to tuples)."""
+    """Rebuild a TrainConfig from its `config.json` form (lists back to tuples); the fields of
+    `LEGACY_AGENT_FIELDS` that an older config lacks take their values from there, every other
+    missing field its default."""
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     agent_data = dict(data.get("algo", {}))
+    if agent_data:  # (an empty algo dict is a partial config, not an older one)
+        if "acting_pessimism" not in agent_data and agent_data.get("agent") in ("gradient", "cem") \
+                and agent_data.get("pessimism") is None:
+            agent_data["pessimism"] = 2.5  # their default beta before 0.2
+        agent_data = {**LEGACY_AGENT_FIELDS, **agent_data}
     unknown = (set(agent_data) - agent_fields) | (set(data) - train_fields)
     if unknown:
         raise ConfigError(f"config has unknown fields: {', '.join(sorted(unknown))}")

@@ -79,9 +79,10 @@ def lambda_return_weights(horizon: int, trace: float) -> list[float]:
     return [0.0] + [(1.0 - trace) * trace ** (n - 1) for n in range(1, horizon)] + [trace ** (horizon - 1)]
 
 
-def make_model_based_value(agent, state, obs: jax.Array, key: jax.Array):
+def make_model_based_value(agent, state, obs: jax.Array, key: jax.Array, beta: float):
     """value(actions (M, B, d), log_pi (M, B)) -> (Q_MB - alpha KL (M, B), aux): the integrand of
-    J with the model-based action value at states `obs` (B, obs_dim)."""
+    J with the model-based action value at states `obs` (B, obs_dim), the critics' estimates
+    (and the rollout policy's objective) with pessimism `beta`."""
     cfg = agent.config
     alpha = sg(jnp.exp(state.log_alpha))
     critic_params = sg(agent.objective_critic_params(state))
@@ -90,13 +91,14 @@ def make_model_based_value(agent, state, obs: jax.Array, key: jax.Array):
     act_dim = agent.act_dim
 
     def q_hat(s, a):
-        return pessimistic_value(agent.critic.apply(critic_params, s, a), cfg.beta)
+        return pessimistic_value(agent.critic.apply(critic_params, s, a), beta, cfg.pessimism_std)
 
     def rollout_action(s: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
         """a ~ pi(s) and its KL, for predicted states s (..., obs_dim), all held constant."""
         flat = s.reshape(-1, s.shape[-1])
         k_opt, k_sample = jax.random.split(k)
-        objective = make_objective(agent.critic.apply, critic_params, flat, alpha, cfg.beta, cfg.action_samples)
+        objective = make_objective(agent.critic.apply, critic_params, flat, alpha, beta, cfg.action_samples,
+                                   cfg.pessimism_std)
         lam, _ = agent.optimizer.optimize(policy_params, flat, objective, k_opt)
         a, log_pi = agent.optimizer.sample(policy_params, flat, sg(lam), k_sample)
         return sg(a).reshape(*s.shape[:-1], act_dim), sg(dist.kl_sample(log_pi, act_dim)).reshape(s.shape[:-1])

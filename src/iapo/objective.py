@@ -6,6 +6,7 @@ Q is the pessimistic estimate over the critic ensemble (Eq. 13). The prior p is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -17,24 +18,29 @@ from iapo import distributions as dist
 Objective = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict]]
 
 
-def pessimistic_value(q: jax.Array, beta: float | jax.Array) -> jax.Array:
-    """Eq. 13: mean - beta * std over the leading ensemble axis, with the biased std.
+def pessimistic_value(q: jax.Array, beta: float | jax.Array, std: str = "biased") -> jax.Array:
+    """Eq. 13: mean - beta * std over the leading ensemble axis of q (n, ...).
 
-    For two critics mean = min + |Q1 - Q2| / 2 and std = |Q1 - Q2| / 2, so the estimate is
-    computed as min(Q1, Q2) + (1 - beta) |Q1 - Q2| / 2: the same value, and beta = 1 gives
-    min(Q1, Q2) to the last bit. Larger ensembles use mean - beta * std directly, with the
-    variance floored at 1e-30 inside the square root so that equal critics give a zero
-    gradient, not NaN.
+    `std="biased"` (the paper's text) divides the squared deviations by n, `"unbiased"` (the
+    reference code, torch's default) by n - 1. For two critics, mean = min + |Q1 - Q2| / 2 and
+    the biased std is |Q1 - Q2| / 2, so the estimate is computed as
+    min(Q1, Q2) + (1 - beta c) |Q1 - Q2| / 2 with c = 1 (biased) or sqrt(2) (unbiased): the same
+    value, and biased beta = 1 gives min(Q1, Q2) to the last bit. Larger ensembles use
+    mean - beta * std directly, with the variance floored at 1e-30 inside the square root so
+    that equal critics give a zero gradient, not NaN.
     """
-    if q.shape[0] == 2:
+    n = q.shape[0]
+    correction = 1.0 if std == "biased" else math.sqrt(n / (n - 1))
+    if n == 2:
         half_gap = 0.5 * jnp.abs(q[0] - q[1])
-        return jnp.minimum(q[0], q[1]) + (1.0 - beta) * half_gap
+        return jnp.minimum(q[0], q[1]) + (1.0 - beta * correction) * half_gap
     mean = jnp.mean(q, axis=0)
     var = jnp.mean((q - mean) ** 2, axis=0)
-    return mean - beta * jnp.sqrt(jnp.maximum(var, 1e-30))
+    return mean - beta * correction * jnp.sqrt(jnp.maximum(var, 1e-30))
 
 
-def make_action_value(critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float):
+def make_action_value(critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float,
+                      std: str = "biased"):
     """The integrand of J for given actions: value(actions (M, B, d), log_pi (M, B)) -> (values
     (M, B), aux), Q(s, a) - alpha (log pi(a) - log p(a)) with its q and kl parts in aux. Any
     policy with a log-density (a tanh-Gaussian, a flow) is scored by it."""
@@ -42,7 +48,7 @@ def make_action_value(critic_apply: Callable, critic_params, obs: jax.Array, alp
 
     def value(actions: jax.Array, log_pi: jax.Array) -> tuple[jax.Array, dict]:
         obs_m = jnp.broadcast_to(obs, (*actions.shape[:-2], *obs.shape))  # (M, B, obs_dim)
-        q = pessimistic_value(critic_apply(critic_params, obs_m, actions), beta)  # (M, B)
+        q = pessimistic_value(critic_apply(critic_params, obs_m, actions), beta, std)  # (M, B)
         kl = dist.kl_sample(log_pi, actions.shape[-1])  # (M, B)
         return q - alpha * kl, {"q": q, "kl": kl}
 
@@ -56,10 +62,10 @@ class MonteCarloObjective:
     tanh-Gaussian, such as the flow)."""
 
     def __init__(self, critic_apply: Callable, critic_params, obs: jax.Array, alpha: jax.Array, beta: float,
-                 n_samples: int, action_value: Callable | None = None):
+                 n_samples: int, action_value: Callable | None = None, std: str = "biased"):
         self.n_samples = n_samples
         # value(actions (M, B, d), log_pi (M, B)) -> (values (M, B), aux); model-free unless given
-        self.action_value = action_value or make_action_value(critic_apply, critic_params, obs, alpha, beta)
+        self.action_value = action_value or make_action_value(critic_apply, critic_params, obs, alpha, beta, std)
 
     def integrand(self, lam: jax.Array, eps: jax.Array) -> tuple[jax.Array, dict]:
         """integrand(lam (B, 2d), eps (M, B, d)) -> (values (M, B), aux) at the actions
@@ -79,12 +85,13 @@ def make_objective(
     alpha: jax.Array,
     beta: float,
     n_samples: int,
+    std: str = "biased",
 ) -> MonteCarloObjective:
     """J(lambda; s) at fixed states `obs` (B, obs_dim), critics and temperature.
 
     Monte Carlo over `n_samples` reparameterized actions per state; alpha enters as a constant.
     """
-    return MonteCarloObjective(critic_apply, critic_params, obs, alpha, beta, n_samples)
+    return MonteCarloObjective(critic_apply, critic_params, obs, alpha, beta, n_samples, std=std)
 
 
 def value_and_grad(objective: Objective, lam: jax.Array, key: jax.Array):

@@ -29,6 +29,25 @@ EPISODE_END = np.uint8(2)  # the episode ended here (terminated or truncated)
 _MIN_FINALS = 64
 
 
+def batch_width(obs_dim: int, act_dim: int) -> int:
+    """Columns of a packed transition: obs, action, reward, next obs, terminated."""
+    return 2 * obs_dim + act_dim + 2
+
+
+def unpack_batch(packed, obs_dim: int, act_dim: int) -> Batch:
+    """The Batch held in the columns of `packed` (..., batch_width), NumPy or JAX, as
+    `ReplayBuffer.pack` wrote them (views, no copies). A packed batch crosses to the device as
+    one array instead of five."""
+    cuts = [0, obs_dim, obs_dim + act_dim, obs_dim + act_dim + 1, 2 * obs_dim + act_dim + 1]
+    return Batch(
+        obs=packed[..., cuts[0]:cuts[1]],
+        action=packed[..., cuts[1]:cuts[2]],
+        reward=packed[..., cuts[2]],
+        next_obs=packed[..., cuts[3]:cuts[4]],
+        terminated=packed[..., cuts[4]],
+    )
+
+
 class ReplayBuffer:
     def __init__(self, capacity: int, obs_dim: int, act_dim: int):
         if capacity < 1:
@@ -133,20 +152,15 @@ class ReplayBuffer:
         return out
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        t = self.first + rng.integers(0, self.size, size=batch_size)
-        s = self._slot(t)
-        return Batch(
-            obs=self.obs[s],
-            action=self.action[s],
-            reward=self.reward[s],
-            next_obs=self.next_obs(t),
-            terminated=(self.flags[s] & TERMINATED).astype(np.float32),
-        )
+        """`batch_size` transitions drawn uniformly, with replacement, from those in the buffer."""
+        width = batch_width(self.obs.shape[1], self.action.shape[1])
+        return unpack_batch(self.sample_packed(rng, np.empty((batch_size, width), np.float32)),
+                            self.obs.shape[1], self.action.shape[1])
 
     def pack(self, t: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Transitions t (absolute indices in the buffer) written into the rows of `out`
-        (len(t), 2 obs_dim + act_dim + 2): obs, action, reward, next obs and terminated side by
-        side, as `step.unpack_batch` reads them."""
+        (len(t), batch_width): obs, action, reward, next obs and terminated side by side, as
+        `unpack_batch` reads them."""
         obs_dim, act_dim = self.obs.shape[1], self.action.shape[1]
         s = self._slot(t)
         np.take(self.obs, s, axis=0, out=out[:, :obs_dim])

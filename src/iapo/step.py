@@ -20,27 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, AgentState, Batch, _act, _over_seeds, _update
-from iapo.replay import ReplayBuffer
+from iapo.agent import Agent, AgentState, _act, _over_seeds, _update
+from iapo.replay import ReplayBuffer, batch_width, unpack_batch
 
 
-def batch_width(obs_dim: int, act_dim: int) -> int:
-    """Columns of a packed transition: obs, action, reward, next obs, terminated."""
-    return 2 * obs_dim + act_dim + 2
-
-
-def unpack_batch(packed: jax.Array, obs_dim: int, act_dim: int) -> Batch:
-    """The Batch held in the columns of `packed` (..., batch_width), as `ReplayBuffer.pack` wrote
-    them. One array crosses to the device instead of five (on CPU a transfer costs about 30 us,
-    mostly per array)."""
-    cuts = [0, obs_dim, obs_dim + act_dim, obs_dim + act_dim + 1, 2 * obs_dim + act_dim + 1]
-    return Batch(
-        obs=packed[..., cuts[0]:cuts[1]],
-        action=packed[..., cuts[1]:cuts[2]],
-        reward=packed[..., cuts[2]],
-        next_obs=packed[..., cuts[3]:cuts[4]],
-        terminated=packed[..., cuts[4]],
-    )
+def _update_packed(agent: Agent, state: AgentState, packed: jax.Array):
+    """One update on a packed batch (B, batch_width)."""
+    return _update(agent, state, unpack_batch(packed, agent.obs_dim, agent.act_dim))
 
 
 @functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
@@ -50,10 +36,7 @@ def train_step(agent: Agent, state: AgentState, batches: jax.Array, obs: jax.Arr
     Returns (state, infos with a leading U axis after the seed axis, actions ([S,] 1, d), keys)."""
 
     def one_seed(state, batches, obs, key):
-        def body(state, packed):
-            return _update(agent, state, unpack_batch(packed, agent.obs_dim, agent.act_dim))
-
-        state, infos = jax.lax.scan(body, state, batches)
+        state, infos = jax.lax.scan(functools.partial(_update_packed, agent), state, batches)
         action, key = _act(agent, state, obs, key)
         return state, infos, action, key
 
@@ -117,7 +100,7 @@ def train_step_on_device(agent: Agent, state: AgentState, replay: DeviceReplay, 
         def body(carry, _):
             state, replay = carry
             replay, packed = replay_sample(replay, agent.config.batch_size)
-            state, info = _update(agent, state, unpack_batch(packed, agent.obs_dim, agent.act_dim))
+            state, info = _update_packed(agent, state, packed)
             return (state, replay), info
 
         (state, replay), infos = jax.lax.scan(body, (state, replay), None, length=updates)

@@ -25,8 +25,8 @@ from iapo.envs import check_env_id, dims, make_env
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import write_json_atomic
 from iapo.logger import RunLogger, plot_seed_curves
-from iapo.replay import ReplayBuffer
-from iapo.step import DeviceReplay, batch_width, mirror, train_step, train_step_on_device
+from iapo.replay import ReplayBuffer, batch_width
+from iapo.step import DeviceReplay, mirror, train_step, train_step_on_device
 
 
 class NumericError(IapoError):

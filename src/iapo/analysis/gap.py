@@ -18,7 +18,7 @@ import optax
 
 from iapo import distributions as dist
 from iapo.errors import IapoError
-from iapo.objective import Objective, make_objective, value_and_grad
+from iapo.objective import Objective, value_and_grad
 from iapo.plotting import new_figure, save_figure
 
 
@@ -100,9 +100,9 @@ def objective_per_iterate(agent, state, obs, key, iterations: int):
     """J (iterations + 1, B) at lambda_0 .. lambda_iterations of the agent's iterative optimizer."""
     k_iter, k_last = jax.random.split(key)
     objective = agent.objective(state, obs)
-    lam, (js, _) = agent.optimizer._iterate(state.policy_params, obs, objective, k_iter, iterations)
+    lam, out = agent.optimizer.iterate(state.policy_params, obs, objective, k_iter, iterations)
     j_last, _ = objective(lam, k_last)
-    return jnp.concatenate([js, j_last[None]])
+    return jnp.concatenate([out["objective"], j_last[None]])
 
 
 @functools.partial(jax.jit, static_argnames=("agent", "iterations", "samples", "ascent"))
@@ -110,8 +110,7 @@ def _gap_at(agent, state, obs, key, iterations: int | None, samples: int, ascent
     k_agent, k_gap = jax.random.split(key)
     objective = agent.objective(state, obs)
     lam, _ = agent.optimizer.optimize(state.policy_params, obs, objective, k_agent, iterations)
-    precise = make_objective(agent.critic.apply, agent.objective_critic_params(state), obs,
-                             jnp.exp(state.log_alpha), agent.config.beta, samples)
+    precise = agent.objective(state, obs, n_samples=samples)
     return amortization_gap(objective, lam, k_gap, eval_objective=precise, **dict(ascent))
 
 

@@ -29,9 +29,11 @@ from iapo.plotting import new_figure, save_figure
 
 @functools.partial(jax.jit, static_argnames="agent")
 def policy_sample(agent, state, obs, key):
-    """(actions (B, d), log pi (B,), lambda (B, 2d)) of the agent's stochastic policy at obs."""
+    """(actions (B, d), log pi (B,), lambda (B, 2d)) of the agent's stochastic policy at obs, as it
+    acts (with the acting pessimism)."""
     k_opt, k_sample = jax.random.split(key)
-    lam, _ = agent.optimizer.optimize(state.policy_params, obs, agent.objective(state, obs), k_opt)
+    objective = agent.objective(state, obs, beta=agent.config.acting_beta)
+    lam, _ = agent.optimizer.optimize(state.policy_params, obs, objective, k_opt)
     actions, log_pi = agent.optimizer.sample(state.policy_params, obs, lam, k_sample)
     return actions, log_pi, lam
 
@@ -97,7 +99,7 @@ def value_bias(env_id: str, agent, state, gamma: float, states: int, horizon: in
     key, k = jax.random.split(key)
     actions, _, _ = policy_sample(agent, state, jnp.asarray(observations), k)
     q = agent.critic.apply(state.critic_params, jnp.asarray(observations), actions)  # (2, B)
-    q_pessimistic = np.asarray(pessimistic_value(q, agent.config.beta))
+    q_pessimistic = np.asarray(pessimistic_value(q, agent.config.beta, agent.config.pessimism_std))
     envs = [make_env(env_id) for _ in range(states)]
     try:
         for env, env_state in zip(envs, env_states):

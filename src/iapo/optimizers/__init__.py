@@ -48,5 +48,6 @@ def make_policy_optimizer(config: AgentConfig, act_dim: int) -> PolicyOptimizer:
         init_mean=config.init_mean,
         init_scale=config.init_scale,
         final_iterate_loss=config.final_iterate_loss,
+        input_norm=config.input_norm,
         unroll=config.unroll_iterations,
     )

@@ -1,8 +1,9 @@
 """Iterative amortization (IAPO, Alg. 2, Eq. 11-12): lambda <- f_phi(s, lambda, grad_lambda J).
 
 Starting from a fixed lambda_0, each of K iterations estimates grad_lambda J with fresh
-reparameterized samples, feeds [s, norm(lambda_k), norm(g_k)] (both stop-gradient) to the
-network, and applies the gated update of Eq. 12:
+reparameterized samples, feeds [s, norm(lambda_k), norm(g_k)] (both stop-gradient; `norm` is
+`normalize_input`, by default the reference code's per-block standardization) to the network,
+and applies the gated update of Eq. 12:
 
     lambda_{k+1} = omega * sg(lambda_k) + (1 - omega) * delta.
 
@@ -29,11 +30,37 @@ from iapo.optimizers.direct import LambdaPolicy
 sg = jax.lax.stop_gradient
 
 
-def standardize(x: jax.Array, eps: float = 1e-7) -> jax.Array:
-    """Per-sample normalization across the last axis: mean 0, std 1, no learned scale."""
+def standardize(x: jax.Array, eps: float = 1e-7, ddof: int = 0) -> jax.Array:
+    """Normalization across the last axis: mean 0, std 1 (std with `ddof`), no learned scale."""
     mean = jnp.mean(x, axis=-1, keepdims=True)
-    std = jnp.std(x, axis=-1, keepdims=True)
+    std = jnp.std(x, axis=-1, keepdims=True, ddof=ddof)
     return (x - mean) / (std + eps)
+
+
+def normalize_input(x: jax.Array, form: str) -> jax.Array:
+    """The iterative network's view of lambda_k or grad_lambda J, x (..., 2d) = [mean block,
+    log-sigma block], in the normalization `form` (the config's `input_norm`):
+
+    - `reference`: each block standardized across its d entries with the unbiased std + 1e-7,
+      as the reference code does; a block of one entry (d = 1) is passed as it is (the unbiased
+      std of one number is undefined: the reference would feed NaN);
+    - `joint`: the whole 2d vector standardized at once with the biased std (with d = 1 only
+      the signs survive);
+    - `none`: x itself;
+    - `log`: sign(x) log(1 + |x|) elementwise, which keeps order and magnitude but compresses it.
+    """
+    if form == "none":
+        return x
+    if form == "log":
+        return jnp.sign(x) * jnp.log1p(jnp.abs(x))
+    if form == "joint":
+        return standardize(x)
+    if form != "reference":
+        raise ValueError(f"unknown input normalization {form!r}")
+    if x.shape[-1] == 2:  # d = 1
+        return x
+    mean, log_scale = dist.split(x)
+    return dist.join(standardize(mean, ddof=1), standardize(log_scale, ddof=1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +72,7 @@ class IterativeOptimizer(LambdaPolicy):
     init_mean: float = 0.0
     init_scale: float = 0.5
     final_iterate_loss: bool = False
+    input_norm: str = "reference"  # normalize_input's form for lambda_k and grad_lambda J
     unroll: bool = False  # unroll the K iterations in the compiled program (same numbers)
 
     @property
@@ -61,7 +89,9 @@ class IterativeOptimizer(LambdaPolicy):
     def step(self, params, obs, objective: Objective, lam, key):
         """One iteration (Eq. 11-12): returns lambda_{k+1} and (J(lambda_k) surrogate, aux)."""
         j, aux, grad = value_and_grad(objective, sg(lam), key)  # (B,), {.}, (B, 2d)
-        inputs = jnp.concatenate([obs, standardize(sg(lam)), standardize(grad)], axis=-1)
+        inputs = jnp.concatenate(
+            [obs, normalize_input(sg(lam), self.input_norm), normalize_input(grad, self.input_norm)], axis=-1
+        )
         delta, gate_logits = self.net.apply(params, inputs)
         gate = jax.nn.sigmoid(gate_logits)
         new_lam = gate * sg(lam) + (1.0 - gate) * delta  # Eq. 12
@@ -70,25 +100,37 @@ class IterativeOptimizer(LambdaPolicy):
         surrogate = j + jnp.sum((lam - sg(lam)) * grad, axis=-1)  # value J, gradient via lam
         return new_lam, (surrogate, aux)
 
-    def _iterate(self, params, obs, objective, key, iterations: int):
-        """K iterations under lax.scan: lambda_K and the per-iterate (J surrogate, aux) of 0..K-1."""
+    def iterate(self, params, obs, objective, key, iterations: int):
+        """K = `iterations` iterations from lambda_0 under lax.scan. Iteration k (0-based) draws
+        its samples with the k-th key of `jax.random.split(key, iterations)`.
+
+        Returns lambda_K and a dict of per-iterate arrays: `objective` (K, B), J at lambda_0 ..
+        lambda_{K-1} (as surrogates whose gradient reaches the parameters through lambda_k),
+        `aux` (J's q and kl parts, each (K, B)) and `iterates` (K, B, 2d), lambda_1 .. lambda_K.
+        """
 
         def body(lam, k):
-            return self.step(params, obs, objective, lam, k)
+            new_lam, (surrogate, aux) = self.step(params, obs, objective, lam, k)
+            return new_lam, {"objective": surrogate, "aux": aux, "iterates": new_lam}
 
         keys = jax.random.split(key, iterations)
         lam0 = self.initial_lam(obs.shape[0])
-        # lam_K, ((K, B), aux of (K, B))
         return jax.lax.scan(body, lam0, keys, unroll=iterations if self.unroll else 1)
 
     def optimize(self, params, obs, objective: Objective, key, iterations: int | None = None):
-        lam, (js, _) = self._iterate(params, obs, objective, key, iterations or self.iterations)
-        return lam, {"objective_per_iteration": jnp.mean(js, axis=-1)}
+        lam, out = self.iterate(params, obs, objective, key, iterations or self.iterations)
+        return lam, {"objective_per_iteration": jnp.mean(out["objective"], axis=-1)}
 
     def loss(self, params, obs, objective: Objective, key):
-        """(1/K) sum_{k=1..K} -J(lambda_k; s), or -J(lambda_K; s) with `final_iterate_loss`."""
+        """(1/K) sum_{k=1..K} -J(lambda_k; s), or -J(lambda_K; s) with `final_iterate_loss`.
+
+        With `key_iter, key_last = jax.random.split(key)`, J(lambda_k) for k < K uses the samples
+        of iteration k of `iterate(..., key_iter, K)` and J(lambda_K) those of `key_last`; the
+        iterates lambda_1 .. lambda_K are returned in info["iterates"] (K, B, 2d).
+        """
         key_iter, key_last = jax.random.split(key)
-        lam, (js, _) = self._iterate(params, obs, objective, key_iter, self.iterations)
+        lam, out = self.iterate(params, obs, objective, key_iter, self.iterations)
+        js = out["objective"]  # (K, B)
         j_last, aux, grad = value_and_grad(objective, sg(lam), key_last)
         j_last = j_last + jnp.sum((lam - sg(lam)) * grad, axis=-1)
         # J at lambda_1..lambda_K, (K, B); js[0] belongs to the fixed lambda_0 and has no gradient.
@@ -97,6 +139,7 @@ class IterativeOptimizer(LambdaPolicy):
         info = {
             "kl": aux["kl"],
             "lam": lam,
+            "iterates": out["iterates"],
             "objective_per_iteration": jnp.concatenate([jnp.mean(js, -1), jnp.mean(j_last)[None]]),
         }
         return -jnp.mean(j_train), info

@@ -3,8 +3,8 @@
 - `gradient_ascent`: Adam on lambda = (mu, log sigma) along grad_lambda J (reference comparison:
   lr 1e-2, 10 samples, 250 steps, from the iterative optimizer's lambda_0); with more steps it
   also gives the estimate of the optimum that the amortization gap is measured against.
-- `cem`: the cross-entropy method, gradient-free (reference: 100 samples, refit to the top 10,
-  sigma = sqrt(var + 1e-6), smoothed update new = 0.99 old + 0.01 fit).
+- `cem`: the cross-entropy method, gradient-free (reference: 100 samples ranked by Q, refit to
+  the top 10, sigma = sqrt(var + 1e-6), smoothed update new = 0.99 old + 0.01 fit).
 
 Both run their iterations under `lax.scan` and return the objective at every iterate, so that
 their efficiency can be compared iteration by iteration with the iterative optimizer's.
@@ -55,10 +55,12 @@ def cem(
 ) -> tuple[jax.Array, jax.Array]:
     """Cross-entropy method on lambda from lam0 (B, 2d).
 
-    Each iteration draws `samples` pre-tanh actions u ~ N(mu, sigma) per state, scores each by
-    the integrand of J (Q(s, a) - alpha (log pi(a) - log p(a))), fits (mu, sigma) to the `elites`
-    best, and moves (mu, sigma) a fraction `smoothing` of the way to the fit. `integrand` is
-    `objective.integrand`, `objective` estimates J at each iterate for the record.
+    Each iteration draws `samples` pre-tanh actions u ~ N(mu, sigma) per state, ranks them by
+    the pessimistic value Q(s, a) alone, as the reference code does (its KL term is one number
+    per state, the same for every sample; a per-sample -alpha log pi(a) would favour the
+    least likely samples), fits (mu, sigma) to the `elites` best, and moves (mu, sigma) a
+    fraction `smoothing` of the way to the fit. `integrand` is `objective.integrand` (its aux
+    "q" is the value ranked), `objective` estimates J at each iterate for the record.
     Returns the final lambda and J (B,) at every iterate, (steps + 1, B).
     """
     def body(lam, k):
@@ -66,7 +68,8 @@ def cem(
         j, _ = objective(lam, k_eval)
         mean, log_scale = dist.split(lam)
         eps = jax.random.normal(k_draw, (samples, *mean.shape), mean.dtype)  # (M, B, d)
-        scores, _ = integrand(lam, eps)  # (M, B)
+        _, aux = integrand(lam, eps)
+        scores = aux["q"]  # (M, B)
         top = jnp.argsort(-scores, axis=0)[:elites]  # (E, B)
         u = mean + jnp.exp(log_scale) * eps  # (M, B, d)
         u_top = jnp.take_along_axis(u, top[..., None], axis=0)  # (E, B, d)
