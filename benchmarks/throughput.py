@@ -243,6 +243,11 @@ def main() -> None:
             ("iapo direct N=10", lambda: Iapo("iapo direct N=10", args.env, root, 1, agent="direct")),
             *[(f"iapo iterative K={k}", lambda k=k: Iapo(f"iapo iterative K={k}", args.env, root, 1,
                                                           agent="iterative", iterations=k)) for k in (1, 2, 5)],
+            # bfloat16 multiplies inside J (`--matmul-precision`; the default `auto` picks them on a GPU or an AMX CPU).
+            ("iapo direct, bfloat16", lambda: Iapo("iapo direct, bfloat16", args.env, root, 1, agent="direct",
+                                                   action_samples=1, matmul_precision="bfloat16")),
+            ("iapo iterative K=5, bfloat16", lambda: Iapo("iapo iterative K=5, bfloat16", args.env, root, 1,
+                                                          agent="iterative", matmul_precision="bfloat16")),
             # The other agents of the paper's comparisons, at their defaults.
             ("iapo direct-flow", lambda: Iapo("iapo direct-flow", args.env, root, 1, agent="direct-flow")),
             ("iapo gradient K=5", lambda: Iapo("iapo gradient K=5", args.env, root, 1, agent="gradient")),

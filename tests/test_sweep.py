@@ -139,3 +139,32 @@ def test_ray_sweep_survives_a_killed_worker(tmp_path):
             m = read_metrics(trial / f"seed_{seed}" / "metrics.csv")
             assert m["step"].astype(int).tolist() == list(range(100, 901, 100))
             assert np.all(np.isfinite(m["eval_return_mean"]))
+
+
+def test_trials_sharing_a_gpu_each_take_a_share_of_its_memory(tmp_path, monkeypatch):
+    """A local sweep running two trials at once gives each process XLA's client memory fraction
+    0.45 (JAX would otherwise preallocate 75% of the GPU per process); a user's setting stands."""
+    from iapo import sweep as sweep_mod
+    from iapo.sweep import trial_environment
+
+    started = []
+
+    class FakeProcess:
+        returncode = 0
+
+        def __init__(self, args, env=None, **kw):
+            started.append(env)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(sweep_mod.subprocess, "Popen", FakeProcess)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    cfg = SweepConfig(envs=("Pendulum-v1",), agents=("direct",), seeds=("0",), set=("iterations=1,2",),
+                      out=str(tmp_path / "sweep"), workers=2, progress=False)
+    runner = Sweep(cfg)
+    runner._run_local(runner.trials)
+    assert [env["XLA_PYTHON_CLIENT_MEM_FRACTION"] for env in started] == ["0.450", "0.450"]
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in trial_environment({}, 1)  # alone: JAX's own default
+    assert trial_environment({"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, 4) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}

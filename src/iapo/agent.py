@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from iapo import distributions as dist
+from iapo import precision
 from iapo.config import AgentConfig
 from iapo.model import DynamicsModel, make_model_based_value, model_loss
 from iapo.networks import TwinCritic
@@ -62,10 +63,23 @@ class Agent:
 
     @functools.cached_property
     def critic(self) -> TwinCritic:
+        """The twin critics, float32: their TD regression and targets."""
         layout = self.config.critic_layout
         if layout == "auto":
             layout = "separate" if self.config.agent == "iterative" and jax.default_backend() == "cpu" else "ensemble"
         return TwinCritic(tuple(self.config.critic_hidden_sizes), separate=layout == "separate")
+
+    @functools.cached_property
+    def matmul_precision(self) -> str:
+        """"float32" or "bfloat16": the config's `matmul_precision` resolved on this backend."""
+        return precision.resolve(self.config.matmul_precision)
+
+    @functools.cached_property
+    def objective_critic(self) -> TwinCritic:
+        """The same critics (same parameters) as evaluated inside J, in `matmul_precision`."""
+        if self.matmul_precision == "float32":
+            return self.critic
+        return self.critic.clone(bf16_hidden=True)
 
     @functools.cached_property
     def model(self) -> DynamicsModel:
@@ -124,7 +138,7 @@ class Agent:
         if self.model_based:
             action_value = make_model_based_value(self, state, obs, jax.random.PRNGKey(0) if key is None else key, beta)
         return MonteCarloObjective(
-            self.critic.apply,
+            self.objective_critic.apply,
             self.objective_critic_params(state),
             obs,
             jnp.exp(state.log_alpha),

@@ -45,9 +45,10 @@ class AgentConfig:
 
     acting_pessimism: float | None = 1.0
     """beta of the objective J that the policy optimizer ascends when the agent acts (training
-    collection, evaluation, `iapo evaluate`, the analyses' rollouts): 1 as in the reference
-    code, which acts in its evaluation mode. Unset means the training beta (iapo before 0.2).
-    Only optimizers that read J when acting (iterative, gradient, cem) are affected."""
+    collection, evaluation, `iapo evaluate`, the analyses' rollouts): 1, after the reference
+    code, which acts in its evaluation mode with a beta of its own. Negative values are optimism
+    (mean + |beta| std). Unset means the training beta (iapo before 0.2). Only optimizers that
+    read J when acting (iterative, gradient, cem) are affected."""
 
     pessimism_std: PessimismStd = "biased"
     """The std over the critics in Eq. 13: `biased` (the paper's text: |Q1 - Q2| / 2, so beta = 1
@@ -89,6 +90,13 @@ class AgentConfig:
     one batched multiply for both; separate, one critic after the other. auto: separate for the
     iterative agent on a CPU, whose update ran 9% faster so (benchmarks/update_variants.py), else
     ensemble (the direct update gained nothing)."""
+
+    matmul_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Operands of the critics' hidden-layer multiplies inside the objective J (most of the
+    iterative agent's FLOPs): `bfloat16` with float32 accumulation and results, or `float32`.
+    auto: bfloat16 on a GPU or on a CPU with AMX, float32 elsewhere, decided when a run starts
+    (a resumed run keeps the precision it began with). The critics' TD regression, the policy
+    networks, the parameters, optimizer states and losses are float32 always."""
 
     hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy network (direct or iterative)."""
@@ -193,12 +201,12 @@ class AgentConfig:
         if not 0 < self.cem_smoothing <= 1:
             raise ConfigError(f"--cem-smoothing must be in (0, 1], got {self.cem_smoothing}")
         _positive_int("target-copy-every", self.target_copy_every, allow_zero=True)
-        for name in ("pessimism", "acting_pessimism"):
-            value = getattr(self, name)
-            if value is not None:
-                _finite(_flag(name), value)
-                if value < 0:
-                    raise ConfigError(f"--{_flag(name)} must be >= 0, got {value}")
+        if self.pessimism is not None:
+            _finite("pessimism", self.pessimism)
+            if self.pessimism < 0:
+                raise ConfigError(f"--pessimism must be >= 0, got {self.pessimism}")
+        if self.acting_pessimism is not None:  # (negative: optimism, as one version of the reference acted)
+            _finite("acting-pessimism", self.acting_pessimism)
         for name in ("policy_lr", "critic_lr", "alpha_lr", "init_alpha", "init_scale", "optimizer_lr", "model_lr"):
             value = getattr(self, name)
             _finite(_flag(name), value)

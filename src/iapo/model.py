@@ -91,13 +91,13 @@ def make_model_based_value(agent, state, obs: jax.Array, key: jax.Array, beta: f
     act_dim = agent.act_dim
 
     def q_hat(s, a):
-        return pessimistic_value(agent.critic.apply(critic_params, s, a), beta, cfg.pessimism_std)
+        return pessimistic_value(agent.objective_critic.apply(critic_params, s, a), beta, cfg.pessimism_std)
 
     def rollout_action(s: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
         """a ~ pi(s) and its KL, for predicted states s (..., obs_dim), all held constant."""
         flat = s.reshape(-1, s.shape[-1])
         k_opt, k_sample = jax.random.split(k)
-        objective = make_objective(agent.critic.apply, critic_params, flat, alpha, beta, cfg.action_samples,
+        objective = make_objective(agent.objective_critic.apply, critic_params, flat, alpha, beta, cfg.action_samples,
                                    cfg.pessimism_std)
         lam, _ = agent.optimizer.optimize(policy_params, flat, objective, k_opt)
         a, log_pi = agent.optimizer.sample(policy_params, flat, sg(lam), k_sample)

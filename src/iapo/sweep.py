@@ -292,6 +292,18 @@ def check_trial_dir(trial: Trial) -> None:
                           "choose another --out or remove that folder")
 
 
+def trial_environment(environ, concurrent: int) -> dict:
+    """The environment of a local trial process when `concurrent` trials run at once. JAX on a
+    GPU preallocates 75% of the device's memory per process, so that a second trial on the same
+    GPU would fail to start: each trial gets XLA_PYTHON_CLIENT_MEM_FRACTION = 0.9 / concurrent
+    instead, unless the user has set it or XLA_PYTHON_CLIENT_PREALLOCATE. (On a CPU it has no
+    effect.)"""
+    env = dict(environ)
+    if concurrent > 1 and not {"XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE"} & set(env):
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / concurrent:.3f}"
+    return env
+
+
 # -- running one trial (in the worker process) ---------------------------------------------------
 def run_trial(trial_dir: str) -> str:
     """Train the trial in `trial_dir` (its trial.json) to the end, resuming from the newest
@@ -495,7 +507,8 @@ class Sweep:
                 trial = pending.pop(0)
                 log = open(trial.dir / "trial.log", "ab")
                 proc = subprocess.Popen([sys.executable, "-m", "iapo.sweep", str(trial.dir)], stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        env=trial_environment(os.environ, min(slots, len(todo))))
                 log.close()
                 running[proc] = trial
                 self.set_status(trial, "running")
@@ -523,8 +536,12 @@ class Sweep:
                 ray.init(address=self.cfg.address, log_to_driver=False)
             else:
                 ray.init(log_to_driver=False, include_dashboard=False)
-        task = ray.remote(_ray_trial).options(num_cpus=self.cfg.cpus_per_trial, num_gpus=self.cfg.gpus_per_trial,
-                                               max_retries=self.cfg.max_retries, retry_exceptions=False)
+        options = dict(num_cpus=self.cfg.cpus_per_trial, num_gpus=self.cfg.gpus_per_trial,
+                       max_retries=self.cfg.max_retries, retry_exceptions=False)
+        if 0 < self.cfg.gpus_per_trial < 1:  # trials sharing a GPU each take their share of its memory
+            share = {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 * self.cfg.gpus_per_trial:.3f}"}
+            options["runtime_env"] = {"env_vars": share}
+        task = ray.remote(_ray_trial).options(**options)
         refs = {}
         for trial in todo:
             refs[task.remote(str(trial.dir.resolve()))] = trial

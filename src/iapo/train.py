@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo import checkpoint
+from iapo import precision
 from iapo.agent import Agent, AgentState, act, act_seeds, pretrain_model_seeds
 from iapo.config import TrainConfig, to_dict, train_config_from_dict
 from iapo.env_state import get_state, set_state
@@ -299,7 +300,9 @@ class Trainer:
             for run in self.runs:
                 run.run_dir.mkdir(exist_ok=True)
         obs_dim, self.act_dim = dims(self.runs[0].env)
-        self.agent = Agent(config.algo, obs_dim, self.act_dim)
+        # `auto` precision is decided here, once: a resumed run takes the one its checkpoint names.
+        self.agent = Agent(dataclasses.replace(config.algo, matmul_precision=precision.resolve(config.algo.matmul_precision)),
+                           obs_dim, self.act_dim)
         roots = [jax.random.PRNGKey(seed) for seed in seeds]
         self.templates = [self.agent.init(jax.random.fold_in(root, 0)) for root in roots]
         self.state = self._stack_seeds(self.templates)  # ([S,] ...) every leaf
@@ -379,6 +382,7 @@ class Trainer:
             extra = run.extra(self._seed(self.act_key, i), infos, None if action is None else self._seed(action, i))
             extra["replay_key"] = np.asarray(self._seed(self.replay_key if self.replay is None else self.replay.key, i))
             extra["replay_on_device"] = self.replay_on_device
+            extra["matmul_precision"] = self.agent.matmul_precision
             state = self._seed(self.state, i)
             paths.append(checkpoint.save(run.run_dir, run.loop.step, state, extra, run.replay_parts))
         return paths
@@ -417,6 +421,11 @@ class Trainer:
             self.replay_key = self._stack_seeds([jnp.asarray(extra["replay_key"]) for _, extra in loaded])
         if self.config.replay_sampling == "auto":  # keep sampling where the run sampled before (older versions: host)
             self.replay_on_device = bool(loaded[0][1].get("replay_on_device", False))
+        if self.config.algo.matmul_precision == "auto":  # keep the precision the run began with (older: float32)
+            began = str(loaded[0][1].get("matmul_precision", "float32"))
+            if began != self.agent.matmul_precision:
+                self.agent = Agent(dataclasses.replace(self.config.algo, matmul_precision=began), self.agent.obs_dim,
+                                   self.act_dim)
         self.replay = None  # rebuilt from the restored buffers on the next update
         actions = [run.loop.action for run in self.runs]  # absent from checkpoints of older versions
         self.action = None if any(a is None for a in actions) else self._stack_seeds([jnp.asarray(a) for a in actions])
