@@ -82,6 +82,10 @@ class StubAgent(Agent):
         return LinearCritic
 
     @property
+    def objective_critic(self):
+        return LinearCritic
+
+    @property
     def optimizer(self):
         policy = FixedPolicy()
         policy.kl = self.kl

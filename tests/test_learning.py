@@ -19,8 +19,9 @@ FAST = dict(hidden_sizes=(64, 64), critic_hidden_sizes=(64, 64), batch_size=128,
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "algo",
-    [AgentConfig(agent="direct", **FAST), AgentConfig(agent="iterative", iterations=2, action_samples=4, **FAST)],
-    ids=["direct", "iterative"],
+    [AgentConfig(agent="direct", **FAST), AgentConfig(agent="iterative", iterations=2, action_samples=4, **FAST),
+     AgentConfig(agent="iterative", iterations=2, action_samples=4, matmul_precision="bfloat16", **FAST)],
+    ids=["direct", "iterative", "iterative-bfloat16"],
 )
 def test_agent_solves_pendulum(algo, tmp_path):
     config = TrainConfig(env="Pendulum-v1", seed=0, total_steps=10_000, random_steps=1_000,

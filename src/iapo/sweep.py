@@ -36,7 +36,7 @@ from typing import Literal
 from iapo import checkpoint
 from iapo.config import AgentConfig, TrainConfig, to_dict, train_config_from_dict
 from iapo.errors import ConfigError, IapoError, RunDirError
-from iapo.files import show_value, write_json_atomic
+from iapo.files import lock_run_dir, show_value, unlock_run_dir, write_json_atomic
 
 MANIFEST = "sweep.json"
 MANIFEST_VERSION = 1
@@ -311,29 +311,50 @@ def run_trial(trial_dir: str) -> str:
     from iapo.train import Trainer
 
     trial_dir = Path(trial_dir)
-    config = train_config_from_dict(json.loads((trial_dir / "trial.json").read_text()))
-    config = dataclasses.replace(config, run_dir=str(trial_dir), progress=False)
-    attempt = 1
-    worker = trial_dir / "worker.json"
-    if worker.exists():
-        try:
-            attempt = int(json.loads(worker.read_text()).get("attempt", 0)) + 1
-        except (OSError, ValueError, AttributeError):
-            pass
-    write_json_atomic(worker, {"host": socket.gethostname(), "pid": os.getpid(), "attempt": attempt,
-                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    if is_done(config):
-        return "done"
-    if common_checkpoint(config) is not None:
-        Trainer(config, resume=True).run()
-    else:  # never checkpointed: start afresh, replacing whatever a killed start left behind
-        Trainer(dataclasses.replace(config, overwrite=True)).run()
-    return "done" if is_done(config) else "stopped"
+    # A worker of an earlier sweep (its driver killed) may still train this trial: wait for it,
+    # then go on from where it stopped; never two writers.
+    lock_run_dir(trial_dir, wait=True, label="trial")
+    try:
+        config = train_config_from_dict(json.loads((trial_dir / "trial.json").read_text()))
+        config = dataclasses.replace(config, run_dir=str(trial_dir), progress=False)
+        attempt = 1
+        worker = trial_dir / "worker.json"
+        if worker.exists():
+            try:
+                attempt = int(json.loads(worker.read_text()).get("attempt", 0)) + 1
+            except (OSError, ValueError, AttributeError):
+                pass
+        write_json_atomic(worker, {"host": socket.gethostname(), "pid": os.getpid(), "attempt": attempt,
+                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        if is_done(config):
+            return "done"
+        if common_checkpoint(config) is not None:
+            Trainer(config, resume=True).run()
+        else:  # never checkpointed: start afresh, replacing whatever a killed start left behind
+            Trainer(dataclasses.replace(config, overwrite=True)).run()
+        return "done" if is_done(config) else "stopped"
+    finally:
+        unlock_run_dir(trial_dir)  # (a Ray worker process lives on to run other trials)
+
+
+def stop_when_orphaned(parent: int, period: float = 1.0) -> threading.Thread:
+    """A daemon thread that sends this process SIGTERM (a checkpoint, then the end) once its
+    parent `parent` is gone, so that a sweep driver killed by SIGKILL leaves no worker behind."""
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(period)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="iapo-orphan-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def worker_main(argv: list[str] | None = None) -> None:
     """`python -m iapo.sweep TRIAL_DIR`: the local backend's child process."""
     args = sys.argv[1:] if argv is None else argv
+    stop_when_orphaned(os.getppid())
     try:
         status = run_trial(args[0])
     except IapoError as exc:

@@ -24,7 +24,7 @@ from iapo.config import TrainConfig, to_dict, train_config_from_dict
 from iapo.env_state import get_state, set_state
 from iapo.envs import check_env_id, dims, make_env
 from iapo.errors import ConfigError, IapoError, RunDirError
-from iapo.files import write_json_atomic
+from iapo.files import LOCK_NAME, lock_run_dir, unlock_run_dir, write_json_atomic
 from iapo.logger import RunLogger, plot_seed_curves
 from iapo.replay import ReplayBuffer, batch_width
 from iapo.step import DeviceReplay, mirror, train_step, train_step_on_device
@@ -40,31 +40,39 @@ EVAL_SEED_OFFSET = 10_000
 
 
 def prepare_run_dir(config: TrainConfig) -> Path:
-    """Check that the run directory can take this run; with --overwrite, clear the old run."""
+    """Check that the run directory can take this run and lock it for this process (see
+    `files.lock_run_dir`); with --overwrite, clear the old run."""
     run_dir = Path(config.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--run-dir {run_dir} is a file, not a directory")
-    old_config = run_dir / "config.json"
-    existing = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
-    if run_dir.is_dir():
-        existing += [p for p in run_dir.glob("seed_*") if (p / "config.json").exists()]
-    if existing and not config.overwrite:
-        try:
-            same = _identity(json.loads(old_config.read_text())) == _identity(to_dict(config))
-        except (OSError, ValueError):
-            same = False
-        what = "a run with this configuration" if same else "a different run"
-        raise RunDirError(
-            f"--run-dir {run_dir} already holds {what}; pass --overwrite to replace it, "
-            "or choose another --run-dir"
-        )
+    if (run_dir / LOCK_NAME).exists():  # a live writer is named before anything else is said
+        lock_run_dir(run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".iapo-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise RunDirError(f"--run-dir {run_dir} is not writable: {exc.strerror or exc}") from None
+        old_config = run_dir / "config.json"
+        existing = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+        if run_dir.is_dir():
+            existing += [p for p in run_dir.glob("seed_*") if (p / "config.json").exists()]
+        if existing and not config.overwrite:
+            try:
+                same = _identity(json.loads(old_config.read_text())) == _identity(to_dict(config))
+            except (OSError, ValueError):
+                same = False
+            what = "a run with this configuration" if same else "a different run"
+            raise RunDirError(
+                f"--run-dir {run_dir} already holds {what}; pass --overwrite to replace it, "
+                "or choose another --run-dir"
+            )
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            probe = run_dir / ".iapo-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise RunDirError(f"--run-dir {run_dir} is not writable: {exc.strerror or exc}") from None
+        lock_run_dir(run_dir)
+    except RunDirError:
+        unlock_run_dir(run_dir)
+        raise
     if config.overwrite:
         for path in existing:
             if path.is_dir():
@@ -295,7 +303,10 @@ class Trainer:
             else:
                 seed_dir, seed_config = self.run_dir, config
             self.runs.append(SeedRun(seed_config, seed_dir, self.group))
-        if not resume:
+        # One writer per run directory (a group's: its root) while this run lasts.
+        if resume:
+            lock_run_dir(self.run_dir)
+        else:
             prepare_run_dir(config)
             for run in self.runs:
                 run.run_dir.mkdir(exist_ok=True)
@@ -605,6 +616,7 @@ class Trainer:
                 run.close(quiet)
             except IapoError as exc:
                 errors.append(exc)
+        unlock_run_dir(self.run_dir)
         if errors:
             raise errors[0]
 
