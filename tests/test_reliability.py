@@ -9,6 +9,9 @@ import sys
 import textwrap
 import time
 
+import numpy as np
+import pytest
+
 from iapo.files import LOCK_NAME
 
 from test_cli import run_cli
@@ -84,3 +87,58 @@ def test_a_sweep_worker_stops_when_its_driver_is_killed(tmp_path):
     while not flag.exists() and time.time() < deadline:
         time.sleep(0.1)
     assert flag.exists(), "the orphaned worker kept running"
+
+
+# -- a damaged metrics.csv ----------------------------------------------------------------------
+def _row(step, ret):
+    from iapo.logger import COLUMNS
+
+    values = {"step": step, "episodes": step // 100, "eval_return_mean": ret, "eval_return_std": 1.5,
+              "updates": step, "wall_time_s": 2.0}
+    return ",".join(str(values.get(k, "")) for k in COLUMNS)
+
+
+def _header():
+    from iapo.logger import COLUMNS
+
+    return ",".join(COLUMNS)
+
+
+@pytest.mark.parametrize("damage", ["cut mid-row", "garbage line", "no header", "empty"])
+def test_resume_rebuilds_a_damaged_metrics_file_from_its_valid_rows(damage, tmp_path):
+    from iapo.logger import RunLogger, read_metrics
+
+    good = [_row(1000, 292.0), _row(2000, 315.0)]
+    text = {
+        "cut mid-row": "\n".join([_header(), good[0], good[1][:9]]),  # the file cut inside a row
+        "garbage line": "\n".join([_header(), good[0], "\x00\x00 not a row", good[1]]) + "\n",
+        "no header": "\n".join(good) + "\n",
+        "empty": "",
+    }[damage]
+    (tmp_path / "metrics.csv").write_text(text)
+    logger = RunLogger(tmp_path, "t", resume_after=2000)
+    logger.log({"step": 3000, "episodes": 30, "eval_return_mean": 330.0, "eval_return_std": 2.0})
+    logger.close()
+    m = read_metrics(tmp_path / "metrics.csv")
+    want = {"empty": [3000], "cut mid-row": [1000, 3000]}.get(damage, [1000, 2000, 3000])
+    assert m["step"].tolist() == want
+    assert m["eval_return_mean"][-1] == 330.0 and np.all(m["eval_return_mean"] < 1000)
+
+
+def test_a_folder_in_place_of_the_metrics_file_is_one_line(tmp_path, capsys):
+    from iapo.errors import IapoError
+    from iapo.logger import RunLogger
+
+    (tmp_path / "metrics.csv").mkdir()
+    with pytest.raises(IapoError, match="is a folder"):
+        RunLogger(tmp_path, "t", resume_after=1000)
+
+
+def test_plot_refuses_rows_that_do_not_parse(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"env": "Hopper-v5", "algo": {"agent": "direct"}}))
+    (run / "metrics.csv").write_text("\n".join([_header(), _row(1000, 292.0), "3000,292,494000"]) + "\n")
+    code, _, err = run_cli(["plot", str(run), "--out", str(tmp_path / "p.png")], capsys)
+    assert code == 2 and "line 3" in err and "damaged" in err, err
+    assert err.count("\n") == 1

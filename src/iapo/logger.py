@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from iapo.errors import IapoError
-from iapo.files import write_text_atomic
+from iapo.files import write_csv_atomic
 from iapo.plotting import new_figure, save_figure
 
 # The columns of metrics.csv, in order, with their meaning (also in docs/run-directory.md).
@@ -91,20 +91,58 @@ class RunLogger:
             raise IapoError(f"cannot write the logs in {self.run_dir}: {exc.strerror or exc}") from None
 
 
-def _truncate_rows(csv_path: Path, last_step: int) -> None:
-    """Keep the header and the rows with step <= last_step (written atomically)."""
+def _valid_rows(csv_path: Path, last_step: int | None = None) -> list[list[str]]:
+    """The rows of a metrics.csv that are whole and parse (every column present, step an integer,
+    every other field a number or empty), up to `last_step`; a torn, garbled or extra row is
+    left out."""
+    rows = []
     with open(csv_path, newline="") as f:
-        lines = f.readlines()
-    kept = lines[:1] + [line for line in lines[1:] if line.strip() and int(line.split(",", 1)[0]) <= last_step]
-    write_text_atomic(csv_path, "".join(kept))
+        reader = csv.reader(f)
+        for row in reader:
+            if row == list(COLUMNS) or len(row) != len(COLUMNS):
+                continue
+            try:
+                step = int(row[0])
+                [float(x) for x in row[1:] if x]
+            except ValueError:
+                continue
+            if last_step is None or step <= last_step:
+                rows.append(row)
+    return rows
+
+
+def _truncate_rows(csv_path: Path, last_step: int) -> None:
+    """Rebuild metrics.csv from its valid rows with step <= last_step, under the canonical header
+    (written atomically): rows logged after the checkpoint (by a run that died after it), a row
+    cut in the middle, a garbled line or a missing header are all mended."""
+    if csv_path.is_dir():
+        raise IapoError(f"{csv_path} is a folder, not iapo's metrics file; move it away to resume")
+    try:
+        rows = _valid_rows(csv_path, last_step)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise IapoError(f"cannot read {csv_path}: {exc}") from None
+    write_csv_atomic(csv_path, list(COLUMNS), rows)
 
 
 def read_metrics(csv_path: Path) -> dict[str, np.ndarray]:
+    """The columns of a metrics.csv as arrays (empty fields as NaN). A row that does not parse is
+    an error naming the file and the line, never a number read wrong."""
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return {}
-    return {k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]}
+    columns = list(rows[0])
+    out = {k: np.empty(len(rows)) for k in columns}
+    for i, row in enumerate(rows):
+        if None in row or any(v is None for v in row.values()):
+            raise IapoError(f"{csv_path}, line {i + 2}: the row does not have the {len(columns)} fields of the "
+                            "header; the file is damaged")
+        for k in columns:
+            try:
+                out[k][i] = float(row[k]) if row[k] else np.nan
+            except ValueError:
+                raise IapoError(f"{csv_path}, line {i + 2}: {k} = {row[k]!r} is not a number; the file is damaged") from None
+    return out
 
 
 def plot_learning_curve(csv_path: Path, out_path: Path, title: str) -> None:
