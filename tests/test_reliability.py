@@ -142,3 +142,36 @@ def test_plot_refuses_rows_that_do_not_parse(tmp_path, capsys):
     code, _, err = run_cli(["plot", str(run), "--out", str(tmp_path / "p.png")], capsys)
     assert code == 2 and "line 3" in err and "damaged" in err, err
     assert err.count("\n") == 1
+
+
+# -- --overwrite deletes only what iapo wrote ------------------------------------------------------
+def test_overwrite_refuses_a_folder_holding_files_iapo_did_not_write(tmp_path, capsys, tiny_args):
+    from test_cli import smoke_args
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "model_final.pt").write_text("weights")
+    (run_dir / "tensorboard").mkdir()
+    (run_dir / "tensorboard" / "notes.txt").write_text("notes")
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run_cli([*smoke_args(run_dir, "direct", tiny_args), *extra], capsys)
+        assert code == 2 and "which iapo did not write" in err and ("model_final.pt" in err or "notes.txt" in err), err
+    assert (run_dir / "checkpoints" / "model_final.pt").read_text() == "weights"
+    assert (run_dir / "tensorboard" / "notes.txt").read_text() == "notes"
+
+
+def test_overwrite_replaces_a_run_of_iapo_whole(tmp_path, capsys, tiny_args):
+    from test_cli import smoke_args
+
+    run_dir = tmp_path / "run"
+    args = smoke_args(run_dir, "direct", tiny_args, steps=150)
+    assert run_cli(args, capsys)[0] == 0
+    assert run_cli(["train", "--env", "Pendulum-v1", "--agent", "direct", "--seeds", "0", "1", "--total-steps", "150",
+                    "--random-steps", "100", "--eval-every", "150", "--eval-episodes", "1", "--run-dir",
+                    str(tmp_path / "group"), *tiny_args], capsys)[0] == 0
+    for target, argv in ((run_dir, args), (tmp_path / "group", None)):
+        if argv is None:
+            argv = ["train", "--env", "Pendulum-v1", "--agent", "direct", "--total-steps", "150", "--random-steps",
+                    "100", "--eval-every", "150", "--eval-episodes", "1", "--run-dir", str(target), *tiny_args]
+        code, _, err = run_cli([*argv, "--overwrite"], capsys)
+        assert code == 0, err

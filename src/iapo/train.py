@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 import signal
 import threading
@@ -39,6 +40,26 @@ TIMING_COLUMNS = ("env_steps_per_s", "wall_time_s")  # the only columns that dif
 EVAL_SEED_OFFSET = 10_000
 
 
+# What iapo writes in a run directory, by path relative to it (a seed's folder of a group holds the
+# same); `--overwrite` deletes these and nothing else.
+_OWN_FILES = [re.compile(p) for p in (
+    r"config\.json(\.tmp)?", r"metrics\.csv(\.tmp)?", r"learning_curve\.png(\.tmp)?", re.escape(LOCK_NAME),
+    r"\.iapo-write-test", r"checkpoints/ckpt_\d{9}\.ckpt(\.tmp)?", r"checkpoints/parts/replay_\d{12}_\d{12}\.part(\.tmp)?",
+    r"snapshots/agent_\d{9}\.ckpt(\.tmp)?", r"tensorboard/events\.out\.tfevents\.[^/]+",
+)]
+
+
+def foreign_file(run_dir: Path, path: Path) -> Path | None:
+    """A file at or under `path` (a file or folder of `run_dir` by one of iapo's names, or a
+    seed's folder of a group) that iapo did not write, if there is one."""
+    base = path if path.is_dir() and path.name.startswith("seed_") else run_dir
+    files = sorted(p for p in path.rglob("*") if not p.is_dir()) if path.is_dir() else [path]
+    for file in files:
+        if not any(pattern.fullmatch(file.relative_to(base).as_posix()) for pattern in _OWN_FILES):
+            return file
+    return None
+
+
 def prepare_run_dir(config: TrainConfig) -> Path:
     """Check that the run directory can take this run and lock it for this process (see
     `files.lock_run_dir`); with --overwrite, clear the old run."""
@@ -52,6 +73,11 @@ def prepare_run_dir(config: TrainConfig) -> Path:
         existing = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
         if run_dir.is_dir():
             existing += [p for p in run_dir.glob("seed_*") if (p / "config.json").exists()]
+        for path in existing:  # refuse to call a folder of other files a run, or to delete them
+            stranger = foreign_file(run_dir, path)
+            if stranger is not None:
+                raise RunDirError(f"--run-dir {run_dir} holds {stranger}, which iapo did not write; move it away "
+                                  "or choose another --run-dir")
         if existing and not config.overwrite:
             try:
                 same = _identity(json.loads(old_config.read_text())) == _identity(to_dict(config))
