@@ -175,3 +175,92 @@ def test_overwrite_replaces_a_run_of_iapo_whole(tmp_path, capsys, tiny_args):
                     "100", "--eval-every", "150", "--eval-episodes", "1", "--run-dir", str(target), *tiny_args]
         code, _, err = run_cli([*argv, "--overwrite"], capsys)
         assert code == 0, err
+
+
+# -- one line, not a traceback -------------------------------------------------------------------
+@pytest.mark.parametrize("text, says", [
+    ("[]", 'a JSON object with an "algo" object'),
+    ("null", 'a JSON object with an "algo" object'),
+    ('{"env": "Hopper-v5", "algo": {"batch_size": "abc"}}', 'batch_size = "abc" is not of type int'),
+    ('{"env": "Hopper-v5", "seed": null, "algo": {"agent": "direct"}}', "seed = null is not of type int"),
+    ('{"env": "Hopper-v5", "algo": []}', 'a JSON object with an "algo" object'),
+    (None, "is a folder"),
+])
+def test_a_broken_config_json_is_one_line(text, says, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if text is None:
+        (run_dir / "config.json").mkdir()
+    else:
+        (run_dir / "config.json").write_text(text)
+    for argv in (["train", "--resume", str(run_dir), "--no-progress"], ["evaluate", str(run_dir)]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and says in err and err.count("\n") == 1, err
+
+
+def test_out_of_device_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    import jax
+
+    from iapo import train as train_mod
+
+    def exhausted(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 40000000000 bytes.")
+
+    monkeypatch.setattr(train_mod.Trainer, "run", exhausted)
+    code, _, err = run_cli(["train", "--env", "Pendulum-v1", "--run-dir", str(tmp_path / "run"), "--no-progress"], capsys)
+    assert code == 2 and "out of memory on the device" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["evaluate", "RUN", "--seed", "-5"], "--seed must be in [0, 2**32)"),
+    (["evaluate", "RUN", "--seed", str(2**70)], "--seed must be in [0, 2**32)"),
+    (["analyze", "gap"], "name at least one run directory"),
+    (["analyze", "overestimation"], "name at least one run directory"),
+    (["analyze", "gap", "RUN", "--out", "FILE"], "is a file, not a folder"),
+    (["analyze", "gap", "RUN", "OTHER"], "different environments"),
+])
+def test_analysis_and_evaluate_inputs_are_one_line(argv, says, tmp_path, capsys):
+    for name, env in (("RUN", "Pendulum-v1"), ("OTHER", "Hopper-v5")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"env": env, "algo": {"agent": "direct"}}))
+    (tmp_path / "FILE").write_text("")
+    argv = [str(tmp_path / a) if a in ("RUN", "OTHER", "FILE") else a for a in argv]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and says in err and err.count("\n") == 1, err
+
+
+
+
+@pytest.mark.parametrize("how, says", [
+    ("raises", "raised in step: RuntimeError: solver diverged"),
+    ("shape", "returned an observation of shape (5,) from step"),
+    ("scalar action", "has actions of shape ()"),
+    ("empty action", "has actions of shape (0,)"),
+])
+def test_a_misbehaving_environment_is_one_line(how, says, tmp_path, capsys):
+    import gymnasium as gym
+
+    class Env(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, (3,))
+
+        def __init__(self):
+            shape = {"scalar action": (), "empty action": (0,)}.get(how, (2,))
+            self.action_space = gym.spaces.Box(-1, 1, shape)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(3, np.float32), {}
+
+        def step(self, action):
+            if how == "raises":
+                raise RuntimeError("solver diverged")
+            return np.zeros(5 if how == "shape" else 3, np.float32), 0.0, False, False, {}
+
+    env_id = f"IapoBroken{how.title().replace(' ', '')}-v0"
+    gym.register(env_id, entry_point=Env, max_episode_steps=50)
+    try:
+        code, _, err = run_cli(["train", "--env", env_id, "--total-steps", "200", "--random-steps", "50",
+                                "--eval-every", "100", "--run-dir", str(tmp_path / "run"), "--no-progress"], capsys)
+    finally:
+        gym.registry.pop(env_id)
+    assert code == 2 and says in err and err.count("\n") == 1, err

@@ -430,6 +430,25 @@ def run_evaluate(cfg: EvaluateConfig) -> str:
     return f"return {mean:.2f} ± {std:.2f} over {n} episodes"
 
 
+def _check_common(cfg) -> None:
+    """One-line errors for what every analysis and `evaluate` take: at least one run directory,
+    a seed that seeds an environment, an --out that is not a file."""
+    run_dirs = getattr(cfg, "run_dirs", None)
+    if run_dirs == ():
+        raise ConfigError("name at least one run directory")
+    if run_dirs:  # one figure compares runs of one environment
+        envs = {d: load_run_config(Path(d)).env for d in run_dirs}
+        if len(set(envs.values())) > 1:
+            shown = ", ".join(f"{d} ({env})" for d, env in envs.items())
+            raise ConfigError(f"the runs are of different environments: {shown}; analyze one environment at a time")
+    seed = getattr(cfg, "seed", 0)
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed must be in [0, 2**32), got {seed}")
+    out = getattr(cfg, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -439,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
                 description="The paper's analyses: each reads run directories and writes a figure and its numbers.",
                 config=(tyro.conf.OmitArgPrefixes,),
             )
+            _check_common(cfg)
             print(next(fn for config, fn in ANALYSES.values() if isinstance(cfg, config))(cfg))
             return
         from iapo.sweep import SweepConfig
@@ -463,6 +483,7 @@ def main(argv: list[str] | None = None) -> None:
         elif isinstance(cfg, PlotConfig):
             print(run_plot(cfg))
         else:
+            _check_common(cfg)
             print(run_evaluate(cfg))
     except IapoError as exc:
         print(f"iapo: error: {exc}", file=sys.stderr)
@@ -470,6 +491,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("iapo: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 (only XLA's out-of-memory is translated; the rest propagate)
+        if type(exc).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and "RESOURCE_EXHAUSTED" in str(exc):
+            print("iapo: error: out of memory on the device (RESOURCE_EXHAUSTED): reduce --hidden-sizes, "
+                  "--critic-hidden-sizes, --batch-size, --action-samples or --seeds", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
@@ -480,7 +507,11 @@ def load_run_config(run_dir: Path) -> TrainConfig:
         return train_config_from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise IapoError(f"{run_dir} holds no config.json: not a run directory") from None
-    except (ValueError, TypeError) as exc:
+    except IsADirectoryError:
+        raise IapoError(f"{path} is a folder, not a run configuration") from None
+    except OSError as exc:
+        raise IapoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError, ConfigError) as exc:
         raise ConfigError(f"{path} is not a valid run configuration: {exc}") from None
 
 

@@ -7,7 +7,10 @@ which is which); where the two differ, the choice is a field.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import types
+import typing
 from typing import Literal
 
 from iapo.errors import ConfigError
@@ -330,10 +333,44 @@ def to_dict(config) -> dict:
 LEGACY_AGENT_FIELDS = {"input_norm": "joint", "acting_pessimism": None}
 
 
+def _conforms(value, hint) -> bool:
+    """Whether a value read from JSON fits a field's type (Literal, unions, tuples of ints,
+    int, float, bool, str, None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_conforms(v, args[0]) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _check_types(cls, data: dict) -> None:
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        if name != "algo" and not _conforms(value, hints[name]):
+            hint = hints[name]
+            shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ConfigError(f"config field {name} = {json.dumps(value)} is not of type {shown}")
+
+
 def train_config_from_dict(data: dict) -> TrainConfig:
     """Rebuild a TrainConfig from its `config.json` form (lists back to tuples); the fields of
     `LEGACY_AGENT_FIELDS` that an older config lacks take their values from there, every other
-    missing field its default."""
+    missing field its default. A value of the wrong type is a ConfigError naming the field."""
+    if not isinstance(data, dict) or not isinstance(data.get("algo", {}), dict):
+        raise ConfigError(f"a run configuration is a JSON object with an \"algo\" object, not {json.dumps(data)[:60]}")
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     agent_data = dict(data.get("algo", {}))
@@ -345,6 +382,8 @@ def train_config_from_dict(data: dict) -> TrainConfig:
     unknown = (set(agent_data) - agent_fields) | (set(data) - train_fields)
     if unknown:
         raise ConfigError(f"config has unknown fields: {', '.join(sorted(unknown))}")
+    _check_types(AgentConfig, agent_data)
+    _check_types(TrainConfig, data)
     for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes", "model_hidden_sizes"):
         if name in agent_data:
             agent_data[name] = tuple(agent_data[name])

@@ -42,6 +42,10 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
             f"environment {env_id!r} has a {type(space).__name__} action space; "
             "iapo needs a continuous (Box) action space"
         )
+    if len(space.shape) != 1 or space.shape[0] == 0:
+        env.close()
+        raise EnvError(f"environment {env_id!r} has actions of shape {space.shape}; iapo needs a flat Box of at "
+                       "least one dimension")
     if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
         env.close()
         raise EnvError(f"environment {env_id!r} has an unbounded action space; iapo needs finite bounds")
@@ -52,7 +56,35 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
             f"environment {env_id!r} has observations {obs_space}; iapo needs a flat Box observation"
         )
     ones = np.ones(space.shape, np.float32)
-    return gym.wrappers.RescaleAction(env, -ones, ones)
+    return gym.wrappers.RescaleAction(CheckedEnv(env, env_id), -ones, ones)
+
+
+class CheckedEnv(gym.Wrapper):
+    """Turns an environment's failure in `reset` or `step`, or an observation of another shape
+    than its observation space says, into an EnvError naming the environment (one line, not a
+    traceback from inside it)."""
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        self.env_id = env_id
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            out = fn(*args, **kwargs)
+        except EnvError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (whatever the environment raises)
+            raise EnvError(f"environment {self.env_id!r} raised in {what}: {type(exc).__name__}: {exc}") from None
+        if np.shape(out[0]) != self.observation_space.shape:
+            raise EnvError(f"environment {self.env_id!r} returned an observation of shape {np.shape(out[0])} from "
+                           f"{what}; its observation space has shape {self.observation_space.shape}")
+        return out
+
+    def reset(self, **kwargs):
+        return self._call("reset", self.env.reset, **kwargs)
+
+    def step(self, action):
+        return self._call("step", self.env.step, action)
 
 
 def dims(env: gym.Env) -> tuple[int, int]:
