@@ -168,3 +168,15 @@ def test_trials_sharing_a_gpu_each_take_a_share_of_its_memory(tmp_path, monkeypa
     assert [env["XLA_PYTHON_CLIENT_MEM_FRACTION"] for env in started] == ["0.450", "0.450"]
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in trial_environment({}, 1)  # alone: JAX's own default
     assert trial_environment({"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, 4) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+
+
+def test_a_sweep_named_by_another_spelling_of_its_folder_is_the_same_sweep(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(sweep_args("sweep", steps=100), capsys)
+    assert code == 0, err
+    trial = json.loads((tmp_path / "sweep" / "Pendulum-v1_direct_iterations=1" / "trial.json").read_text())
+    assert trial["run_dir"] == "Pendulum-v1_direct_iterations=1"  # relative to the sweep folder
+    (tmp_path / "sweep").rename(tmp_path / "moved")
+    for out in (tmp_path / "moved", "./moved/"):
+        code, stdout, err = run_cli(sweep_args(out, steps=100), capsys)
+        assert code == 0 and "2 of 2 trials already finished" in stdout, err

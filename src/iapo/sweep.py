@@ -283,6 +283,10 @@ def check_trial_dir(trial: Trial) -> None:
     except (ConfigError, TypeError):
         pass
     new = json.loads(json.dumps(to_dict(trial.config)))
+    # Where the trial lives is the sweep folder's business, not a setting: the same sweep named by
+    # another spelling of --out (absolute, relative, moved) is the same sweep.
+    old.pop("run_dir", None)
+    new.pop("run_dir", None)
     if old != new:
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                 if k != "algo" and old.get(k) != new.get(k)]
@@ -406,8 +410,9 @@ class Sweep:
             self.out.mkdir(parents=True, exist_ok=True)
             for trial in self.trials:
                 trial.dir.mkdir(exist_ok=True)
-                if not (trial.dir / "trial.json").exists():
-                    write_json_atomic(trial.dir / "trial.json", to_dict(trial.config))
+                if not (trial.dir / "trial.json").exists():  # (its run_dir relative to the sweep folder)
+                    write_json_atomic(trial.dir / "trial.json", to_dict(dataclasses.replace(trial.config,
+                                                                                          run_dir=trial.name)))
         except OSError as exc:
             raise RunDirError(f"--out {self.out} is not writable: {exc.strerror or exc}") from None
         self.lock = threading.Lock()
