@@ -264,3 +264,60 @@ def test_a_misbehaving_environment_is_one_line(how, says, tmp_path, capsys):
     finally:
         gym.registry.pop(env_id)
     assert code == 2 and says in err and err.count("\n") == 1, err
+
+
+# -- smaller things ---------------------------------------------------------------------------------
+def test_resume_refuses_other_settings_given_with_it(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"env": "Pendulum-v1", "algo": {"agent": "direct"}}))
+    code, _, err = run_cli(["train", "--resume", str(run_dir), "--total-steps", "5", "--iterations", "3"], capsys)
+    assert code == 2 and "drop --total-steps, --iterations" in err and err.count("\n") == 1, err
+
+
+def test_warnings_are_one_plain_line_and_a_run_without_updates_says_so(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "iapo.cli", "train", "--env", "Pendulum-v1", "--total-steps", "50",
+                          "--random-steps", "100", "--eval-every", "50", "--eval-episodes", "1", "--hidden-sizes", "8",
+                          "--critic-hidden-sizes", "8", "--run-dir", str(tmp_path / "run"), "--no-progress"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "iapo: warning: --total-steps 50 is not above --random-steps 100" in out.stderr
+    assert "UserWarning" not in out.stderr
+
+
+def test_a_sweep_trial_whose_final_checkpoint_is_empty_is_not_finished(tmp_path):
+    from iapo import checkpoint
+    from iapo.config import TrainConfig
+    from iapo.sweep import is_done
+
+    config = TrainConfig(env="Pendulum-v1", seeds=(0, 1), total_steps=100, run_dir=str(tmp_path))
+    for seed in (0, 1):
+        path = checkpoint.checkpoint_path(tmp_path / f"seed_{seed}", 100)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x" if seed == 0 else b"")
+    assert not is_done(config)
+
+
+def test_a_kill_before_the_first_checkpoint_points_to_overwrite(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"env": "Pendulum-v1", "algo": {"agent": "direct"}}))
+    code, _, err = run_cli(["train", "--resume", str(run_dir), "--no-progress"], capsys)
+    assert code == 2 and "before its first one" in err and "--overwrite" in err, err
+
+
+def test_a_full_disk_at_the_first_checkpoint_does_not_promise_an_earlier_one(tmp_path, capsys, monkeypatch):
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the disk is full when the first checkpoint is written
+        if "ckpt_" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(28, os.strerror(28))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, _, err = run_cli(["train", "--env", "Pendulum-v1", "--total-steps", "100", "--random-steps", "50",
+                            "--eval-every", "100", "--eval-episodes", "1", "--hidden-sizes", "8", "--critic-hidden-sizes",
+                            "8", "--checkpoint-every", "100", "--run-dir", str(tmp_path / "run"), "--no-progress"],
+                           capsys)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert code == 2 and "no earlier checkpoint" in err and "intact" not in err, err

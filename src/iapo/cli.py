@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -449,7 +450,33 @@ def _check_common(cfg) -> None:
         raise ConfigError(f"--out {out} is a file, not a folder")
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one plain line, like the errors (not Python's `file:line: UserWarning` form)."""
+    return f"iapo: warning: {message}\n"
+
+
+def _check_resume(cfg: TrainConfig) -> None:
+    """--resume takes every setting from the run's config.json: refuse other settings given with it."""
+    defaults = TrainConfig()
+    given = [f.name for f in dataclasses.fields(TrainConfig)
+             if f.name not in ("resume", "progress", "algo") and getattr(cfg, f.name) != getattr(defaults, f.name)]
+    given += [f.name for f in dataclasses.fields(cfg.algo) if getattr(cfg.algo, f.name) != getattr(defaults.algo, f.name)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"--resume takes every setting from {Path(cfg.resume) / 'config.json'}; drop {flags} "
+                          "(other settings make a new run: start one with --run-dir)")
+
+
 def main(argv: list[str] | None = None) -> None:
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        _main(argv)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _main(argv: list[str] | None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         if args[:1] == ["analyze"]:
@@ -474,6 +501,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(cfg, TrainConfig):
             from iapo.train import resume, train
 
+            if cfg.resume:
+                _check_resume(cfg)
             run_dir = resume(Path(cfg.resume), cfg.progress) if cfg.resume else train(cfg)
             print(f"run written to {run_dir}  (learning curve: {run_dir / 'learning_curve.png'})")
         elif isinstance(cfg, SweepConfig):

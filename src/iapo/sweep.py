@@ -236,7 +236,10 @@ def common_checkpoint(config: TrainConfig) -> int | None:
 
 
 def is_done(config: TrainConfig) -> bool:
-    return common_checkpoint(config) == config.total_steps
+    """Every seed has a checkpoint of the final step, and none of them is an empty file."""
+    if common_checkpoint(config) != config.total_steps:
+        return False
+    return all(checkpoint.checkpoint_path(d, config.total_steps).stat().st_size > 0 for d in seed_dirs(config))
 
 
 def _last_eval(config: TrainConfig) -> tuple[int, float | None]:

@@ -334,6 +334,12 @@ class Trainer:
             lock_run_dir(self.run_dir)
         else:
             prepare_run_dir(config)
+            if config.total_steps <= config.random_steps:
+                warnings.warn(f"--total-steps {config.total_steps} is not above --random-steps {config.random_steps}: "
+                              "the run acts at random throughout and does no update", stacklevel=2)
+            if config.algo.batch_size > config.buffer_capacity:
+                warnings.warn(f"--batch-size {config.algo.batch_size} exceeds --buffer-capacity "
+                              f"{config.buffer_capacity}: every batch repeats transitions", stacklevel=2)
             for run in self.runs:
                 run.run_dir.mkdir(exist_ok=True)
         obs_dim, self.act_dim = dims(self.runs[0].env)
@@ -435,7 +441,9 @@ class Trainer:
         steps = set.intersection(*[{s for s, _ in checkpoint.list_checkpoints(r.run_dir)} for r in self.runs])
         if not steps:
             where = ", ".join(str(r.run_dir / "checkpoints") for r in self.runs)
-            raise checkpoint.CheckpointError(f"no checkpoint in {where}")
+            raise checkpoint.CheckpointError(
+                f"no checkpoint in {where}: the run stopped before its first one; start it again with the same "
+                "command and --overwrite")
         problems = []
         for step in sorted(steps, reverse=True):
             try:
