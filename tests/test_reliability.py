@@ -321,3 +321,18 @@ def test_a_full_disk_at_the_first_checkpoint_does_not_promise_an_earlier_one(tmp
                            capsys)
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert code == 2 and "no earlier checkpoint" in err and "intact" not in err, err
+
+
+def test_a_full_disk_at_start_up_is_one_line_and_leaves_no_temporary_file(tmp_path, capsys, monkeypatch):
+    real_replace = os.replace
+
+    def replace(src, dst):  # the disk fills up as config.json is written
+        if str(dst).endswith("config.json"):
+            raise OSError(28, os.strerror(28))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    code, _, err = run_cli(["train", "--env", "Pendulum-v1", "--run-dir", str(tmp_path / "run"), "--no-progress"],
+                           capsys)
+    assert code == 2 and "cannot write" in err and "No space left on device" in err and err.count("\n") == 1, err
+    assert not list(tmp_path.rglob("*.tmp"))

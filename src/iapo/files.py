@@ -19,12 +19,17 @@ _held: dict[Path, int] = {}  # run directory -> the open file descriptor holding
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path` and rename it over `path`, so a reader (or
-    a run killed mid-write) sees the old file or the new one, never part of one."""
+    a run killed mid-write) sees the old file or the new one, never part of one. A failure (a
+    full disk) removes the temporary file and is a RunDirError."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: no half-written file left behind, one line said
+        tmp.unlink(missing_ok=True)
+        raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def write_json_atomic(path: Path, data) -> None:
