@@ -336,3 +336,25 @@ def test_a_full_disk_at_start_up_is_one_line_and_leaves_no_temporary_file(tmp_pa
                            capsys)
     assert code == 2 and "cannot write" in err and "No space left on device" in err and err.count("\n") == 1, err
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("after", [1.0, 2.5, 4.0])
+def test_ctrl_c_during_start_up_ends_the_run(after, tmp_path):
+    """A SIGINT while JAX is imported and the update compiled is never swallowed: the process
+    ends at once with 130 (or, if training had begun, at a checkpoint with 0), and every file it
+    wrote is whole."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "iapo.cli", *LONG, "--run-dir", str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the interrupt was swallowed: training went on")
+    assert proc.returncode in (130, 0), err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert not list(tmp_path.rglob("*.tmp"))
+    if (run_dir / "config.json").exists():
+        json.loads((run_dir / "config.json").read_text())

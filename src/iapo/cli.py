@@ -12,6 +12,7 @@ from typing import Literal
 
 import tyro
 
+from iapo import signals
 from iapo.config import TrainConfig, train_config_from_dict
 from iapo.errors import ConfigError, IapoError
 
@@ -468,12 +469,17 @@ def _check_resume(cfg: TrainConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    handlers = None
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["train"]:
+        handlers = signals.defer_during_startup()  # until the training loop can stop cleanly
     previous = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:
         _main(argv)
     finally:
         warnings.formatwarning = previous
+        if handlers:  # (for a caller that runs main in its own process)
+            signals.restore(handlers)
 
 
 def _main(argv: list[str] | None) -> None:

@@ -33,7 +33,7 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-from iapo import checkpoint
+from iapo import checkpoint, signals
 from iapo.config import AgentConfig, TrainConfig, to_dict, train_config_from_dict
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import lock_run_dir, show_value, unlock_run_dir, write_json_atomic
@@ -358,9 +358,14 @@ def stop_when_orphaned(parent: int, period: float = 1.0) -> threading.Thread:
     return thread
 
 
+# The local backend's child process: signals are deferred before anything heavy is imported.
+WORKER = "from iapo import signals; signals.defer_during_startup(); from iapo.sweep import worker_main; worker_main()"
+
+
 def worker_main(argv: list[str] | None = None) -> None:
     """`python -m iapo.sweep TRIAL_DIR`: the local backend's child process."""
     args = sys.argv[1:] if argv is None else argv
+    signals.defer_during_startup()  # until the training loop can stop cleanly
     stop_when_orphaned(os.getppid())
     try:
         status = run_trial(args[0])
@@ -535,7 +540,7 @@ class Sweep:
             while pending and len(running) < slots and not self.stop_requested:
                 trial = pending.pop(0)
                 log = open(trial.dir / "trial.log", "ab")
-                proc = subprocess.Popen([sys.executable, "-m", "iapo.sweep", str(trial.dir)], stdout=log,
+                proc = subprocess.Popen([sys.executable, "-c", WORKER, str(trial.dir)], stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True,
                                         env=trial_environment(os.environ, min(slots, len(todo))))
                 log.close()

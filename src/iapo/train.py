@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo import checkpoint
-from iapo import precision
+from iapo import precision, signals
 from iapo.agent import Agent, AgentState, act, act_seeds, pretrain_model_seeds
 from iapo.config import TrainConfig, to_dict, train_config_from_dict
 from iapo.env_state import get_state, set_state
@@ -602,6 +602,8 @@ class Trainer:
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         start = window_start = time.perf_counter()
         try:
+            if signals.take_pending() is not None:  # interrupted while starting: stop before the first step
+                raise KeyboardInterrupt
             with _progress(cfg) as progress:
                 task = progress.add_task(self.title, total=cfg.total_steps, completed=self.step_count, sps=0.0,
                                          ret="—")
