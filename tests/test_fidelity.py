@@ -24,6 +24,8 @@ from iapo.optimizers import IterativeOptimizer
 from iapo.optimizers.iterative import normalize_input
 from iapo.optimizers.nonamortized import cem
 
+from test_iterative import _perturbed, _quadratic_critic
+
 OBS, ACT = 3, 2
 FIXED_ACTION = np.array([0.3, -0.6], np.float32)
 FIXED_LOG_PI = -0.7
@@ -172,19 +174,6 @@ def test_temperature_rises_when_the_kl_is_above_its_target_and_falls_below(above
 
 
 # -- the iterative loss -----------------------------------------------------------------------
-def _quadratic_critic(params, obs, actions):
-    del params
-    target = 0.6 * jnp.tanh(obs[..., : actions.shape[-1]])
-    base = -5.0 * jnp.sum((actions - target) ** 2, axis=-1)
-    return jnp.stack([base, base - 0.3])
-
-
-def _perturbed(params, key, scale=0.3):
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-
-
 @pytest.mark.parametrize("final_only", [False, True])
 def test_iterative_loss_is_the_mean_of_j_over_the_returned_iterates(final_only):
     k_iters = 4
