@@ -49,19 +49,22 @@ def show_value(value) -> str:
     return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def lock_run_dir(run_dir: Path, wait: bool = False, label: str = "--run-dir") -> Path:
+def lock_run_dir(run_dir: Path, wait: bool = False, label: str = "--run-dir", note: bool = True) -> Path:
     """Take an exclusive lock on `run_dir` (created if missing) for the rest of this process: an
     OS file lock on `run_dir/.iapo.lock`, which the OS releases when the process ends, however it
     ends, so a killed run never leaves a stale lock. The file names the holder (pid, host).
 
     A directory another process holds is refused with a one-line error naming that process, or
-    with `wait`, waited for. Taking a lock this process already holds is a no-op. `label` names
-    the directory in errors."""
+    with `wait`, waited for. Taking a lock this process already holds only (re)writes the note.
+    `label` names the directory in errors; `note=False` leaves the file's note (the last holder's)
+    as it is, for a check that may still refuse."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{label} {run_dir} is a file, not a directory")
     key = run_dir.resolve()
     if key in _held:
+        if note:
+            _write_note(_held[key])
         return run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -80,11 +83,16 @@ def lock_run_dir(run_dir: Path, wait: bool = False, label: str = "--run-dir") ->
             who = "another process"
         raise RunDirError(f"{label} {run_dir} is in use by another iapo process ({who}); "
                           "wait for it to end or stop it") from None
+    if note:
+        _write_note(fd)
+    _held[key] = fd
+    return run_dir
+
+
+def _write_note(fd: int) -> None:
     note = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     os.ftruncate(fd, 0)
     os.pwrite(fd, note.encode(), 0)
-    _held[key] = fd
-    return run_dir
 
 
 def unlock_run_dir(run_dir: Path) -> None:

@@ -67,7 +67,7 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--run-dir {run_dir} is a file, not a directory")
     if (run_dir / LOCK_NAME).exists():  # a live writer is named before anything else is said
-        lock_run_dir(run_dir)
+        lock_run_dir(run_dir, note=False)
     try:
         old_config = run_dir / "config.json"
         existing = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
