@@ -85,7 +85,7 @@ def _write_atomic(path: Path, obj) -> str:
         _fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        before = any(p != path for p in path.parent.glob("ckpt_*.ckpt")) if path.name.startswith("ckpt_") else True
+        before = any(path.parent.glob("ckpt_*.ckpt")) if path.name.startswith("ckpt_") else True
         after = "the previous one is intact" if before else "there is no earlier checkpoint to resume from"
         raise IapoError(f"cannot write checkpoint {path}: {exc.strerror or exc}; {after}") from None
     return digest
