@@ -358,3 +358,79 @@ def test_ctrl_c_during_start_up_ends_the_run(after, tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
     if (run_dir / "config.json").exists():
         json.loads((run_dir / "config.json").read_text())
+
+
+# -- an environment whose state cannot be captured ---------------------------------------------------
+class _Opaque:
+    """Environment state that cannot be pickled (as Box2D's bodies)."""
+
+    def __init__(self):
+        self.position = 0.0
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle a physics body")
+
+
+def _register_opaque():
+    import gymnasium as gym
+
+    class OpaqueEnv(gym.Env):
+        observation_space = gym.spaces.Box(-10, 10, (2,))
+        action_space = gym.spaces.Box(-1, 1, (1,))
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.body = _Opaque()
+            self.body.position = float(self.np_random.uniform(-1, 1))
+            return np.array([self.body.position, 0.0], np.float32), {}
+
+        def step(self, action):
+            self.body.position = float(np.clip(self.body.position + 0.1 * float(action[0]), -10, 10))
+            obs = np.array([self.body.position, float(action[0])], np.float32)
+            return obs, -abs(self.body.position), False, False, {}
+
+    if "IapoOpaque-v0" not in gym.registry:
+        gym.register("IapoOpaque-v0", entry_point=OpaqueEnv, max_episode_steps=70)
+
+
+def test_an_environment_that_cannot_be_captured_is_said_and_resumed_deterministically(tmp_path, capsys):
+    import warnings
+
+    from iapo.config import AgentConfig, TrainConfig
+    from iapo.logger import read_metrics
+    from iapo.train import Trainer
+
+    _register_opaque()
+    algo = AgentConfig(agent="direct", hidden_sizes=(8,), critic_hidden_sizes=(8,), batch_size=8, action_samples=1)
+
+    def config(name):
+        return TrainConfig(env="IapoOpaque-v0", total_steps=300, random_steps=50, eval_every=100, eval_episodes=1,
+                           checkpoint_every=100, snapshot_every=0, run_dir=str(tmp_path / name), progress=False,
+                           algo=algo)
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        Trainer(config("a")).run()
+    assert any("cannot be captured" in str(w.message) for w in said)
+    # Resumed twice from step 200 (mid-episode: episodes last 70 steps): both go on the same way.
+    results = []
+    for name in ("b", "c"):
+        Trainer(config(name)).run()
+        for step, path in __import__("iapo.checkpoint", fromlist=["list_checkpoints"]).list_checkpoints(tmp_path / name):
+            if step > 200:
+                path.unlink()
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            Trainer(config(name), resume=True).run()
+        assert any("episode in progress at step 200" in str(w.message) for w in said)
+        results.append(read_metrics(tmp_path / name / "metrics.csv")["eval_return_mean"].tolist())
+    assert results[0] == results[1]
+    # A later resume reads the ended episode back from the checkpoints: transition 199 (step 200)
+    # is an episode end, saved again in the part after it, which overrides the earlier one.
+    from iapo.replay import EPISODE_END
+
+    later = Trainer(config("c"), resume=True)
+    buffer = later.runs[0].buffer
+    assert buffer.flags[buffer._slot(199)] & EPISODE_END
+    assert 199 in buffer.final_t[: buffer.finals_live].tolist()
+    later.close()

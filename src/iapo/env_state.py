@@ -40,8 +40,21 @@ def get_state(env: gym.Env) -> dict:
         state["mjdata"] = pickle.dumps(base.data)
     else:
         attrs = {k: v for k, v in vars(base).items() if not k.startswith("_np_random")}
-        state["attributes"] = pickle.dumps(_picklable(attrs))
+        kept = _picklable(attrs)
+        state["attributes"] = pickle.dumps(kept)
+        state["uncaptured"] = sorted(k for k in attrs if k not in kept and k not in _NOT_STATE)
     return state
+
+
+# Attributes that hold no episode state (rendering handles and the like): not capturing them is
+# not a loss.
+_NOT_STATE = {"viewer", "screen", "clock", "window", "renderer", "render_mode", "mujoco_renderer", "spec"}
+
+
+def uncaptured(env: gym.Env) -> list[str]:
+    """The names of `env`'s attributes that `get_state` cannot capture (not picklable): where
+    there are any, the environment cannot be restored mid-episode."""
+    return get_state(env).get("uncaptured", [])
 
 
 def set_state(env: gym.Env, state: dict) -> None:

@@ -109,6 +109,17 @@ class ReplayBuffer:
             self._push_final(t, next_obs)
         self.added = t + 1
 
+    def end_episode(self) -> int | None:
+        """Mark the newest transition as its episode's end (a truncation), so that the next one
+        may start from a reset observation: for an episode that cannot be continued. Returns its
+        index, or None when there is none or it already ended an episode."""
+        t = self.added - 1
+        if t < 0 or self.flags[self._slot(t)] & EPISODE_END:
+            return None
+        self.flags[self._slot(t)] |= EPISODE_END
+        self._push_final(t, self.obs[self._slot(t + 1)].copy())
+        return t
+
     def _push_final(self, t: int, obs) -> None:
         if self.finals_live == len(self.final_t):
             self._grow_finals(2 * len(self.final_t))
@@ -202,7 +213,9 @@ class ReplayBuffer:
         }
 
     def restore(self, meta: dict, parts: list[dict]) -> None:
-        """Rebuild the buffer from `meta` and parts covering its transitions, oldest first."""
+        """Rebuild the buffer from `meta` and parts covering its transitions, oldest first. A part
+        that starts before the one before it ends overrides the transitions they share (a
+        transition whose flags changed after it was saved is saved again)."""
         if int(meta["capacity"]) != self.capacity:
             raise ValueError(f"replay buffer of capacity {meta['capacity']} does not match {self.capacity}")
         self.__init__(self.capacity, self.obs.shape[1], self.action.shape[1])
@@ -216,6 +229,10 @@ class ReplayBuffer:
                 continue
             if start > covered:
                 raise ValueError(f"replay parts do not cover transitions {covered}..{added}")
+            if first <= start < covered:  # this part overrides the end of the ones before
+                covered = start
+                finals_obs = [o[t < start] for t, o in zip(finals_t, finals_obs)]
+                finals_t = [t[t < start] for t in finals_t]
             keep = slice(covered - start, stop - start)
             t = np.arange(covered, stop)
             s = self._slot(t)

@@ -22,7 +22,7 @@ from iapo import checkpoint
 from iapo import precision, signals
 from iapo.agent import Agent, AgentState, act, act_seeds, pretrain_model_seeds
 from iapo.config import TrainConfig, to_dict, train_config_from_dict
-from iapo.env_state import get_state, set_state
+from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import check_env_id, dims, make_env
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import LOCK_NAME, lock_run_dir, unlock_run_dir, write_json_atomic
@@ -233,6 +233,11 @@ class SeedRun:
     def start(self) -> None:
         write_config(self.run_dir, self.config)
         self.loop.obs, _ = self.env.reset(seed=self.config.seed)
+        missing = uncaptured(self.env)
+        if missing:  # (the same words for every seed of a group: said once)
+            warnings.warn(f"{self.config.env}'s state cannot be captured ({', '.join(missing)} cannot be pickled): a "
+                          "resumed run ends the episode in progress and starts a new one (deterministically), so "
+                          "it does not equal an uninterrupted run", stacklevel=2)
 
     def env_step(self, action: np.ndarray) -> None:
         """Step the environment with `action` and store the transition."""
@@ -283,8 +288,6 @@ class SeedRun:
             )
         self.loop = Loop(**extra["loop"])
         self.rng.bit_generator.state = extra["rng"]
-        self.env.reset(seed=self.config.seed)
-        set_state(self.env, extra["env"])
         for env, env_state in zip(self.eval_envs, extra["eval_envs"]):
             env.reset(seed=0)
             set_state(env, env_state)
@@ -294,6 +297,20 @@ class SeedRun:
             raise checkpoint.CheckpointError(f"the checkpoint of step {step} in {self.run_dir}: {exc}") from None
         self.replay_parts = list(extra["part_refs"])
         self.replay_saved = self.buffer.added
+        self.env.reset(seed=self.config.seed)
+        if not extra["env"].get("uncaptured"):
+            set_state(self.env, extra["env"])
+            return
+        # The episode in progress cannot be continued: it ends here in the buffer (a truncation,
+        # saved again with the next checkpoint) and a new one starts, from a reset seeded by the
+        # step, so that every resume from this checkpoint goes on the same way.
+        ended = self.buffer.end_episode()
+        if ended is not None:
+            self.replay_saved = ended
+        self.loop.obs, _ = self.env.reset(seed=(self.config.seed * 1_000_003 + step) % 2**32)
+        self.loop.episode_return, self.loop.action = 0.0, None
+        warnings.warn(f"{self.config.env}'s state cannot be captured ({', '.join(extra['env']['uncaptured'])}): "
+                      f"the episode in progress at step {step}{self.which} was ended and a new one started", stacklevel=2)
 
     def close(self, quiet: bool = False) -> None:
         try:
