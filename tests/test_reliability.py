@@ -434,3 +434,24 @@ def test_an_environment_that_cannot_be_captured_is_said_and_resumed_deterministi
     assert buffer.flags[buffer._slot(199)] & EPISODE_END
     assert 199 in buffer.final_t[: buffer.finals_live].tolist()
     later.close()
+
+
+def test_a_sweep_worker_waits_for_a_live_worker_of_the_same_trial(tmp_path):
+    """run_trial takes the trial's lock with wait=True: it goes on only once the other process,
+    here one holding the lock for 2 s, has ended."""
+    from iapo.files import lock_run_dir, unlock_run_dir
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from iapo.files import lock_run_dir
+        lock_run_dir({str(tmp_path)!r})
+        print("locked", flush=True)
+        time.sleep(2)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    start = time.time()
+    lock_run_dir(tmp_path, wait=True, label="trial")
+    waited = time.time() - start
+    unlock_run_dir(tmp_path)
+    holder.wait()
+    assert waited > 1.0, waited
