@@ -14,7 +14,6 @@ on 512 new states. The normalization forms are those of `--input-norm`.
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import jax

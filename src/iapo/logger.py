@@ -91,7 +91,7 @@ class RunLogger:
             raise IapoError(f"cannot write the logs in {self.run_dir}: {exc.strerror or exc}") from None
 
 
-def _valid_rows(csv_path: Path, last_step: int | None = None) -> list[list[str]]:
+def _valid_rows(csv_path: Path, last_step: int) -> list[list[str]]:
     """The rows of a metrics.csv that are whole and parse (every column present, step an integer,
     every other field a number or empty), up to `last_step`; a torn, garbled or extra row is
     left out."""
@@ -106,7 +106,7 @@ def _valid_rows(csv_path: Path, last_step: int | None = None) -> list[list[str]]
                 [float(x) for x in row[1:] if x]
             except ValueError:
                 continue
-            if last_step is None or step <= last_step:
+            if step <= last_step:
                 rows.append(row)
     return rows
 

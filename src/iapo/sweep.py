@@ -363,9 +363,8 @@ WORKER = "from iapo import signals; signals.defer_during_startup(); from iapo.sw
 
 
 def worker_main(argv: list[str] | None = None) -> None:
-    """`python -m iapo.sweep TRIAL_DIR`: the local backend's child process."""
+    """The local backend's child process (`WORKER`, which defers signals first), on TRIAL_DIR."""
     args = sys.argv[1:] if argv is None else argv
-    signals.defer_during_startup()  # until the training loop can stop cleanly
     stop_when_orphaned(os.getppid())
     try:
         status = run_trial(args[0])
@@ -623,5 +622,6 @@ def _ray_trial(trial_dir: str) -> str:
             os.close(fd_err)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # (`python -m iapo.sweep TRIAL_DIR` also runs a trial)
+    signals.defer_during_startup()
     worker_main()
