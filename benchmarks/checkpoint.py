@@ -26,7 +26,7 @@ import numpy as np
 
 from iapo import checkpoint
 from iapo.config import TrainConfig
-from iapo.train import Trainer
+from iapo.trainer import Trainer
 
 EPISODE = 100
 REPEATS = 3

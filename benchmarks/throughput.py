@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import datetime
 import platform
 import resource
@@ -43,14 +44,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, update_seeds
+from iapo.agent import Agent, _over_seeds, _update
 from iapo.config import AgentConfig, TrainConfig
 from iapo.replay import batch_width
 from iapo.step import train_step
-from iapo.train import Trainer
+from iapo.trainer import Trainer
 
 RANDOM_STEPS = 5_000
 WARMUP = 30
+
+
+@functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
+def update_seeds(agent, state, batch):
+    """The update alone (what `train_step` does besides acting), for its time and FLOPs."""
+    return _over_seeds(functools.partial(_update, agent), state, batch)
 
 
 def matmul_peak(repeats: int = 3) -> float:
@@ -124,15 +131,15 @@ class Iapo:
 
     def _batch(self):
         t = self.trainer
-        return t._stack_seeds([r.buffer.sample(r.rng, t.config.algo.batch_size) for r in t.runs])
+        return jax.tree.map(lambda *x: np.stack(x), *[r.buffer.sample(r.rng, t.config.algo.batch_size) for r in t.runs])
 
     def _packed(self) -> np.ndarray:
-        """What `Trainer.step` samples for `train_step`: ([S,] 1, B, width)."""
+        """What `Trainer.step` samples for `train_step`: (S, 1, B, width)."""
         t = self.trainer
         out = np.empty((len(t.runs), 1, t.config.algo.batch_size, batch_width(t.agent.obs_dim, t.act_dim)), np.float32)
         for r, o in zip(t.runs, out):
             r.buffer.sample_packed(r.rng, o[0])
-        return out if t.group else out[0]
+        return out
 
     def update_analysis(self, repeats: int = 20) -> dict:
         """The update alone: seconds per call, FLOPs per call (XLA's count)."""
@@ -172,15 +179,14 @@ class Iapo:
                 r.env.step(np.zeros(t.act_dim, np.float32))
 
         def do_step():
-            if t.replay_on_device:  # (adds the newest transition again: the same work)
-                t._device_train_step(batch_width(t.agent.obs_dim, t.act_dim))
-                action = t.action
+            if t.sampler.on_device:  # (adds the newest transition again: the same work)
+                t.state, _, action, t.act_key = t.sampler(t.agent, t.state, obs, t.act_key)
             else:
                 t.state, _, action, t.act_key = train_step(t.agent, t.state, batches, obs, t.act_key)
             np.asarray(action)
 
         batches = self._packed()
-        sample = float("nan") if t.replay_on_device else timed(self._packed)  # (inside the device call)
+        sample = float("nan") if t.sampler.on_device else timed(self._packed)  # (inside the device call)
         out = {"env": timed(do_env), "sample": sample, "step": timed(do_step)}
         for r in t.runs:  # the env steps above left the episodes mid-way: start them again
             r.loop.obs, _ = r.env.reset()

@@ -5,10 +5,19 @@ import pytest
 
 from iapo import agent as agent_mod
 from iapo import checkpoint
-from iapo.agent import Agent, Batch, act, update
+from iapo.agent import Agent, Batch, act
 from iapo.config import AgentConfig
+from iapo.step import train_step
 
 OBS, ACT = 5, 2
+
+
+def update(agent, state, batch):
+    """One update through the compiled step that training runs (`train_step`, one update)."""
+    packed = jnp.concatenate([batch.obs, batch.action, batch.reward[:, None], batch.next_obs,
+                              batch.terminated[:, None]], axis=-1)[None]  # (U = 1, B, width)
+    state, infos, _, _ = train_step(agent, state, packed, batch.obs[:1], jax.random.PRNGKey(0))
+    return state, jax.tree.map(lambda x: x[0], infos)
 
 
 def _batch(key, b=16):

@@ -10,7 +10,7 @@ import pytest
 
 from iapo.config import AgentConfig, TrainConfig
 from iapo.logger import read_metrics
-from iapo.train import train
+from iapo.trainer import train
 
 FAST = dict(hidden_sizes=(64, 64), critic_hidden_sizes=(64, 64), batch_size=128,
             policy_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)

@@ -92,7 +92,7 @@ def test_auto_is_float32_without_fast_bfloat16(monkeypatch):
 
 @pytest.mark.parametrize("began", ["bfloat16", "float32"])
 def test_a_resumed_run_keeps_the_precision_it_began_with(began, tmp_path, monkeypatch):
-    from iapo.train import Trainer
+    from iapo.trainer import Trainer
 
     algo = AgentConfig(agent="iterative", hidden_sizes=(16,), critic_hidden_sizes=(16,), iterations=1,
                        action_samples=2, batch_size=8)

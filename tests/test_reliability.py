@@ -201,7 +201,7 @@ def test_a_broken_config_json_is_one_line(text, says, tmp_path, capsys):
 def test_out_of_device_memory_is_one_line(tmp_path, capsys, monkeypatch):
     import jax
 
-    from iapo import train as train_mod
+    from iapo import trainer as train_mod
 
     def exhausted(*args, **kwargs):
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 40000000000 bytes.")
@@ -398,7 +398,7 @@ def test_an_environment_that_cannot_be_captured_is_said_and_resumed_deterministi
 
     from iapo.config import AgentConfig, TrainConfig
     from iapo.logger import read_metrics
-    from iapo.train import Trainer
+    from iapo.trainer import Trainer
 
     _register_opaque()
     algo = AgentConfig(agent="direct", hidden_sizes=(8,), critic_hidden_sizes=(8,), batch_size=8, action_samples=1)

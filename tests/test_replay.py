@@ -113,6 +113,7 @@ def test_the_device_copy_holds_the_buffer_and_samples_only_its_transitions():
     import jax
 
     from iapo.replay import batch_width
+    from iapo.agent import SeedAxis
     from iapo.step import mirror, replay_add, replay_sample
 
     buffer = ReplayBuffer(61, 4, 3)
@@ -120,7 +121,7 @@ def test_the_device_copy_holds_the_buffer_and_samples_only_its_transitions():
     width = batch_width(4, 3)
     newest = np.array([buffer.added - 1])
     # The copy of all but the newest transition, then the newest added on the device, as a step does.
-    replay = mirror([buffer], [buffer.added - 1], jax.random.PRNGKey(0), stacked=False)
+    replay = mirror([buffer], [buffer.added - 1], jax.random.PRNGKey(0), SeedAxis(1))
     replay = replay_add(replay, buffer.pack(newest, np.empty((1, width), np.float32))[0])
     t = np.arange(buffer.first, buffer.added)
     np.testing.assert_array_equal(np.asarray(replay.rows)[t % 61], buffer.pack(t, np.empty((len(t), width), np.float32)))

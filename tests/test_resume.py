@@ -14,7 +14,7 @@ import pytest
 
 from iapo import checkpoint
 from iapo.cli import main
-from iapo.train import TIMING_COLUMNS
+from iapo.trainer import TIMING_COLUMNS
 
 from test_cli import run_cli
 
@@ -236,7 +236,7 @@ def test_a_config_of_an_older_version_compares_at_todays_defaults():
     import json
 
     from iapo.config import TrainConfig, to_dict
-    from iapo.train import _identity
+    from iapo.trainer import _identity
 
     today = json.loads(json.dumps(to_dict(TrainConfig())))
     older = {k: v for k, v in today.items() if k != "replay_sampling"}

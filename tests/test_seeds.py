@@ -103,7 +103,7 @@ def test_resume_uses_the_newest_step_every_seed_has(group, tmp_path, capsys):
 def test_nothing_recompiles_after_the_first_steps(tmp_path):
     from iapo import agent as agent_mod
     from iapo.config import AgentConfig, TrainConfig
-    from iapo.train import Trainer
+    from iapo.trainer import Trainer
 
     algo = AgentConfig(agent="iterative", hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), batch_size=16,
                        iterations=2, action_samples=2)
@@ -129,7 +129,7 @@ def test_train_step_is_the_updates_then_the_action(seeds):
     the unpacked batches, then the training action for the next observations."""
     import jax
 
-    from iapo.agent import Agent, Batch, act_seeds, update_seeds
+    from iapo.agent import Agent, Batch, _act, _update
     from iapo.replay import batch_width
     from iapo.step import train_step
     from iapo.config import AgentConfig
@@ -137,8 +137,18 @@ def test_train_step_is_the_updates_then_the_action(seeds):
     agent = Agent(AgentConfig(agent="iterative", hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), batch_size=8,
                               iterations=2, action_samples=2), obs_dim=5, act_dim=2)
     rng = np.random.default_rng(0)
-    lead = (seeds,) if seeds > 1 else ()
-    stack = (lambda xs: jax.tree.map(lambda *x: np.stack(x), *xs)) if seeds > 1 else (lambda xs: xs[0])
+    lead = (seeds,)  # (a lone seed too has the seed axis, as in training)
+    stack = lambda xs: jax.tree.map(lambda *x: np.stack(x), *xs)  # noqa: E731
+    update = jax.jit(_update, static_argnums=0)
+    act = jax.jit(_act, static_argnums=0)
+
+    def update_seeds(state, batch):  # seed by seed, without the seed axis
+        out = [update(agent, *jax.tree.map(lambda x: x[i], (state, batch))) for i in range(seeds)]
+        return stack([o[0] for o in out]), stack([o[1] for o in out])
+
+    def act_seeds(state, obs, key):
+        out = [act(agent, *jax.tree.map(lambda x: x[i], (state, obs, key))) for i in range(seeds)]
+        return stack([o[0] for o in out]), stack([o[1] for o in out])
 
     def states():  # (each call gives new arrays: the calls below donate theirs)
         return stack([agent.init(jax.random.PRNGKey(s)) for s in range(seeds)])
@@ -156,10 +166,10 @@ def test_train_step_is_the_updates_then_the_action(seeds):
         cols = packed[..., u, :, :]
         batch = Batch(obs=cols[..., :5], action=cols[..., 5:7], reward=cols[..., 7], next_obs=cols[..., 8:13],
                       terminated=cols[..., 13])
-        state, info = update_seeds(agent, state, batch)
+        state, info = update_seeds(state, batch)
         np.testing.assert_allclose(np.asarray(infos["critic_loss"])[..., u], np.asarray(info["critic_loss"]),
                                    rtol=1e-5)
-    expected_action, expected_key = act_seeds(agent, state, obs, key)
+    expected_action, expected_key = act_seeds(state, obs, key)
     for a, b in zip(jax.tree.leaves(fused_state), jax.tree.leaves(state)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(action), np.asarray(expected_action), rtol=1e-4, atol=1e-6)

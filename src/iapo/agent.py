@@ -13,6 +13,7 @@ import math
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from iapo import distributions as dist
@@ -305,7 +306,6 @@ def _act(
     return action, key
 
 
-update = jax.jit(_update, static_argnames="agent", donate_argnames="state")
 act = jax.jit(_act, static_argnames=("agent", "deterministic", "iterations"))
 
 
@@ -313,16 +313,45 @@ act = jax.jit(_act, static_argnames=("agent", "deterministic", "iterations"))
 # (`state.updates` has shape (S,)) is updated, or acted for, by one vmapped call, and then every
 # other argument has that axis too; a lone seed's state has no seed axis and is not vmapped.
 # (On XLA:CPU a vmap of size 1 leaves batched dots and layout copies behind: the direct update
-# ran 1.13x as long through it as unbatched; benchmarks/update_variants.py.)
+# ran 1.13x as long through it as unbatched; benchmarks/update_variants.py. Slicing the axis
+# away inside the compiled call instead changes the rounding of some updates: a lone seed's run
+# would no longer equal the same run of an earlier version.) `step.SeedAxis` is the one place
+# on the host that holds a lone seed's arrays without the axis.
 def _over_seeds(fn, state: AgentState, *args):
     if state.updates.ndim == 0:
         return fn(state, *args)
     return jax.vmap(fn)(state, *args)
 
 
-@functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
-def update_seeds(agent: Agent, state: AgentState, batch: Batch) -> tuple[AgentState, dict]:
-    return _over_seeds(functools.partial(_update, agent), state, batch)
+@dataclasses.dataclass(frozen=True)
+class SeedAxis:
+    """How S seeds' arrays are held for the compiled calls: on a leading seed axis, or, for one
+    seed, without it (see `_over_seeds`). The training loop builds and reads every per-seed array
+    with the axis and passes it through `native` on the way in and `with_axis` on the way out."""
+
+    seeds: int
+
+    @property
+    def mapped(self) -> bool:
+        return self.seeds > 1
+
+    def stack(self, trees: list):
+        """The seeds' pytrees (one each) in the compiled calls' form."""
+        if not self.mapped:
+            return trees[0]
+        return jax.tree.map(lambda *xs: np.stack(xs) if isinstance(xs[0], np.ndarray) else jnp.stack(xs), *trees)
+
+    def native(self, tree):
+        """A pytree with the seed axis (S, ...) in the compiled calls' form (host arrays: a view)."""
+        return tree if self.mapped else jax.tree.map(lambda x: x[0], tree)
+
+    def with_axis(self, tree):
+        """A pytree in the compiled calls' form, on the host, with the seed axis (S, ...)."""
+        return tree if self.mapped else jax.tree.map(lambda x: np.asarray(x)[None], tree)
+
+    def take(self, tree, i: int):
+        """Seed i's part of a pytree in the compiled calls' form."""
+        return jax.tree.map(lambda x: x[i], tree) if self.mapped else tree
 
 
 @functools.partial(jax.jit, static_argnames=("agent", "deterministic", "iterations"))

@@ -393,6 +393,29 @@ def train_config_from_dict(data: dict) -> TrainConfig:
     return TrainConfig(algo=AgentConfig(**agent_data), **rest)
 
 
+def upgrade(data: dict) -> dict:
+    """A config.json's contents as this version writes them: the fields that a config of an older
+    version lacks at the values that reproduce its runs (`train_config_from_dict`), in JSON's
+    types (lists, not tuples). A dict that is not a run configuration raises ConfigError."""
+    try:
+        return json.loads(json.dumps(to_dict(train_config_from_dict(data))))
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def at_least_one(cfg, *names: str) -> None:
+    """A one-line error for the first of the fields `names` of `cfg` below 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+
+
+def positive_finite(flag: str, value: float) -> None:
+    """A one-line error unless `value` is a finite number > 0."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"--{flag} must be a finite number > 0, got {value}")
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 

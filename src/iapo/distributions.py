@@ -41,6 +41,12 @@ def log_one_minus_tanh_sq(u: jax.Array) -> jax.Array:
     return 2.0 * (LOG_2 - u - jax.nn.softplus(-2.0 * u))
 
 
+def gaussian_log_density(z: jax.Array, log_scale: jax.Array) -> jax.Array:
+    """log N(u; mu, sigma) per entry, from the standardized z = (u - mu) / sigma: the Gaussian
+    before the tanh (every policy's log-density starts here)."""
+    return -0.5 * z**2 - log_scale - _HALF_LOG_2PI
+
+
 def sample(lam: jax.Array, key: jax.Array, n: int | None = None) -> tuple[jax.Array, jax.Array]:
     """Reparameterized samples a = tanh(mu + sigma * eps) and their log-probabilities.
 
@@ -57,8 +63,7 @@ def sample_from_noise(lam: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Ar
     """Actions and log pi(a) for given standard-normal noise eps (broadcast against lambda)."""
     mean, log_scale = split(lam)
     u = mean + jnp.exp(log_scale) * eps
-    # log N(u; mu, sigma) = -eps^2/2 - log sigma - log(2 pi)/2, then the tanh Jacobian.
-    log_prob = -0.5 * eps**2 - log_scale - _HALF_LOG_2PI - log_one_minus_tanh_sq(u)
+    log_prob = gaussian_log_density(eps, log_scale) - log_one_minus_tanh_sq(u)  # then the tanh's Jacobian
     return jnp.tanh(u), jnp.sum(log_prob, axis=-1)
 
 
@@ -68,7 +73,7 @@ def log_prob(lam: jax.Array, action: jax.Array, eps_clip: float = 1e-6) -> jax.A
     action = jnp.clip(action, -1.0 + eps_clip, 1.0 - eps_clip)
     u = jnp.arctanh(action)
     z = (u - mean) * jnp.exp(-log_scale)
-    lp = -0.5 * z**2 - log_scale - _HALF_LOG_2PI - log_one_minus_tanh_sq(u)
+    lp = gaussian_log_density(z, log_scale) - log_one_minus_tanh_sq(u)
     return jnp.sum(lp, axis=-1)
 
 

@@ -1,66 +1,68 @@
-"""Evaluate a saved run: restore its newest checkpoint and roll out the deterministic policy."""
+"""`iapo evaluate`: restore a saved agent and roll out its deterministic policy (and record a video)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import numpy as np
+import tyro
 
-from iapo import checkpoint
-from iapo.agent import Agent, act
-from iapo.envs import dims, make_env, use_offscreen_gl
+from iapo.agent import Agent
+from iapo.config import at_least_one
+from iapo.envs import make_env, use_offscreen_gl
 from iapo.errors import ConfigError, IapoError
-from iapo.train import evaluate_episodes
+from iapo.rollout import agent_policy, evaluate, rollout
+from iapo.run import check_analysis_inputs, load_agent
 
 
-def load_agent(run_dir: Path, step: int | None = None):
-    """(config, agent, state, step) of the newest checkpoint in `run_dir`, or of the snapshot
-    (or checkpoint) at `step`."""
-    from iapo.cli import load_run_config
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Evaluate a saved agent: mean +- std return of the deterministic policy."""
 
-    config = load_run_config(run_dir)
-    if config.seeds is not None:
-        raise IapoError(
-            f"{run_dir} holds seeds {' '.join(map(str, config.seeds))} trained together; "
-            f"name one of them: {run_dir / f'seed_{config.seeds[0]}'}"
-        )
-    env = make_env(config.env)
-    obs_dim, act_dim = dims(env)
-    env.close()
-    agent = Agent(config.algo, obs_dim, act_dim)
-    template = agent.init(jax.random.PRNGKey(0))
-    if step is None:
-        step, state, _ = checkpoint.load_latest(run_dir, template)
-        return config, agent, state, step
-    found = dict(checkpoint.list_checkpoints(run_dir)) | dict(checkpoint.list_snapshots(run_dir))
-    if step not in found:
-        have = " ".join(map(str, sorted(found))) or "none"
-        raise IapoError(f"{run_dir} has no snapshot or checkpoint of step {step} (steps: {have})")
-    state, _ = checkpoint.load(found[step], template)
-    return config, agent, state, step
+    run_dir: tyro.conf.Positional[str]
+    """Run directory written by `iapo train`."""
+
+    episodes: int = 10
+    """Number of evaluation episodes."""
+
+    iterations: int | None = None
+    """Iterations of the iterative optimizer when acting; unset means the run's own setting."""
+
+    seed: int = 12345
+    """Seed of the evaluation environments."""
+
+    video: str | None = None
+    """Also record one episode, rendered offscreen, to this .mp4 file."""
+
+    step: int | None = None
+    """Evaluate the agent of this step (a snapshot or checkpoint) instead of the newest."""
+
+    def validate(self) -> None:
+        check_analysis_inputs(self.seed)
+        at_least_one(self, "episodes")
+        if self.iterations is not None:
+            at_least_one(self, "iterations")
+        if self.video is not None:
+            _check_video_path(Path(self.video))
 
 
-def evaluate_run(
-    run_dir: Path, episodes: int, iterations: int | None, seed: int, video: Path | None, step: int | None = None
-) -> tuple[float, float, int]:
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-    if iterations is not None and iterations < 1:
-        raise ConfigError(f"--iterations must be >= 1, got {iterations}")
-    if video is not None:
-        _check_video_path(video)
-    config, agent, state, _ = load_agent(run_dir, step)
-    iterations = iterations or config.algo.acting_iterations
-    envs = [make_env(config.env) for _ in range(episodes)]
-    returns, _ = evaluate_episodes(
-        agent, state, envs, jax.random.PRNGKey(seed), [seed + i for i in range(episodes)], iterations
-    )
-    for env in envs:
-        env.close()
-    if video is not None:
-        record_video(config.env, agent, state, video, seed, iterations)
-    return float(np.mean(returns)), float(np.std(returns)), episodes
+def run(cfg: Config) -> tuple[float, float, int]:
+    """`iapo evaluate`: (mean, std) of the return over `cfg.episodes` episodes, and their number."""
+    cfg.validate()
+    config, agent, state, _ = load_agent(Path(cfg.run_dir), cfg.step)
+    iterations = cfg.iterations or config.algo.acting_iterations
+    envs = [make_env(config.env) for _ in range(cfg.episodes)]
+    try:
+        returns, _ = evaluate(agent, state, envs, jax.random.PRNGKey(cfg.seed),
+                              [cfg.seed + i for i in range(cfg.episodes)], iterations)
+    finally:
+        for env in envs:
+            env.close()
+    if cfg.video is not None:
+        record_video(config.env, agent, state, Path(cfg.video), cfg.seed, iterations)
+    return float(np.mean(returns)), float(np.std(returns)), cfg.episodes
 
 
 def _check_video_path(video: Path) -> None:
@@ -82,25 +84,21 @@ _NO_RENDERER = (
 
 
 def render_frames(env_id: str, agent: Agent, state, seed: int, iterations: int, max_frames: int = 10_000):
-    """Frames (T, H, W, 3) of one deterministic episode rendered offscreen."""
+    """Frames (T, H, W, 3) of one deterministic episode rendered offscreen, and the env's frame rate."""
     use_offscreen_gl()
     env = make_env(env_id, render_mode="rgb_array")
     try:
         obs, _ = env.reset(seed=seed)
-        frames = [env.render()]
+        env.render()  # (a renderer that cannot start fails here, with its own words)
     except Exception as exc:  # noqa: BLE001  (the GL backends raise many kinds)
         env.close()
         raise IapoError(_NO_RENDERER.format(why=f"{type(exc).__name__}: {exc}".strip())) from None
-    key = jax.random.PRNGKey(seed)
-    for _ in range(max_frames):
-        action, key = act(agent, state, obs[None].astype(np.float32), key, deterministic=True, iterations=iterations)
-        obs, _, terminated, truncated, _ = env.step(np.asarray(action[0]))
-        frames.append(env.render())
-        if terminated or truncated:
-            break
-    fps = env.metadata.get("render_fps", 30)
-    env.close()
-    return np.stack(frames), fps
+    try:
+        out = rollout([env], agent_policy(agent, state, deterministic=True, iterations=iterations),
+                      jax.random.PRNGKey(seed), start_obs=obs[None], steps=max_frames, capture=lambda e: e.render())
+    finally:
+        env.close()
+    return np.stack(out.captured[0] + out.final), env.metadata.get("render_fps", 30)
 
 
 def record_video(env_id: str, agent: Agent, state, path: Path, seed: int, iterations: int) -> None:

@@ -12,7 +12,7 @@ from iapo.errors import IapoError
 from iapo.files import write_csv_atomic
 from iapo.plotting import new_figure, save_figure
 
-# The columns of metrics.csv, in order, with their meaning (also in docs/run-directory.md).
+# The columns of metrics.csv, in order, with their meaning (also in the README, "What a run directory holds").
 COLUMNS = {
     "step": "environment steps taken so far",
     "episodes": "training episodes finished so far",

@@ -26,3 +26,11 @@ def save_figure(fig, path: Path) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def colors(n: int, cmap: str = "viridis"):
+    """n colours (RGBA) spread over most of a colormap, for a sequence of curves."""
+    import matplotlib
+    import numpy as np
+
+    return matplotlib.colormaps[cmap](np.linspace(0, 0.9, n))

@@ -18,8 +18,11 @@ import json
 import math
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
+import tyro
 
+from iapo.config import at_least_one, train_config_from_dict, upgrade
 from iapo.errors import ConfigError, IapoError
 from iapo.files import show_value, write_csv_atomic, write_text_atomic
 from iapo.logger import read_metrics
@@ -28,6 +31,46 @@ from iapo.plotting import new_figure, save_figure
 IGNORED = {"seed", "seeds", "run_dir", "progress", "overwrite", "resume"}  # not part of a group's identity
 # Part of the identity, but budget and bookkeeping: not named in labels.
 UNLABELLED = {"total_steps", "checkpoint_every", "snapshot_every", "eval_every", "eval_episodes"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Learning curves over seeds (Fig. 5) and a results table from run directories, groups of
+    seeds or sweeps: one panel per environment, one line per agent or setting. Writes the figure,
+    its arrays (<out>_curves.csv) and the table (<out>.md, <out>.csv)."""
+
+    dirs: tyro.conf.Positional[tuple[str, ...]]
+    """Run, seed-group or sweep directories (searched for runs)."""
+
+    out: str | None = None
+    """The figure (.png, .pdf or .svg); unset means DIR/results.png for one DIR, else results.png."""
+
+    iqm: bool = False
+    """Plot the interquartile mean over seeds with a bootstrap 95% interval instead of mean +- std."""
+
+    bootstrap: int = 2000
+    """Bootstrap resamples of the IQM's interval."""
+
+    threshold: tuple[str, ...] = ()
+    """Return thresholds for 'steps to threshold': VALUE for every env, or ENV=VALUE; unset uses
+    each env's registered reward_threshold."""
+
+    max_step: int | None = None
+    """Only the evaluations up to this step (to compare runs of different budgets at one step)."""
+
+    def validate(self) -> None:
+        at_least_one(self, "bootstrap")
+        if not self.dirs:
+            raise ConfigError("iapo plot needs at least one directory")
+        if self.max_step is not None:
+            at_least_one(self, "max_step")
+
+
+def run(cfg: Config) -> tuple[Path, str]:
+    """`iapo plot`: the figure and its tables; returns (figure path, Markdown table)."""
+    cfg.validate()
+    out = Path(cfg.out) if cfg.out else (Path(cfg.dirs[0]) if len(cfg.dirs) == 1 else Path(".")) / "results.png"
+    return plot([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap, cfg.max_step)
 
 
 @dataclasses.dataclass
@@ -56,16 +99,13 @@ def find_runs(dirs: list[Path]) -> list[Path]:
 
 def _flatten(config: dict) -> dict:
     """The configuration as one flat dict, the fields an older run lacks at their defaults."""
-    from iapo.config import to_dict, train_config_from_dict
-
     try:
-        parsed = train_config_from_dict(config)
-    except (TypeError, ValueError, IapoError) as exc:
+        config = upgrade(config)
+    except (ValueError, IapoError) as exc:
         raise IapoError(f"not a run configuration: {exc}") from None
-    config = to_dict(parsed)
     flat = {k: v for k, v in config.items() if k != "algo" and k not in IGNORED}
     flat.update(config.get("algo", {}))
-    flat["pessimism"] = parsed.algo.beta  # the beta in force (unset means the agent's default)
+    flat["pessimism"] = train_config_from_dict(config).algo.beta  # the beta in force (unset: the agent's default)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 

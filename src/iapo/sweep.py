@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Literal
 
 from iapo import checkpoint, signals
-from iapo.config import AgentConfig, TrainConfig, to_dict, train_config_from_dict
+from iapo.config import AgentConfig, TrainConfig, to_dict, train_config_from_dict, upgrade
+from iapo.envs import check_env_id
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import lock_run_dir, show_value, unlock_run_dir, write_json_atomic
+from iapo.trainer import Trainer
 
 MANIFEST = "sweep.json"
 MANIFEST_VERSION = 1
@@ -282,8 +284,8 @@ def check_trial_dir(trial: Trial) -> None:
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{path} is unreadable ({exc}); remove the trial's folder to rerun it") from None
     try:  # a trial.json of an older version: the fields it lacks at their defaults
-        old = json.loads(json.dumps(to_dict(train_config_from_dict(old))))
-    except (ConfigError, TypeError):
+        old = upgrade(old)
+    except ConfigError:
         pass
     new = json.loads(json.dumps(to_dict(trial.config)))
     # Where the trial lives is the sweep folder's business, not a setting: the same sweep named by
@@ -315,8 +317,6 @@ def trial_environment(environ, concurrent: int) -> dict:
 def run_trial(trial_dir: str) -> str:
     """Train the trial in `trial_dir` (its trial.json) to the end, resuming from the newest
     checkpoint every seed has. Returns "done", or "stopped" when a signal stopped it first."""
-    from iapo.train import Trainer
-
     trial_dir = Path(trial_dir)
     # A worker of an earlier sweep (its driver killed) may still train this trial: wait for it,
     # then go on from where it stopped; never two writers.
@@ -401,8 +401,6 @@ class Sweep:
             raise ConfigError(f"--workers must be >= 1, got {cfg.workers}")
         if cfg.max_retries < 0:
             raise ConfigError(f"--max-retries must be >= 0, got {cfg.max_retries}")
-        from iapo.envs import check_env_id
-
         self.cfg = cfg
         self.seeds = parse_seeds(cfg.seeds)
         self.out = Path(cfg.out)
@@ -598,6 +596,16 @@ class Sweep:
                     self.set_status(trial, "failed", str(cause).strip().splitlines()[-1])
                 except ray.exceptions.RayError as exc:  # the worker or node died more often than retried
                     self.set_status(trial, "failed", str(exc).strip().splitlines()[0])
+
+
+def run(cfg: SweepConfig) -> int:
+    """`iapo sweep`: run the sweep; returns the exit code: 0 all finished, 130 stopped by a
+    signal, 1 otherwise."""
+    sweep = Sweep(cfg)
+    unfinished = sweep.run()
+    if unfinished:
+        print(f"{unfinished} trial(s) did not finish; rerun the same command to complete them", file=sys.stderr)
+    return 0 if not unfinished else 130 if sweep.stop_requested else 1
 
 
 def _ray_trial(trial_dir: str) -> str:

@@ -4,37 +4,73 @@ with 1 .. M iterations (M may exceed K): its return and the objective J at each 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 
-from iapo.analysis.gap import collect_states, objective_per_iterate
+from iapo.analysis.common import agent_states, objective_per_iterate
+from iapo.config import at_least_one
 from iapo.envs import make_env
 from iapo.errors import IapoError
-from iapo.train import evaluate_episodes
 from iapo.plotting import new_figure, save_figure
+from iapo.rollout import evaluate
+from iapo.run import check_analysis_inputs, load_agent
 
 
-def run(run_dir: Path, out: Path, max_iterations: int = 10, episodes: int = 5, states: int = 100,
-        step: int | None = None, seed: int = 12345) -> Path:
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Evaluation beyond the training horizon: an iterative agent's return and objective J when it
+    acts with 1 .. --max-iterations iterations, more than it was trained with included. Writes
+    iterations.csv, iterations.json, iterations.png."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run directory of an iterative agent."""
+
+    out: str = "analysis/iterations"
+    """Folder for the figure and its numbers."""
+
+    max_iterations: int = 10
+    """Evaluate with 1 .. this many iterations."""
+
+    episodes: int = 5
+    """Evaluation episodes per iteration count."""
+
+    states: int = 100
+    """States, visited by the agent, at which J is estimated."""
+
+    step: int | None = None
+    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+
+    seed: int = 12345
+    """Seed of the evaluation environments and of the states' rollouts."""
+
+    def validate(self) -> None:
+        check_analysis_inputs(self.seed, self.out)
+        at_least_one(self, "max_iterations", "episodes", "states")
+
+
+def run(cfg: Config) -> Path:
     """`iapo analyze iterations`: out/iterations.csv and .json (one row per iteration count) and
-    out/iterations.png."""
-    from iapo.evaluate import load_agent
-
-    config, agent, state, step = load_agent(run_dir, step)
+    out/iterations.png; returns the figure's path."""
+    cfg.validate()
+    run_dir, out, max_iterations, episodes, states, seed = (Path(cfg.run_dir), Path(cfg.out), cfg.max_iterations,
+                                                            cfg.episodes, cfg.states, cfg.seed)
+    config, agent, state, step = load_agent(run_dir, cfg.step)
     if agent.config.agent != "iterative":
         raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
-    obs = jnp.asarray(collect_states(config.env, agent, state, states, seed))
+    obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
     js = np.mean(np.asarray(objective_per_iterate(agent, state, obs, jax.random.PRNGKey(seed), max_iterations)), 1)
     envs = [make_env(config.env) for _ in range(episodes)]
     rows = []
     try:
         for k in range(1, max_iterations + 1):
-            returns, _ = evaluate_episodes(agent, state, envs, jax.random.PRNGKey(seed),
-                                           [seed + i for i in range(episodes)], iterations=k)
+            returns, _ = evaluate(agent, state, envs, jax.random.PRNGKey(seed), [seed + i for i in range(episodes)],
+                                  iterations=k)
             rows.append({"iterations": k, "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
                          "objective": float(js[k]), "improvement": float(js[k] - js[0])})
     finally:

@@ -5,55 +5,83 @@ estimate at the same state."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 
-from iapo.analysis.gap import ascend_until_no_improvement, collect_states
+from iapo.analysis.common import agent_states, objective_surface
+from iapo.config import at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
+from iapo.optimizers.nonamortized import ascend_to_optimum
 from iapo.plotting import new_figure, save_figure
+from iapo.run import check_analysis_inputs, load_agent
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Objective landscape (Fig. 1, 19): J over a grid of two dimensions of the policy mean at one
+    state visited by an iterative agent, with the iterative path, the gradient-ascent optimum and,
+    with --direct, a direct agent's estimate. Writes landscape.json and landscape.png."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run directory of an iterative agent (its critics define J)."""
+
+    out: str = "analysis/landscape"
+    """Folder for the figure and its numbers."""
+
+    state: int = 0
+    """Which of the visited states (0 .. --states - 1)."""
+
+    dims: tuple[int, int] = (0, 1)
+    """The two action dimensions whose means span the grid."""
+
+    direct: str | None = None
+    """A direct run on the same environment whose estimate to mark."""
+
+    grid_size: int = 41
+    """Grid points per dimension."""
+
+    extent: float = 3.0
+    """The grid covers means in [-extent, extent] (before the tanh)."""
+
+    samples: int = 100
+    """Action samples per grid point (the same at every point)."""
+
+    states: int = 100
+    """States collected by the agent, to choose --state from."""
+
+    step: int | None = None
+    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the samples."""
+
+    def validate(self) -> None:
+        check_analysis_inputs(self.seed, self.out)
+        at_least_one(self, "grid_size", "samples", "states")
+        positive_finite("extent", self.extent)
 
 
 def iterative_path(agent, state, obs: jax.Array, key: jax.Array) -> np.ndarray:
     """lambda_0 .. lambda_K (K + 1, B, 2d) of the agent's iterative optimizer at states obs."""
     objective = agent.objective(state, obs)
-    step = jax.jit(lambda lam, k: agent.optimizer.step(state.policy_params, obs, objective, lam, k)[0])
-    lam = agent.optimizer.initial_lam(obs.shape[0])
-    path = [lam]
-    for k in jax.random.split(key, agent.config.acting_iterations):
-        lam = step(lam, k)
-        path.append(lam)
-    return np.asarray(jnp.stack(path))
+    iterate = jax.jit(lambda k: agent.optimizer.iterate(state.policy_params, obs, objective, k,
+                                                        agent.config.acting_iterations)[1]["iterates"])
+    lam0 = agent.optimizer.initial_lam(obs.shape[0])
+    return np.asarray(jnp.concatenate([lam0[None], iterate(key)]))
 
 
-def landscape(agent, state, obs: jax.Array, lam: jax.Array, dims: tuple[int, int], grid: np.ndarray,
-              samples: int, key: jax.Array) -> np.ndarray:
-    """J (G, G) at one state obs (1, obs_dim), over mean[dims[0]] x mean[dims[1]] in `grid`, the rest
-    of lambda (1, 2d) fixed; the same samples at every point, so the surface is smooth."""
-    g = len(grid)
-    mu_i, mu_j = np.meshgrid(grid, grid, indexing="ij")
-    lams = np.repeat(np.asarray(lam), g * g, axis=0)  # (G*G, 2d)
-    lams[:, dims[0]] = mu_i.ravel()
-    lams[:, dims[1]] = mu_j.ravel()
-    obs_g = jnp.repeat(obs, g * g, axis=0)
-    integrand = agent.objective(state, obs_g).integrand
-    # common random numbers: one noise draw (N, 1, d) shared by every grid point
-    eps = jnp.broadcast_to(jax.random.normal(key, (samples, 1, agent.act_dim)), (samples, g * g, agent.act_dim))
-    values, _ = jax.jit(integrand)(jnp.asarray(lams), eps)  # (N, G*G)
-    return np.asarray(jnp.mean(values, axis=0)).reshape(g, g)
-
-
-def run(run_dir: Path, out: Path, state_index: int = 0, dims: tuple[int, int] = (0, 1),
-        direct_run: Path | None = None, grid_size: int = 41, extent: float = 3.0, samples: int = 100,
-        states: int = 100, step: int | None = None, seed: int = 0) -> Path:
+def run(cfg: Config) -> Path:
     """`iapo analyze landscape`: out/landscape.json (grid, J, path, optimum, direct estimate) and
-    out/landscape.png."""
-    from iapo.evaluate import load_agent
-
-    config, agent, state, step = load_agent(run_dir, step)
+    out/landscape.png; returns the figure's path."""
+    cfg.validate()
+    run_dir, out, state_index, dims, seed = Path(cfg.run_dir), Path(cfg.out), cfg.state, tuple(cfg.dims), cfg.seed
+    config, agent, state, step = load_agent(run_dir, cfg.step)
     if agent.config.agent != "iterative":
         raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
     d = agent.act_dim
@@ -61,21 +89,22 @@ def run(run_dir: Path, out: Path, state_index: int = 0, dims: tuple[int, int] = 
         raise ConfigError(f"{config.env} has {d} action dimension; the landscape needs two")
     if not (0 <= dims[0] < d and 0 <= dims[1] < d and dims[0] != dims[1]):
         raise ConfigError(f"--dims must be two different action dimensions in 0..{d - 1}, got {dims[0]} {dims[1]}")
-    if not 0 <= state_index < states:
-        raise ConfigError(f"--state must be in 0..{states - 1}, got {state_index}")
-    all_obs = collect_states(config.env, agent, state, states, seed)
+    if not 0 <= state_index < cfg.states:
+        raise ConfigError(f"--state must be in 0..{cfg.states - 1}, got {state_index}")
+    all_obs = agent_states(config.env, agent, state, cfg.states, seed)
     obs = jnp.asarray(all_obs[state_index : state_index + 1])  # (1, obs_dim)
     key = jax.random.PRNGKey(seed)
     path = iterative_path(agent, state, obs, key)[:, 0]  # (K + 1, 2d)
     lam_k = jnp.asarray(path[-1:])
-    optimum, _ = jax.jit(lambda l, k: ascend_until_no_improvement(agent.objective(state, obs), l, k, lr=1e-2,
-                                                                  optimizer="adam", max_steps=2000))(lam_k, key)
-    grid = np.linspace(-extent, extent, grid_size)
-    surface = landscape(agent, state, obs, lam_k, dims, grid, samples, key)
+    optimum, _ = jax.jit(lambda l, k: ascend_to_optimum(agent.objective(state, obs), l, k, lr=1e-2,
+                                                        optimizer="adam", max_steps=2000))(lam_k, key)
+    grid = np.linspace(-cfg.extent, cfg.extent, cfg.grid_size)
+    surface = objective_surface(agent, state, obs, lam_k, dims, grid, cfg.samples, key)
     result = {"run": str(run_dir), "step": step, "env": config.env, "state_index": state_index,
               "dims": list(dims), "grid": grid.tolist(), "objective": surface.tolist(),
               "iterative_path": path[:, list(dims)].tolist(), "optimum": np.asarray(optimum)[0, list(dims)].tolist()}
-    if direct_run is not None:
+    if cfg.direct is not None:
+        direct_run = Path(cfg.direct)
         _, direct_agent, direct_state, _ = load_agent(direct_run)
         if direct_agent.config.agent != "direct" or direct_agent.act_dim != d:
             raise IapoError(f"{direct_run} is not a direct run on {config.env}")

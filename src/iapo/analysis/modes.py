@@ -4,20 +4,71 @@ most, J over pairs of action dimensions (7b) and the runs' policy densities (7c)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
+import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 
 from iapo import distributions as dist
-from iapo.analysis.gap import collect_states
-from iapo.analysis.landscape import landscape
-from iapo.errors import IapoError
+from iapo.analysis.common import agent_states, objective_surface
+from iapo.config import at_least_one, positive_finite
+from iapo.errors import ConfigError, IapoError
 from iapo.plotting import new_figure, save_figure
+from iapo.run import check_analysis_inputs, load_agent
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Multiple policy modes (Fig. 2, 7): several independent runs of an iterative agent's
+    optimizer at each of many visited states; a histogram of the distances between the runs'
+    mean actions, and for the state where they differ most, J over pairs of action dimensions and
+    the runs' policy densities. Writes modes.json and modes.png."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run directory of an iterative agent."""
+
+    out: str = "analysis/modes"
+    """Folder for the figure and its numbers."""
+
+    states: int = 100
+    """States, visited by the agent."""
+
+    runs: int = 10
+    """Independent optimization runs per state (different random samples)."""
+
+    init_spread: float = 0.0
+    """Also perturb each run's initial mean by Gaussian noise of this scale (0: the fixed lambda_0)."""
+
+    grid_size: int = 41
+    """Grid points per dimension of the J projections."""
+
+    extent: float = 3.0
+    """The projections cover means in [-extent, extent] (before the tanh)."""
+
+    samples: int = 100
+    """Action samples per grid point."""
+
+    step: int | None = None
+    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the runs."""
+
+    def validate(self) -> None:
+        check_analysis_inputs(self.seed, self.out)
+        at_least_one(self, "states", "grid_size", "samples")
+        if self.runs < 2:
+            raise ConfigError(f"--runs must be >= 2, got {self.runs}")
+        if not (self.init_spread >= 0 and math.isfinite(self.init_spread)):
+            raise ConfigError(f"--init-spread must be a finite number >= 0, got {self.init_spread}")
+        positive_finite("extent", self.extent)
 
 
 def independent_runs(optimize, lam0: jax.Array, key: jax.Array, runs: int, init_spread: float = 0.0) -> jax.Array:
@@ -46,23 +97,20 @@ def _agent_runs(agent, state, obs, key, runs: int, init_spread: float):
     objective = agent.objective(state, obs)
 
     def optimize(lam0, k):
-        def body(lam, kk):
-            return agent.optimizer.step(state.policy_params, obs, objective, lam, kk)[0], None
-
-        return jax.lax.scan(body, lam0, jax.random.split(k, agent.config.acting_iterations))[0]
+        return agent.optimizer.iterate(state.policy_params, obs, objective, k, agent.config.acting_iterations, lam0)[0]
 
     return independent_runs(optimize, agent.optimizer.initial_lam(obs.shape[0]), key, runs, init_spread)
 
 
-def run(run_dir: Path, out: Path, states: int = 100, runs: int = 10, init_spread: float = 0.0, grid_size: int = 41,
-        extent: float = 3.0, samples: int = 100, step: int | None = None, seed: int = 0) -> Path:
-    """`iapo analyze modes`: out/modes.json and out/modes.png."""
-    from iapo.evaluate import load_agent
-
-    config, agent, state, step = load_agent(run_dir, step)
+def run(cfg: Config) -> Path:
+    """`iapo analyze modes`: out/modes.json and out/modes.png; returns the figure's path."""
+    cfg.validate()
+    run_dir, out, states, runs, init_spread, seed = (Path(cfg.run_dir), Path(cfg.out), cfg.states, cfg.runs,
+                                                     cfg.init_spread, cfg.seed)
+    config, agent, state, step = load_agent(run_dir, cfg.step)
     if agent.config.agent != "iterative":
         raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
-    obs = jnp.asarray(collect_states(config.env, agent, state, states, seed))
+    obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
     key = jax.random.PRNGKey(seed)
     lams = _agent_runs(agent, state, obs, key, runs, init_spread)  # (R, B, 2d)
     distances = pairwise_distances(lams)  # (B, pairs)
@@ -70,10 +118,10 @@ def run(run_dir: Path, out: Path, states: int = 100, runs: int = 10, init_spread
     d = agent.act_dim
     dim_pairs = list(itertools.combinations(range(d), 2))[:3]
     surfaces = []
-    grid = np.linspace(-extent, extent, grid_size)
+    grid = np.linspace(-cfg.extent, cfg.extent, cfg.grid_size)
     for dims in dim_pairs:
-        surfaces.append(landscape(agent, state, obs[widest : widest + 1], lams[0, widest : widest + 1], dims, grid,
-                                  samples, key).tolist())
+        surfaces.append(objective_surface(agent, state, obs[widest : widest + 1], lams[0, widest : widest + 1], dims,
+                                          grid, cfg.samples, key).tolist())
     result = {"run": str(run_dir), "step": step, "env": config.env, "states": states, "runs": runs,
               "init_spread": init_spread, "distances": distances.tolist(), "widest_state": widest,
               "widest_distance": float(distances[widest].max()), "dim_pairs": dim_pairs, "grid": grid.tolist(),

@@ -5,6 +5,7 @@ cost per iteration."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import time
@@ -13,11 +14,60 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 
-from iapo.analysis.gap import collect_states, objective_per_iterate
-from iapo.errors import IapoError
+from iapo.analysis.common import agent_states, objective_per_iterate
+from iapo.config import at_least_one, positive_finite
+from iapo.errors import ConfigError, IapoError
 from iapo.optimizers.nonamortized import cem, gradient_ascent
 from iapo.plotting import new_figure, save_figure
+from iapo.run import check_analysis_inputs, load_agent
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Optimizer efficiency (Fig. 4c): improvement of J against iterations for the run's iterative
+    optimizer, Adam on lambda and CEM, from the same lambda_0 at the same states, with their
+    wall-clock cost per iteration. Writes optimizers.csv, optimizers.json, optimizers.png."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run directory of an iterative agent."""
+
+    out: str = "analysis/optimizers"
+    """Folder for the figure and its numbers."""
+
+    step: int | None = None
+    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+
+    states: int = 100
+    """States, visited by the agent."""
+
+    iterations: int = 250
+    """Iterations of each optimizer."""
+
+    adam_lr: float = 1e-2
+    """Adam's step size (reference 1e-2)."""
+
+    cem_samples: int = 100
+    """CEM's samples per iteration (reference 100)."""
+
+    cem_elites: int = 10
+    """CEM's elites refitted to (reference 10)."""
+
+    cem_smoothing: float = 0.01
+    """CEM's step toward the refit (reference 0.01)."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the samples."""
+
+    def validate(self) -> None:
+        check_analysis_inputs(self.seed, self.out)
+        at_least_one(self, "states", "iterations", "cem_samples", "cem_elites")
+        if self.cem_elites > self.cem_samples:
+            raise ConfigError(f"--cem-elites ({self.cem_elites}) must not exceed --cem-samples ({self.cem_samples})")
+        positive_finite("adam-lr", self.adam_lr)
+        if not 0 < self.cem_smoothing <= 1:
+            raise ConfigError(f"--cem-smoothing must be in (0, 1], got {self.cem_smoothing}")
 
 
 @functools.partial(jax.jit, static_argnames=("agent", "iterations", "lr"))
@@ -49,17 +99,16 @@ def _to_match(improvement: np.ndarray, target: float) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
-def run(run_dir: Path, out: Path, step: int | None = None, states: int = 100, iterations: int = 250,
-        adam_lr: float = 1e-2, cem_samples: int = 100, cem_elites: int = 10, cem_smoothing: float = 0.01,
-        seed: int = 0) -> Path:
+def run(cfg: Config) -> Path:
     """`iapo analyze optimizers`: out/optimizers.csv (mean improvement of J per iteration),
-    out/optimizers.json (summary) and out/optimizers.png."""
-    from iapo.evaluate import load_agent
-
-    config, agent, state, step = load_agent(run_dir, step)
+    out/optimizers.json (summary) and out/optimizers.png; returns the figure's path."""
+    cfg.validate()
+    run_dir, out, states, iterations, seed = Path(cfg.run_dir), Path(cfg.out), cfg.states, cfg.iterations, cfg.seed
+    adam_lr, cem_samples, cem_elites, cem_smoothing = cfg.adam_lr, cfg.cem_samples, cfg.cem_elites, cfg.cem_smoothing
+    config, agent, state, step = load_agent(run_dir, cfg.step)
     if agent.config.agent != "iterative":
         raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
-    obs = jnp.asarray(collect_states(config.env, agent, state, states, seed))
+    obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
     key = jax.random.PRNGKey(seed)
     curves, seconds = {}, {}
     curves["iterative"], seconds["iterative"] = _timed(objective_per_iterate, agent, state, obs, key, iterations)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -18,13 +19,43 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 
 from iapo import distributions as dist
+from iapo.config import at_least_one
 from iapo.env_state import extend_time_limit, get_state, set_state
 from iapo.envs import make_env
-from iapo.errors import IapoError
 from iapo.objective import pessimistic_value
 from iapo.plotting import new_figure, save_figure
+from iapo.rollout import rollout, visited_states
+from iapo.run import check_analysis_inputs, load_agent, load_state, snapshots
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Value overestimation and policy change (Fig. 3), over snapshots: the critics' estimate
+    Q(s, a) minus the discounted Monte Carlo soft return of the same action from the restored
+    simulator state, and KL(pi_previous || pi) between successive snapshots. Compare runs with
+    --pessimism 1 and 2.5. Writes overestimation.csv, .json and .png."""
+
+    run_dirs: tyro.conf.Positional[tuple[str, ...]]
+    """Run directories written by `iapo train`."""
+
+    out: str = "analysis/overestimation"
+    """Folder for the figure and its numbers."""
+
+    states: int = 50
+    """Visited states per snapshot; their rollouts run side by side."""
+
+    horizon: int = 1000
+    """Steps of each Monte Carlo rollout (gamma^horizon is what is left out)."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the policies' samples."""
+
+    def validate(self) -> None:
+        check_analysis_inputs(self.seed, self.out, self.run_dirs)
+        at_least_one(self, "states", "horizon")
 
 
 @functools.partial(jax.jit, static_argnames="agent")
@@ -39,31 +70,29 @@ def policy_sample(agent, state, obs, key):
 
 
 def mc_soft_returns(envs: list, first_actions: np.ndarray, policy, gamma: float, alpha: float,
-                    horizon: int) -> np.ndarray:
-    """Discounted soft returns (E,) of envs already set to their start states: first_actions
-    (E, d) at t = 0, then policy(obs (E, D)) -> (actions (E, d), log pi (E,)) for t = 1 ..
-    horizon - 1; sum_t gamma^t r_t - alpha sum_{t>=1} gamma^t (log pi_t + d log 2). A terminated
-    episode adds nothing more."""
+                    horizon: int, start_obs: np.ndarray | None = None) -> np.ndarray:
+    """Discounted soft returns (E,) of envs already set to their start states (observations
+    `start_obs`, unused: the first action is given): first_actions (E, d) at t = 0, then
+    policy(obs (E, D)) -> (actions (E, d), log pi (E,)) for t = 1 .. horizon - 1;
+    sum_t gamma^t r_t - alpha sum_{t>=1} gamma^t (log pi_t + d log 2). An episode that ends adds
+    nothing more."""
     n, d = first_actions.shape
-    returns = np.zeros(n)
-    active = np.ones(n, bool)
-    obs = [None] * n
-    for i, env in enumerate(envs):
-        obs[i], reward, terminated, _, _ = env.step(first_actions[i])
-        returns[i] += reward
-        active[i] = not terminated
-    discount = 1.0
-    for _ in range(1, horizon):
-        if not active.any():
-            break
-        discount *= gamma
-        actions, log_pi = policy(np.stack(obs).astype(np.float32))
-        kl = log_pi + d * np.log(2.0)
-        for i in np.flatnonzero(active):
-            obs[i], reward, terminated, _, _ = envs[i].step(actions[i])
-            returns[i] += discount * (reward - alpha * kl[i])
-            active[i] = not terminated
-    return returns
+    first = [True]
+
+    def step_policy(obs, key):
+        if first[0]:
+            first[0] = False
+            return np.asarray(first_actions), key, None
+        actions, log_pi = policy(obs)
+        return actions, key, log_pi
+
+    if start_obs is None:
+        start_obs = np.zeros((n, *envs[0].observation_space.shape), np.float32)
+    out = rollout(envs, step_policy, None, start_obs=start_obs, steps=horizon, record=True)
+    t = np.arange(out.rewards.shape[1])
+    discount = gamma ** t  # (T,)
+    kl = np.where((t >= 1) & (t < out.lengths[:, None]), out.infos + d * np.log(2.0), 0.0)  # (E, T)
+    return np.sum(discount * (out.rewards - alpha * kl), axis=1)
 
 
 def gaussian_kl(lam_p: jax.Array, lam_q: jax.Array) -> np.ndarray:
@@ -76,19 +105,17 @@ def gaussian_kl(lam_p: jax.Array, lam_q: jax.Array) -> np.ndarray:
 
 def _visit(env_id: str, agent, state, n: int, seed: int) -> tuple[np.ndarray, list[dict]]:
     """n observations (n, D) the agent visits, with the simulator state at each."""
-    env = make_env(env_id)
-    obs, _ = env.reset(seed=seed)
-    observations, env_states, key = [], [], jax.random.PRNGKey(seed)
-    while len(observations) < n:
-        observations.append(np.asarray(obs, np.float32))
-        env_states.append(get_state(env))
+
+    def policy(obs, key):
         key, k = jax.random.split(key)
-        action, _, _ = policy_sample(agent, state, jnp.asarray(obs[None], jnp.float32), k)
-        obs, _, terminated, truncated, _ = env.step(np.asarray(action[0]))
-        if terminated or truncated:
-            obs, _ = env.reset()
-    env.close()
-    return np.stack(observations), env_states
+        action, _, _ = policy_sample(agent, state, jnp.asarray(obs), k)
+        return np.asarray(action), key, None
+
+    env = make_env(env_id)
+    try:
+        return visited_states(env, policy, jax.random.PRNGKey(seed), n, seed, capture=get_state)
+    finally:
+        env.close()
 
 
 def value_bias(env_id: str, agent, state, gamma: float, states: int, horizon: int, seed: int) -> dict:
@@ -112,7 +139,8 @@ def value_bias(env_id: str, agent, state, gamma: float, states: int, horizon: in
             a, log_pi, _ = policy_sample(agent, state, jnp.asarray(obs), next(keys))
             return np.asarray(a), np.asarray(log_pi)
 
-        returns = mc_soft_returns(envs, np.asarray(actions), policy, gamma, float(np.exp(state.log_alpha)), horizon)
+        returns = mc_soft_returns(envs, np.asarray(actions), policy, gamma, float(np.exp(state.log_alpha)), horizon,
+                                  observations)
     finally:
         for env in envs:
             env.close()
@@ -120,20 +148,16 @@ def value_bias(env_id: str, agent, state, gamma: float, states: int, horizon: in
             "returns": returns, "observations": observations}
 
 
-def run(run_dirs: list[Path], out: Path, states: int = 50, horizon: int = 1000, seed: int = 0) -> Path:
-    """`iapo analyze overestimation`: out/overestimation.csv, .json and .png."""
-    from iapo import checkpoint
-    from iapo.evaluate import load_agent
-
+def run(cfg: Config) -> Path:
+    """`iapo analyze overestimation`: out/overestimation.csv, .json and .png; returns the figure's path."""
+    cfg.validate()
+    out, states, horizon, seed = Path(cfg.out), cfg.states, cfg.horizon, cfg.seed
     rows = []
-    for run_dir in run_dirs:
-        config, agent, template, _ = load_agent(run_dir)
-        snapshots = checkpoint.list_snapshots(run_dir)
-        if not snapshots:
-            raise IapoError(f"{run_dir} has no snapshots (train with --snapshot-every)")
+    for run_dir in map(Path, cfg.run_dirs):
+        config, agent, _, _ = load_agent(run_dir)
         previous = None
-        for step, path in snapshots:
-            state, _ = checkpoint.load(path, template)
+        for step, path in snapshots(run_dir).items():
+            state = load_state(path, agent)
             vb = value_bias(config.env, agent, state, config.algo.gamma, states, horizon, seed + step)
             kl = float("nan")
             # at the states the older policy visited; a flow policy is not a Gaussian of lambda: no closed form

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import tyro
 
-from iapo import checkpoint
 from iapo.agent import Agent
+from iapo.config import at_least_one
 from iapo.envs import make_env
 from iapo.errors import IapoError
 from iapo.plotting import new_figure, save_figure
-from iapo.train import evaluate_episodes
+from iapo.rollout import evaluate
+from iapo.run import check_analysis_inputs, load_agent, load_state, snapshots
 
 POLICY_FIELDS = ("agent", "hidden_sizes", "flow_transforms", "flow_hidden_sizes")  # what the optimizer's shape depends on
 # How the optimizer runs: these travel with it into the host, so it acts there as it was trained
@@ -33,17 +35,43 @@ OPTIMIZER_FIELDS = ("iterations", "eval_iterations", "init_mean", "init_scale", 
                     "optimizer_lr", "cem_samples", "cem_elites", "cem_smoothing")
 
 
-def _snapshots(run_dir: Path) -> dict[int, Path]:
-    found = dict(checkpoint.list_snapshots(run_dir))
-    if not found:
-        raise IapoError(f"{run_dir} has no snapshots (train with --snapshot-every)")
-    return found
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Zero-shot transfer (Fig. 9): at every step both runs have a snapshot of, the policy
+    optimizer of SOURCE (e.g. an iterative agent trained with the model-free value) acts, unchanged,
+    with the objective of HOST (e.g. a model-based agent: its critics, temperature and model); its
+    return beside HOST's own optimizer's, SOURCE's as trained and a DIRECT run's. With a
+    model-free HOST, it is the generalization of an optimizer to another run's critics. Writes
+    transfer.csv, transfer.json and transfer.png."""
+
+    source: tyro.conf.Positional[str]
+    """Run whose policy optimizer is transferred."""
+
+    host: tyro.conf.Positional[str]
+    """Run whose objective it acts with (same environment and policy network)."""
+
+    direct: tyro.conf.Positional[str | None] = None
+    """Optionally, a direct run evaluated at the same steps."""
+
+    out: str = "analysis/transfer"
+    """Folder for the figure and its numbers."""
+
+    episodes: int = 5
+    """Evaluation episodes per agent and step."""
+
+    seed: int = 12345
+    """Seed of the evaluation environments."""
+
+    def validate(self) -> None:
+        check_analysis_inputs(self.seed, self.out)
+        at_least_one(self, "episodes")
 
 
-def run(source: Path, host: Path, direct: Path | None, out: Path, episodes: int = 5, seed: int = 12345) -> Path:
-    """`iapo analyze transfer`: out/transfer.csv, .json and .png."""
-    from iapo.evaluate import load_agent
-
+def run(cfg: Config) -> Path:
+    """`iapo analyze transfer`: out/transfer.csv, .json and .png; returns the figure's path."""
+    cfg.validate()
+    source, host, out, episodes, seed = Path(cfg.source), Path(cfg.host), Path(cfg.out), cfg.episodes, cfg.seed
+    direct = None if cfg.direct is None else Path(cfg.direct)
     src_config, src_agent, _, _ = load_agent(source)
     host_config, host_agent, _, _ = load_agent(host)
     if src_config.env != host_config.env:
@@ -61,18 +89,17 @@ def run(source: Path, host: Path, direct: Path | None, out: Path, episodes: int 
         if direct_config.env != host_config.env:
             raise IapoError(f"{direct} trained on {direct_config.env}, not {host_config.env}")
         runs["direct"] = (direct, direct_agent)
-    snapshots = {name: _snapshots(path) for name, (path, _) in runs.items()}
-    steps = sorted(set(snapshots["source"]) & set(snapshots["host"]))
+    saved = {name: snapshots(path) for name, (path, _) in runs.items()}
+    steps = sorted(set(saved["source"]) & set(saved["host"]))
     if not steps:
         raise IapoError(f"{source} and {host} have no snapshot at a common step")
-    templates = {name: agent.init(jax.random.PRNGKey(0)) for name, (_, agent) in runs.items()}
     envs = [make_env(host_config.env) for _ in range(episodes)]
     seeds = [seed + i for i in range(episodes)]
     rows = []
     try:
         for step in steps:
-            states = {name: checkpoint.load(snapshots[name][step], templates[name])[0]
-                      for name in runs if step in snapshots[name]}
+            states = {name: load_state(saved[name][step], agent) for name, (_, agent) in runs.items()
+                      if step in saved[name]}
             plugged = states["host"].replace(policy_params=states["source"].policy_params)
             evaluations = {
                 "transferred": (plugged_agent, plugged),
@@ -83,8 +110,8 @@ def run(source: Path, host: Path, direct: Path | None, out: Path, episodes: int 
                 evaluations["direct"] = (runs["direct"][1], states["direct"])
             row = {"step": step}
             for name, (agent, state) in evaluations.items():
-                returns, _ = evaluate_episodes(agent, state, envs, jax.random.PRNGKey(seed), seeds,
-                                               agent.config.acting_iterations)
+                returns, _ = evaluate(agent, state, envs, jax.random.PRNGKey(seed), seeds,
+                                      agent.config.acting_iterations)
                 row[f"{name}_return_mean"] = float(np.mean(returns))
                 row[f"{name}_return_std"] = float(np.std(returns))
             rows.append(row)

@@ -21,7 +21,6 @@ temperature.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import flax.linen as nn
 import jax
@@ -33,7 +32,6 @@ from iapo.networks import DirectPolicyNet
 from iapo.objective import MonteCarloObjective
 from iapo.optimizers.direct import LambdaPolicy
 
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def made_masks(act_dim: int, hidden_sizes: tuple[int, ...]) -> list[np.ndarray]:
@@ -134,7 +132,7 @@ class FlowPolicy(nn.Module):
         lam = self.lam(obs)
         mean, log_scale = dist.split(lam)
         u0 = mean + jnp.exp(log_scale) * eps
-        log_q0 = jnp.sum(-0.5 * eps**2 - log_scale - _HALF_LOG_2PI, axis=-1)
+        log_q0 = jnp.sum(dist.gaussian_log_density(eps, log_scale), axis=-1)
         u, log_det = self.push(u0, obs)
         log_pi = log_q0 - log_det - jnp.sum(dist.log_one_minus_tanh_sq(u), axis=-1)
         return jnp.tanh(u), log_pi, lam

@@ -100,9 +100,10 @@ class IterativeOptimizer(LambdaPolicy):
         surrogate = j + jnp.sum((lam - sg(lam)) * grad, axis=-1)  # value J, gradient via lam
         return new_lam, (surrogate, aux)
 
-    def iterate(self, params, obs, objective, key, iterations: int):
-        """K = `iterations` iterations from lambda_0 under lax.scan. Iteration k (0-based) draws
-        its samples with the k-th key of `jax.random.split(key, iterations)`.
+    def iterate(self, params, obs, objective, key, iterations: int, lam0: jax.Array | None = None):
+        """K = `iterations` iterations from lambda_0 (the fixed `initial_lam`, or `lam0` (B, 2d))
+        under lax.scan. Iteration k (0-based) draws its samples with the k-th key of
+        `jax.random.split(key, iterations)`.
 
         Returns lambda_K and a dict of per-iterate arrays: `objective` (K, B), J at lambda_0 ..
         lambda_{K-1} (as surrogates whose gradient reaches the parameters through lambda_k),
@@ -114,7 +115,7 @@ class IterativeOptimizer(LambdaPolicy):
             return new_lam, {"objective": surrogate, "aux": aux, "iterates": new_lam}
 
         keys = jax.random.split(key, iterations)
-        lam0 = self.initial_lam(obs.shape[0])
+        lam0 = self.initial_lam(obs.shape[0]) if lam0 is None else lam0
         return jax.lax.scan(body, lam0, keys, unroll=iterations if self.unroll else 1)
 
     def optimize(self, params, obs, objective: Objective, key, iterations: int | None = None):

@@ -1,4 +1,7 @@
-"""The training loop: collect with the current policy, update once per step, evaluate, log."""
+"""The training loop: collect with the current policy, update once per step, evaluate, log.
+
+`Trainer` trains one seed, or several together; `run(config)` is `iapo train` (a new run, or
+`--resume`)."""
 
 from __future__ import annotations
 
@@ -13,22 +16,22 @@ import time
 import warnings
 from pathlib import Path
 
-import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo import checkpoint
-from iapo import precision, signals
-from iapo.agent import Agent, AgentState, act, act_seeds, pretrain_model_seeds
-from iapo.config import TrainConfig, to_dict, train_config_from_dict
+from iapo import checkpoint, precision, signals
+from iapo.agent import Agent, SeedAxis, act_seeds, pretrain_model_seeds
+from iapo.config import TrainConfig, to_dict, upgrade
 from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import check_env_id, dims, make_env
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import LOCK_NAME, lock_run_dir, unlock_run_dir, write_json_atomic
 from iapo.logger import RunLogger, plot_seed_curves
-from iapo.replay import ReplayBuffer, batch_width
-from iapo.step import DeviceReplay, mirror, train_step, train_step_on_device
+from iapo.replay import ReplayBuffer
+from iapo.rollout import rollout, seeds_policy
+from iapo.run import load_run_config
+from iapo.step import DeviceSampler, HostSampler
 
 
 class NumericError(IapoError):
@@ -110,61 +113,6 @@ def prepare_run_dir(config: TrainConfig) -> Path:
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
     write_json_atomic(run_dir / "config.json", to_dict(config))
-
-
-def evaluate_episodes(
-    agent: Agent,
-    state: AgentState,
-    envs: list[gym.Env],
-    key: jax.Array,
-    seeds: list[int | None] | None = None,
-    iterations: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run one episode in each env side by side with the deterministic action tanh(mu).
-
-    One act call serves all envs at each step. Returns (returns, lengths), one per env.
-    """
-
-    def policy(obs, key):
-        actions, key = act(agent, state, jnp.asarray(obs[0]), key, deterministic=True, iterations=iterations)
-        return np.asarray(actions)[None], key
-
-    returns, lengths = _rollouts(policy, [envs], key, [seeds or [None] * len(envs)])
-    return returns[0], lengths[0]
-
-
-def evaluate_seeds(agent, states, envs, keys, seeds, iterations=None) -> tuple[np.ndarray, np.ndarray]:
-    """`evaluate_episodes` for S seeds at once: `states` and `keys` have a leading seed axis (or
-    none, for one seed), `envs[i]` and `seeds[i]` are seed i's; returns (returns, lengths), each
-    (S, episodes)."""
-    stacked = states.updates.ndim > 0
-
-    def policy(obs, keys):
-        obs = jnp.asarray(obs if stacked else obs[0])
-        actions, keys = act_seeds(agent, states, obs, keys, deterministic=True, iterations=iterations)
-        return np.asarray(actions) if stacked else np.asarray(actions)[None], keys
-
-    return _rollouts(policy, envs, keys, seeds)
-
-
-def _rollouts(policy, envs, key, seeds) -> tuple[np.ndarray, np.ndarray]:
-    """One episode in each of envs[i][j], all stepped together; policy(obs (S, E, D), key) gives
-    actions (S, E, d). Finished envs stay in the batch with their last observation, ignored."""
-    obs = np.stack([np.stack([e.reset(seed=s)[0] for e, s in zip(row, srow)]) for row, srow in zip(envs, seeds)])
-    obs = obs.astype(np.float32)
-    returns = np.zeros(obs.shape[:2])
-    lengths = np.zeros(obs.shape[:2], np.int64)
-    active = np.ones(obs.shape[:2], bool)
-    while active.any():
-        actions, key = policy(obs, key)
-        for i, j in zip(*np.nonzero(active)):
-            next_obs, reward, terminated, truncated, _ = envs[i][j].step(actions[i, j])
-            returns[i, j] += reward
-            lengths[i, j] += 1
-            obs[i, j] = next_obs
-            if terminated or truncated:
-                active[i, j] = False
-    return returns, lengths
 
 
 def _mean_infos(infos: list[dict]) -> dict:
@@ -327,12 +275,17 @@ class SeedRun:
 
 class Trainer:
     """Trains one seed, or several together (`config.seeds`): the agent states of all seeds are
-    stacked on a leading axis and one vmapped call updates, or acts for, all of them, while each
-    seed has its own environments, replay buffer, RNGs, metrics and checkpoints. (A lone seed's
-    state, keys and pending action have no seed axis.) `run()` trains to the end."""
+    stacked on a leading seed axis (S, ...) and one call updates, or acts for, all of them
+    (`agent._over_seeds`), while each seed has its own environments, replay buffer, RNGs, metrics
+    and checkpoints. The loop builds and reads per-seed arrays with the seed axis; `self.axis`
+    (`agent.SeedAxis`) is the one place that gives a lone seed's device arrays without it.
+    `run()` trains to the end."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False):
+    def __init__(self, config: TrainConfig, resume: bool = False, on_evaluation=None):
+        """`on_evaluation(rows)`, if given, is called after every evaluation with its rows (one
+        per seed, as metrics.csv gets them)."""
         config.validate()
+        self.on_evaluation = on_evaluation
         check_env_id(config.env)
         self.config = config
         self.run_dir = Path(config.run_dir)
@@ -365,20 +318,26 @@ class Trainer:
                            obs_dim, self.act_dim)
         roots = [jax.random.PRNGKey(seed) for seed in seeds]
         self.templates = [self.agent.init(jax.random.fold_in(root, 0)) for root in roots]
-        self.state = self._stack_seeds(self.templates)  # ([S,] ...) every leaf
-        self.act_key = self._stack_seeds([jax.random.fold_in(root, 1) for root in roots])
-        self.eval_key = self._stack_seeds([jax.random.fold_in(root, 2) for root in roots])
-        self.action = None  # ([S,] 1, d): the next training action, from the last train_step
-        self.replay_on_device = config.replay_sampling == "device" or (
+        self.axis = SeedAxis(len(seeds))
+        self.state = self.axis.stack(self.templates)  # ([S,] ...) every leaf
+        self.act_key = self.axis.stack([jax.random.fold_in(root, 1) for root in roots])
+        self.eval_key = self.axis.stack([jax.random.fold_in(root, 2) for root in roots])
+        self.action = None  # ([S,] 1, d): the next training action, from the last step's device call
+        replay_on_device = config.replay_sampling == "device" or (
             config.replay_sampling == "auto" and jax.default_backend() != "cpu")
-        self.replay: DeviceReplay | None = None  # the device copy of the buffers, made on first use
-        self.replay_key = self._stack_seeds([jax.random.fold_in(root, 3) for root in roots])  # its sampling keys
+        replay_key = self.axis.stack([jax.random.fold_in(root, 3) for root in roots])  # device sampling's keys
         self.infos: list[dict] = []  # update infos ([S,] U, ...) of the steps since the last evaluation
         self.info_steps: list[int | None] = []  # the step of each
         self.checked = 0  # infos[:checked] were found finite
         if resume:
-            self._restore()
+            replay_on_device, replay_key = self._restore(replay_on_device, replay_key)
+        buffers = [run.buffer for run in self.runs]
+        if replay_on_device:
+            self.sampler = DeviceSampler(buffers, config.updates_per_step, replay_key, self.axis)
         else:
+            self.sampler = HostSampler(buffers, [run.rng for run in self.runs], config.algo.batch_size,
+                                       config.updates_per_step, replay_key, self.axis)
+        if not resume:
             if self.group:
                 write_config(self.run_dir, config)
             for run in self.runs:
@@ -394,21 +353,15 @@ class Trainer:
     def step_count(self) -> int:
         return self.runs[0].loop.step
 
-    def _stack_seeds(self, trees: list):
-        """The seeds' pytrees stacked on a leading seed axis; a lone seed's tree as it is."""
-        return _stack(trees) if self.group else trees[0]
-
     def _seed(self, tree, i: int):
-        """Seed i's part of a ([S,] ...) pytree."""
-        return jax.tree.map(lambda x: x[i], tree) if self.group else tree
+        """Seed i's part of a pytree held for the compiled calls."""
+        return self.axis.take(tree, i)
 
     def _host_updates(self) -> list[dict]:
         """The update infos since the last evaluation on the host: one dict per update, every
         array with a leading seed axis (S, ...)."""
         out = []
-        for info in jax.device_get(self.infos):
-            if not self.group:
-                info = jax.tree.map(lambda x: np.asarray(x)[None], info)
+        for info in map(self.axis.with_axis, jax.device_get(self.infos)):
             out += [{k: v[:, u] for k, v in info.items()} for u in range(info["finite"].shape[1])]
         return out
 
@@ -440,8 +393,8 @@ class Trainer:
         for i, run in enumerate(self.runs):
             infos = [jax.tree.map(lambda x: x[i], info) for info in host_infos]
             extra = run.extra(self._seed(self.act_key, i), infos, None if action is None else self._seed(action, i))
-            extra["replay_key"] = np.asarray(self._seed(self.replay_key if self.replay is None else self.replay.key, i))
-            extra["replay_on_device"] = self.replay_on_device
+            extra["replay_key"] = np.asarray(self._seed(self.sampler.keys(), i))
+            extra["replay_on_device"] = self.sampler.on_device
             extra["matmul_precision"] = self.agent.matmul_precision
             state = self._seed(self.state, i)
             paths.append(checkpoint.save(run.run_dir, run.loop.step, state, extra, run.replay_parts))
@@ -453,8 +406,10 @@ class Trainer:
         for i, run in enumerate(self.runs):
             checkpoint.save_snapshot(run.run_dir, run.loop.step, self._seed(self.state, i))
 
-    def _restore(self) -> None:
-        """Restore every seed from the newest step at which all of them have a usable checkpoint."""
+    def _restore(self, replay_on_device: bool, replay_key: jax.Array) -> tuple[bool, jax.Array]:
+        """Restore every seed from the newest step at which all of them have a usable checkpoint.
+        Returns where to sample the replay and the sampling keys (S, 2): as the run did, where its
+        configuration leaves it to `auto`."""
         steps = set.intersection(*[{s for s, _ in checkpoint.list_checkpoints(r.run_dir)} for r in self.runs])
         if not steps:
             where = ", ".join(str(r.run_dir / "checkpoints") for r in self.runs)
@@ -477,39 +432,38 @@ class Trainer:
             raise checkpoint.CheckpointError("no usable checkpoint: " + "; ".join(problems))
         for run, (state, extra) in zip(self.runs, loaded):
             run.restore(step, extra)
-        self.state = self._stack_seeds([state for state, _ in loaded])
-        self.act_key = self._stack_seeds([jnp.asarray(extra["act_key"]) for _, extra in loaded])
+        self.state = self.axis.stack([state for state, _ in loaded])
+        self.act_key = self.axis.stack([jnp.asarray(extra["act_key"]) for _, extra in loaded])
         if all("replay_key" in extra for _, extra in loaded):  # (checkpoints of older versions have none)
-            self.replay_key = self._stack_seeds([jnp.asarray(extra["replay_key"]) for _, extra in loaded])
+            replay_key = self.axis.stack([jnp.asarray(extra["replay_key"]) for _, extra in loaded])
         if self.config.replay_sampling == "auto":  # keep sampling where the run sampled before (older versions: host)
-            self.replay_on_device = bool(loaded[0][1].get("replay_on_device", False))
+            replay_on_device = bool(loaded[0][1].get("replay_on_device", False))
         if self.config.algo.matmul_precision == "auto":  # keep the precision the run began with (older: float32)
             began = str(loaded[0][1].get("matmul_precision", "float32"))
             if began != self.agent.matmul_precision:
                 self.agent = Agent(dataclasses.replace(self.config.algo, matmul_precision=began), self.agent.obs_dim,
                                    self.act_dim)
-        self.replay = None  # rebuilt from the restored buffers on the next update
         actions = [run.loop.action for run in self.runs]  # absent from checkpoints of older versions
-        self.action = None if any(a is None for a in actions) else self._stack_seeds([jnp.asarray(a) for a in actions])
+        self.action = None if any(a is None for a in actions) else self.axis.stack([jnp.asarray(a) for a in actions])
         infos = [extra["loop"]["infos"] for _, extra in loaded]
-        # One update per entry, in the layout train_step gives: ([S,] U = 1, ...).
-        self.infos = [jax.tree.map(lambda x: x[:, None] if self.group else x[0][None], _stack(per_update))
+        # One update per entry, in the layout of a step's infos: ([S,] U = 1, ...).
+        self.infos = [self.axis.native(jax.tree.map(lambda x: x[:, None], _stack(per_update)))
                       for per_update in zip(*infos)]
         self.info_steps = [None] * len(self.infos)
         self.checked = len(self.infos)  # checked before they were saved
         for run in self.runs:
             run.loop.infos, run.loop.action = [], None
+        return replay_on_device, replay_key
 
     # -- one step ----------------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
-        """The seeds' current observations, ([S,] 1, obs_dim)."""
-        obs = np.stack([run.loop.obs for run in self.runs])[:, None].astype(np.float32)  # (S, 1, D)
-        return obs if self.group else obs[0]
+        """The seeds' current observations, (S, 1, obs_dim)."""
+        return np.stack([run.loop.obs for run in self.runs])[:, None].astype(np.float32)
 
     def step(self) -> None:
         """One environment step of every seed, then its updates. The updates and the next step's
-        action are one device call (`train_step`): the host sends the sampled batches and the new
-        observations and reads back one action per seed."""
+        action are one device call (`self.sampler`): the host sends the sampled batches (or the
+        new transitions) and the new observations and reads back one action per seed."""
         cfg = self.config
         step = self.step_count + 1
         for run in self.runs:
@@ -518,7 +472,8 @@ class Trainer:
             actions = [run.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32) for run in self.runs]
         else:
             if self.action is None:  # the first policy step (or updates_per_step = 0)
-                self.action, self.act_key = act_seeds(self.agent, self.state, self._obs(), self.act_key)
+                self.action, self.act_key = act_seeds(self.agent, self.state, self.axis.native(self._obs()),
+                                                      self.act_key)
             actions = np.asarray(self.action).reshape(len(self.runs), self.act_dim)
             self.action = None
             bad = ~np.all(np.isfinite(actions), axis=-1)
@@ -530,34 +485,11 @@ class Trainer:
         if step == cfg.random_steps + 1 and self.agent.model_based and cfg.algo.model_pretrain_updates:
             self.pretrain_model()
         if step > cfg.random_steps and cfg.updates_per_step:
-            width = batch_width(self.agent.obs_dim, self.act_dim)
-            if self.replay_on_device:
-                self._device_train_step(width)
-            else:
-                batches = np.empty((len(self.runs), cfg.updates_per_step, cfg.algo.batch_size, width), np.float32)
-                for run, run_batches in zip(self.runs, batches):
-                    for out in run_batches:
-                        run.buffer.sample_packed(run.rng, out)
-                self.state, info, self.action, self.act_key = train_step(
-                    self.agent, self.state, batches if self.group else batches[0], self._obs(), self.act_key)
-                self.infos.append(info)
+            self.state, info, self.action, self.act_key = self.sampler(self.agent, self.state, self._obs(), self.act_key)
+            self.infos.append(info)
             self.info_steps.append(step)
         for run in self.runs:
             run.loop.window_steps += 1
-
-    def _device_train_step(self, width: int) -> None:
-        """The step's updates with the replay buffers' device copies: the host sends the step's
-        new transition of each seed (the copies are made, from the host buffers, on the first
-        call and after a resume)."""
-        newest = [np.array([run.buffer.added - 1]) for run in self.runs]
-        if self.replay is None:
-            self.replay = mirror([run.buffer for run in self.runs], [int(t[0]) for t in newest], self.replay_key,
-                                 self.group)
-        rows = np.stack([run.buffer.pack(t, np.empty((1, width), np.float32))[0] for run, t in zip(self.runs, newest)])
-        self.state, self.replay, info, self.action, self.act_key = train_step_on_device(
-            self.agent, self.state, self.replay, rows if self.group else rows[0], self._obs(), self.act_key,
-            updates=self.config.updates_per_step)
-        self.infos.append(info)
 
     def pretrain_model(self) -> None:
         """A model-based agent's model updates on the random phase's data before the first agent
@@ -566,8 +498,8 @@ class Trainer:
         left = cfg.algo.model_pretrain_updates
         while left:
             n = min(left, 100)
-            batches = self._stack_seeds([_stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for _ in range(n)])
-                                         for run in self.runs])  # ([S,] n, B, ...)
+            batches = self.axis.stack([_stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for _ in range(n)])
+                                       for run in self.runs])  # ([S,] n, B, ...)
             self.state, loss = pretrain_model_seeds(self.agent, self.state, batches)
             left -= n
         if not np.all(np.isfinite(np.asarray(loss))):
@@ -578,11 +510,14 @@ class Trainer:
         cfg, first = self.config, self.runs[0].loop
         seeds = [[None] * cfg.eval_episodes if run.loop.eval_seeded
                  else [run.config.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)] for run in self.runs]
-        returns, lengths = evaluate_seeds(self.agent, self.state, [run.eval_envs for run in self.runs],
-                                          self.eval_key, seeds, cfg.algo.acting_iterations)
+        policy = seeds_policy(self.agent, self.state, self.axis, deterministic=True,
+                              iterations=cfg.algo.acting_iterations)
+        out = rollout([env for run in self.runs for env in run.eval_envs], policy, self.eval_key,
+                      seeds=[s for run_seeds in seeds for s in run_seeds])
+        returns, lengths = (x.reshape(len(self.runs), -1) for x in (out.returns, out.lengths))
         all_stats = _mean_infos(self._host_updates())  # each (S, ...): the mean over the updates since the last evaluation
-        alpha = np.exp(np.atleast_1d(np.asarray(self.state.log_alpha)))
-        updates = np.atleast_1d(np.asarray(self.state.updates))
+        alpha = np.exp(self.axis.with_axis(np.asarray(self.state.log_alpha)))
+        updates = self.axis.with_axis(np.asarray(self.state.updates))
         rows = []
         for i, run in enumerate(self.runs):
             loop = run.loop
@@ -631,6 +566,8 @@ class Trainer:
                         jax.block_until_ready(self.state)
                         now = time.perf_counter()
                         rows = self.evaluate_and_log(now - window_start, now - start)
+                        if self.on_evaluation is not None:
+                            self.on_evaluation(rows)
                         ret = np.mean([r["eval_return_mean"] for r in rows])
                         progress.update(task, sps=rows[0]["env_steps_per_s"], ret=f"{ret:.1f}")
                         window_start = time.perf_counter()
@@ -684,8 +621,8 @@ def _identity(config: dict) -> dict:
     config of an older version lacks at their defaults (which reproduce that version's runs)."""
     if "env" in config and "algo" in config:  # (not an empty or partial dict)
         try:
-            config = to_dict(train_config_from_dict(config))
-        except (ConfigError, TypeError):  # unknown fields: compared as written
+            config = upgrade(config)
+        except ConfigError:  # unknown fields: compared as written
             pass
     config = json.loads(json.dumps(config))
     return {k: v for k, v in config.items() if k not in ("run_dir", "progress", "overwrite", "resume")}
@@ -705,7 +642,27 @@ def train(config: TrainConfig) -> Path:
 
 def resume(run_dir: Path, progress: bool = True) -> Path:
     """Continue the run in `run_dir` from its newest usable checkpoint."""
-    from iapo.cli import load_run_config
-
     config = dataclasses.replace(load_run_config(Path(run_dir)), run_dir=str(run_dir), progress=progress)
     return Trainer(config, resume=True).run()
+
+
+def check_resume(config: TrainConfig) -> None:
+    """--resume takes every setting from the run's config.json: refuse other settings given with it."""
+    defaults = TrainConfig()
+    given = [f.name for f in dataclasses.fields(TrainConfig)
+             if f.name not in ("resume", "progress", "algo") and getattr(config, f.name) != getattr(defaults, f.name)]
+    given += [f.name for f in dataclasses.fields(config.algo)
+              if getattr(config.algo, f.name) != getattr(defaults.algo, f.name)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"--resume takes every setting from {Path(config.resume) / 'config.json'}; drop {flags} "
+                          "(other settings make a new run: start one with --run-dir)")
+
+
+def run(config: TrainConfig) -> Path:
+    """`iapo train`: a new run as `config` says, or, with `config.resume`, the run it names
+    continued (no other setting may be given with it); returns the run directory."""
+    if config.resume:
+        check_resume(config)
+        return resume(Path(config.resume), config.progress)
+    return train(config)

@@ -1,0 +1,53 @@
+"""What several analyses share: the states an agent visits, J at each iterate of its iterative
+optimizer, and J over a grid of two dimensions of the policy mean. (The ascent on lambda to the
+optimum of J is `optimizers.nonamortized.ascend_to_optimum`, beside the other ascent.)"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iapo.agent import Agent, AgentState
+from iapo.envs import make_env
+from iapo.rollout import agent_policy, visited_states
+
+
+def agent_states(env_id: str, agent: Agent, state: AgentState, n: int, seed: int) -> np.ndarray:
+    """n states (n, obs_dim) visited by the agent acting as in training (sampled actions), from a
+    reset seeded by `seed`, across episodes."""
+    env = make_env(env_id)
+    try:
+        obs, _ = visited_states(env, agent_policy(agent, state), jax.random.PRNGKey(seed), n, seed)
+    finally:
+        env.close()
+    return obs
+
+
+@functools.partial(jax.jit, static_argnames=("agent", "iterations"))
+def objective_per_iterate(agent: Agent, state: AgentState, obs: jax.Array, key: jax.Array, iterations: int):
+    """J (iterations + 1, B) at lambda_0 .. lambda_iterations of the agent's iterative optimizer."""
+    k_iter, k_last = jax.random.split(key)
+    objective = agent.objective(state, obs)
+    lam, out = agent.optimizer.iterate(state.policy_params, obs, objective, k_iter, iterations)
+    j_last, _ = objective(lam, k_last)
+    return jnp.concatenate([out["objective"], j_last[None]])
+
+
+def objective_surface(agent: Agent, state: AgentState, obs: jax.Array, lam: jax.Array, dims: tuple[int, int],
+                      grid: np.ndarray, samples: int, key: jax.Array) -> np.ndarray:
+    """J (G, G) at one state obs (1, obs_dim), over mean[dims[0]] x mean[dims[1]] in `grid`, the rest
+    of lambda (1, 2d) fixed; the same samples at every point, so the surface is smooth."""
+    g = len(grid)
+    mu_i, mu_j = np.meshgrid(grid, grid, indexing="ij")
+    lams = np.repeat(np.asarray(lam), g * g, axis=0)  # (G*G, 2d)
+    lams[:, dims[0]] = mu_i.ravel()
+    lams[:, dims[1]] = mu_j.ravel()
+    obs_g = jnp.repeat(obs, g * g, axis=0)
+    integrand = agent.objective(state, obs_g).integrand
+    # common random numbers: one noise draw (N, 1, d) shared by every grid point
+    eps = jnp.broadcast_to(jax.random.normal(key, (samples, 1, agent.act_dim)), (samples, g * g, agent.act_dim))
+    values, _ = jax.jit(integrand)(jnp.asarray(lams), eps)  # (N, G*G)
+    return np.asarray(jnp.mean(values, axis=0)).reshape(g, g)

@@ -1,0 +1,109 @@
+"""A run directory as a whole, read back: its configuration, its agent, its checkpoints and
+snapshots. What `iapo evaluate`, the analyses, `iapo train --resume` and sweeps read a finished
+(or stopped) run with.
+
+A run directory holds `config.json` (the `TrainConfig`), `metrics.csv`, `tensorboard/`,
+`checkpoints/` (everything a resume needs) and `snapshots/` (agent states kept for the analyses
+over training); a group of seeds trained together holds one such directory per seed,
+`seed_<s>/`, beside its own `config.json` (see the README, "What a run directory holds").
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import jax
+
+from iapo import checkpoint
+from iapo.agent import Agent, AgentState
+from iapo.config import TrainConfig, train_config_from_dict
+from iapo.envs import dims, make_env
+from iapo.errors import ConfigError, IapoError
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The `TrainConfig` of the run in `run_dir` (an older version's at the values that reproduce
+    its runs); a one-line IapoError when `run_dir` is not a run directory."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise IapoError(f"{run_dir} is not a run directory")
+    try:
+        return train_config_from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise IapoError(f"{run_dir} holds no config.json: not a run directory") from None
+    except IsADirectoryError:
+        raise IapoError(f"{path} is a folder, not a run configuration") from None
+    except OSError as exc:
+        raise IapoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError, ConfigError) as exc:
+        raise ConfigError(f"{path} is not a valid run configuration: {exc}") from None
+
+
+def make_agent(config: TrainConfig) -> Agent:
+    """The agent `config` describes, with its environment's dimensions."""
+    env = make_env(config.env)
+    obs_dim, act_dim = dims(env)
+    env.close()
+    return Agent(config.algo, obs_dim, act_dim)
+
+
+def load_agent(run_dir: Path, step: int | None = None) -> tuple[TrainConfig, Agent, AgentState, int]:
+    """(config, agent, state, step) of the newest checkpoint in `run_dir`, or of the snapshot (or
+    checkpoint) at `step`. A group of seeds is refused: one of its seeds' folders is a run."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if config.seeds is not None:
+        raise IapoError(
+            f"{run_dir} holds seeds {' '.join(map(str, config.seeds))} trained together; "
+            f"name one of them: {run_dir / f'seed_{config.seeds[0]}'}"
+        )
+    agent = make_agent(config)
+    if step is None:
+        step, state, _ = checkpoint.load_latest(run_dir, _template(agent))
+        return config, agent, state, step
+    found = dict(checkpoint.list_checkpoints(run_dir)) | dict(checkpoint.list_snapshots(run_dir))
+    if step not in found:
+        have = " ".join(map(str, sorted(found))) or "none"
+        raise IapoError(f"{run_dir} has no snapshot or checkpoint of step {step} (steps: {have})")
+    return config, agent, load_state(found[step], agent), step
+
+
+def snapshots(run_dir: Path) -> dict[int, Path]:
+    """The run's snapshots by step, oldest first; an IapoError when it has none."""
+    found = dict(checkpoint.list_snapshots(Path(run_dir)))
+    if not found:
+        raise IapoError(f"{run_dir} has no snapshots (train with --snapshot-every)")
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _template(agent: Agent) -> AgentState:
+    """A state of the agent's shapes, to restore saved states into."""
+    return agent.init(jax.random.PRNGKey(0))
+
+
+def load_state(path: Path, agent: Agent) -> AgentState:
+    """The agent state saved at `path` (a snapshot or checkpoint of `agent`'s run)."""
+    state, _ = checkpoint.load(path, _template(agent))
+    return state
+
+
+def check_analysis_inputs(seed: int = 0, out: str | None = None, run_dirs: tuple[str, ...] | None = None) -> None:
+    """One-line errors for what the analyses and `iapo evaluate` take: a seed that seeds an
+    environment, an --out that is not a file and, for those that read several runs, at least one
+    run directory, all of one environment (one figure compares runs of one environment)."""
+    if run_dirs is not None:
+        if not run_dirs:
+            raise ConfigError("name at least one run directory")
+        envs = {d: load_run_config(Path(d)).env for d in run_dirs}
+        if len(set(envs.values())) > 1:
+            shown = ", ".join(f"{d} ({env})" for d, env in envs.items())
+            raise ConfigError(f"the runs are of different environments: {shown}; analyze one environment at a time")
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed must be in [0, 2**32), got {seed}")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+
