@@ -24,6 +24,12 @@ NUMBERS = {"gap": ".csv", "overestimation": ".csv", "modes": ".json", "landscape
            "iterations": ".csv", "transfer": ".csv"}
 
 
+DESCRIPTION = (
+    "Iterative amortized policy optimization (Marino et al., NeurIPS 2021). Commands: train, evaluate, sweep, "
+    "plot, and analyze (the paper's analyses: " + ", ".join(ANALYSES) + "; `iapo analyze NAME --help`)."
+)
+
+
 def _analyze(args: list[str]) -> None:
     modules = {name: importlib.import_module(path) for name, path in ANALYSES.items()}
     cfg = tyro.extras.subcommand_cli_from_dict(
@@ -36,21 +42,34 @@ def _analyze(args: list[str]) -> None:
     print(f"{WRITTEN[name]} written to {figure} (numbers: {figure.with_suffix(NUMBERS[name])})")
 
 
+def _config_file(args: list[str]) -> str | None:
+    """The FILE of `--config FILE` (or `--config=FILE`) among `iapo train`'s arguments."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def _command(args: list[str]) -> int:
     from iapo import evaluate, report, sweep, trainer
-    from iapo.config import TrainConfig
+    from iapo.config import TrainConfig, read_config_file
 
-    cfg = tyro.extras.subcommand_cli_from_dict(
-        {"train": TrainConfig, "evaluate": evaluate.Config, "sweep": sweep.SweepConfig, "plot": report.Config},
-        args=args,
-        prog="iapo",
-        description="Iterative amortized policy optimization (Marino et al., NeurIPS 2021). "
-        "The paper's analyses: `iapo analyze --help`.",
-        config=(tyro.conf.OmitArgPrefixes,),
-    )
+    if args[:1] == ["train"]:  # (parsed on its own: a --config file gives the flags' defaults)
+        path = _config_file(args[1:])
+        cfg = tyro.cli(TrainConfig, args=args[1:], prog="iapo train", config=(tyro.conf.OmitArgPrefixes,),
+                       default=read_config_file(path) if path else None)
+    else:
+        cfg = tyro.extras.subcommand_cli_from_dict(
+            {"train": TrainConfig, "evaluate": evaluate.Config, "sweep": sweep.SweepConfig, "plot": report.Config},
+            args=args,
+            prog="iapo",
+            description=DESCRIPTION,
+            config=(tyro.conf.OmitArgPrefixes,),
+        )
     if isinstance(cfg, TrainConfig):
-        run_dir = trainer.run(cfg)
-        print(f"run written to {run_dir}  (learning curve: {run_dir / 'learning_curve.png'})")
+        trainer.run(cfg)
     elif isinstance(cfg, sweep.SweepConfig):
         return sweep.run(cfg)
     elif isinstance(cfg, report.Config):

@@ -11,7 +11,12 @@ import json
 import math
 import types
 import typing
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+import yaml
+from tyro.constructors import PrimitiveConstructorSpec
 
 from iapo.errors import ConfigError
 
@@ -234,6 +239,37 @@ class AgentConfig:
                 raise ConfigError(f"--{_flag(name)} must be one or more positive widths, got {sizes}")
 
 
+def parse_seeds(tokens) -> tuple[int, ...]:
+    """Seeds written as numbers and inclusive ranges: `("0-2", "7")` -> (0, 1, 2, 7)."""
+    seeds: list[int] = []
+    for token in " ".join(tokens).replace(",", " ").split():
+        try:
+            if "-" in token[1:]:
+                low, high = token.split("-", 1)
+                lo, hi = int(low), int(high)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(token))
+        except ValueError:
+            raise ConfigError(f"--seeds: {token!r} is not a seed or a range like 0-4") from None
+    if not seeds:
+        raise ConfigError("--seeds must name at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds repeats a seed: {' '.join(map(str, seeds))}")
+    return tuple(seeds)
+
+
+
+# `--seeds 0 1 2` or `--seeds 0-4` (as `iapo sweep --seeds`).
+_SEEDS = PrimitiveConstructorSpec(
+    nargs="*", metavar="SEED|FIRST-LAST ...", instance_from_str=parse_seeds,
+    is_instance=lambda x: x is None or isinstance(x, tuple),
+    str_from_instance=lambda x: ["None"] if x is None else [str(v) for v in x],
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """A training run: environment, budget, logging; the algorithm's fields are under `algo`."""
@@ -244,9 +280,9 @@ class TrainConfig:
     seed: int = 0
     """Random seed (networks, replay sampling, exploration, environments)."""
 
-    seeds: tuple[int, ...] | None = None
-    """Train these seeds together in one process (one vmapped update and act for all); seed s
-    writes its own run to RUN_DIR/seed_<s>. Replaces --seed."""
+    seeds: Annotated[tuple[int, ...] | None, _SEEDS] = None
+    """Train these seeds together in one process (one vmapped update and act for all), e.g.
+    `0 1 2` or `0-4`; seed s writes its own run to RUN_DIR/seed_<s>. Replaces --seed."""
 
     total_steps: int = 1_000_000
     """Environment steps to train for."""
@@ -288,12 +324,29 @@ class TrainConfig:
     overwrite: bool = False
     """Replace a run already in --run-dir instead of refusing."""
 
-    resume: str | None = None
+    resume: Annotated[str | None, tyro.conf.arg(metavar="RUN_DIR")] = None
     """Continue the run in this directory from its newest checkpoint; its config.json gives
     every other setting."""
 
+    config: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
+    """Start from the fields in this YAML or JSON file (a run's own config.json included; the
+    algorithm's fields may sit under `algo` or beside the others); flags given with it override
+    the file. The shipped reference settings are in configs/."""
+
     progress: bool = True
-    """Show a progress bar."""
+    """Show a progress bar in a terminal; otherwise (and when the output is not a terminal) print
+    one line per evaluation."""
+
+    quiet: bool = False
+    """Print nothing while training: no progress bar, no lines, no summary."""
+
+    log_every: int = 1_000
+    """Write the means of the updates' losses and statistics over the last this many steps to
+    TensorBoard (under `updates/`, and to W&B) between evaluations."""
+
+    wandb_project: str | None = None
+    """Also log every scalar to this Weights & Biases project, one W&B run per seed (needs the
+    `wandb` extra; `WANDB_MODE=offline` keeps it in RUN_DIR/wandb to sync later)."""
 
     algo: AgentConfig = dataclasses.field(default_factory=AgentConfig)
     """The algorithm's fields (their flags carry no prefix: `--iterations`, `--pessimism`, ...)."""
@@ -308,6 +361,7 @@ class TrainConfig:
         _positive_int("eval-episodes", self.eval_episodes)
         _positive_int("checkpoint-every", self.checkpoint_every)
         _positive_int("snapshot-every", self.snapshot_every, allow_zero=True)
+        _positive_int("log-every", self.log_every)
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.seeds is not None:
@@ -365,16 +419,17 @@ def _check_types(cls, data: dict) -> None:
             raise ConfigError(f"config field {name} = {json.dumps(value)} is not of type {shown}")
 
 
-def train_config_from_dict(data: dict) -> TrainConfig:
-    """Rebuild a TrainConfig from its `config.json` form (lists back to tuples); the fields of
-    `LEGACY_AGENT_FIELDS` that an older config lacks take their values from there, every other
-    missing field its default. A value of the wrong type is a ConfigError naming the field."""
+def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
+    """Rebuild a TrainConfig from its `config.json` form (lists back to tuples); with `legacy`,
+    the fields of `LEGACY_AGENT_FIELDS` that an older config lacks take their values from there,
+    every other missing field its default. A value of the wrong type is a ConfigError naming the
+    field."""
     if not isinstance(data, dict) or not isinstance(data.get("algo", {}), dict):
         raise ConfigError(f"a run configuration is a JSON object with an \"algo\" object, not {json.dumps(data)[:60]}")
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     agent_data = dict(data.get("algo", {}))
-    if agent_data:  # (an empty algo dict is a partial config, not an older one)
+    if agent_data and legacy:  # (an empty algo dict is a partial config, not an older one)
         if "acting_pessimism" not in agent_data and agent_data.get("agent") in ("gradient", "cem") \
                 and agent_data.get("pessimism") is None:
             agent_data["pessimism"] = 2.5  # their default beta before 0.2
@@ -391,6 +446,44 @@ def train_config_from_dict(data: dict) -> TrainConfig:
     if rest.get("seeds") is not None:
         rest["seeds"] = tuple(rest["seeds"])
     return TrainConfig(algo=AgentConfig(**agent_data), **rest)
+
+
+# Fields that say how a run is started or shown, not what it computes (not part of its identity).
+PRESENTATION_FIELDS = ("run_dir", "progress", "quiet", "overwrite", "resume", "config", "log_every", "wandb_project")
+
+
+def read_config_file(path: str | Path) -> TrainConfig:
+    """The TrainConfig in a YAML or JSON file: every field of `TrainConfig`, the algorithm's under
+    `algo` or beside the others (as flags are given); missing ones at their defaults. Unknown
+    fields and values of the wrong type are one-line ConfigErrors."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path} must hold a mapping of fields, not {type(data).__name__}")
+    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
+    algo = dict(data.get("algo") or {})
+    rest = {}
+    for name, value in data.items():
+        if name in agent_fields:
+            algo[name] = value
+        elif name != "algo":
+            rest[name] = value
+    if isinstance(rest.get("seeds"), str):  # ("0-4", as on the command line)
+        rest["seeds"] = list(parse_seeds((rest["seeds"],)))
+    written = "algo" in data and "run_dir" in data  # a run's own config.json: read as that version ran it
+    try:
+        config = train_config_from_dict({**rest, "algo": algo}, legacy=written)
+    except ConfigError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
+    return dataclasses.replace(config, config=None)
 
 
 def upgrade(data: dict) -> dict:

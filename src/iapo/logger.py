@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from pathlib import Path
 
@@ -43,11 +44,13 @@ def _fmt(value) -> str:
 
 
 class RunLogger:
-    """Appends a row to metrics.csv, writes the same scalars to TensorBoard, redraws the curve."""
+    """Appends a row to metrics.csv, writes the same scalars to TensorBoard (and W&B), redraws
+    the curve."""
 
-    def __init__(self, run_dir: Path, title: str, resume_after: int | None = None):
+    def __init__(self, run_dir: Path, title: str, resume_after: int | None = None, wandb: dict | None = None):
         """With `resume_after`, drop the rows and TensorBoard points logged after that step
-        (by a run that died after its last checkpoint), so that none is duplicated."""
+        (by a run that died after its last checkpoint), so that none is duplicated. `wandb`:
+        the arguments of `wandb.init` (project, name, group, config), for a W&B run beside."""
         from tensorboardX import SummaryWriter
 
         self.run_dir = Path(run_dir)
@@ -62,6 +65,19 @@ class RunLogger:
             self._writer.writeheader()
         purge = None if resume_after is None else resume_after + 1
         self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
+        self._wandb = None if wandb is None else _wandb_run(self.run_dir, wandb)
+
+    def scalars(self, step: int, values: dict, prefix: str = "updates") -> None:
+        """Scalars between evaluations (the updates' means over the last `log_every` steps)."""
+        values = {f"{prefix}/{k}": float(v) for k, v in values.items() if np.ndim(v) == 0 and math.isfinite(float(v))}
+        try:
+            for name, value in values.items():
+                self._tb.add_scalar(name, value, step)
+            self._tb.flush()
+        except OSError as exc:
+            raise IapoError(f"cannot write TensorBoard events in {self.run_dir}: {exc.strerror or exc}") from None
+        if self._wandb is not None:
+            self._wandb.log(values, step=step)
 
     def log(self, row: dict, per_iteration: np.ndarray | None = None) -> None:
         try:
@@ -81,6 +97,9 @@ class RunLogger:
             for k, value in enumerate(per_iteration):
                 self._tb.add_scalar(f"objective_per_iteration/iteration_{k}", float(value), step)
         self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log({f"iapo/{k}": float(v) for k, v in row.items() if k != "step" and v is not None
+                             and not (isinstance(v, float) and math.isnan(v))}, step=step)
         plot_learning_curve(self.csv_path, self.run_dir / "learning_curve.png", self.title)
 
     def close(self) -> None:
@@ -89,6 +108,25 @@ class RunLogger:
             self._tb.close()
         except OSError as exc:
             raise IapoError(f"cannot write the logs in {self.run_dir}: {exc.strerror or exc}") from None
+        finally:
+            if self._wandb is not None:
+                self._wandb.finish()
+                self._wandb = None
+
+
+def _wandb_run(run_dir: Path, settings: dict):
+    """A W&B run for this run directory: its files in RUN_DIR/wandb, its id fixed by the
+    directory, so that a resumed run continues the same W&B run."""
+    try:
+        import wandb
+    except ImportError:
+        raise IapoError("--wandb-project needs wandb: pip install 'iapo[wandb]'") from None
+    run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    try:
+        return wandb.init(dir=str(run_dir), id=run_id, resume="allow", reinit="create_new", **settings)
+    except Exception as exc:  # noqa: BLE001 (wandb raises its own kinds: no login, no network, ...)
+        raise IapoError(f"W&B could not start ({type(exc).__name__}: {str(exc).strip().splitlines()[0]}); "
+                        "log in with `wandb login`, or set WANDB_MODE=offline") from None
 
 
 def _valid_rows(csv_path: Path, last_step: int) -> list[list[str]]:

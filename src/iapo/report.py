@@ -5,7 +5,7 @@ by environment and by their configuration apart from the seed, and summarised pe
 seeds at the evaluation steps every seed has reached:
 
 - curves: mean +- std over seeds (std with ddof = 0), or with `iqm`, the interquartile mean with
-  a percentile-bootstrap confidence interval over seeds;
+  a percentile-bootstrap confidence interval over seeds, computed by rliable (the `rliable` extra);
 - table: final return (mean +- std over seeds at the last common step), area under the mean
   curve (trapezoid over steps, return x steps) and that area over the steps spanned (the mean
   return over training), and the first step at which the mean curve reaches a threshold.
@@ -16,19 +16,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import tyro
 
-from iapo.config import at_least_one, train_config_from_dict, upgrade
+from iapo.config import PRESENTATION_FIELDS, at_least_one, train_config_from_dict, upgrade
 from iapo.errors import ConfigError, IapoError
 from iapo.files import show_value, write_csv_atomic, write_text_atomic
 from iapo.logger import read_metrics
 from iapo.plotting import new_figure, save_figure
 
-IGNORED = {"seed", "seeds", "run_dir", "progress", "overwrite", "resume"}  # not part of a group's identity
+IGNORED = {"seed", "seeds", *PRESENTATION_FIELDS}  # not part of a group's identity
 # Part of the identity, but budget and bookkeeping: not named in labels.
 UNLABELLED = {"total_steps", "checkpoint_every", "snapshot_every", "eval_every", "eval_episodes"}
 
@@ -155,24 +156,26 @@ def _align(group: Group, max_step: int | None = None) -> None:
 
 
 # -- statistics ----------------------------------------------------------------------------------
-def iqm(x: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Interquartile mean: the mean after cutting int(n/4) values from each end (as
-    `scipy.stats.trim_mean(x, 0.25)`)."""
-    x = np.sort(np.asarray(x, dtype=np.float64), axis=axis)
-    n = x.shape[axis]
-    cut = int(0.25 * n)
-    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+def iqm_interval(returns: np.ndarray, reps: int = 2000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The interquartile mean over seeds at every step of `returns` (S, T), with rliable's
+    percentile-bootstrap interval over seeds: (iqm, low, high), each (T,). Needs the `rliable`
+    extra."""
+    try:
+        from rliable import library, metrics
+    except ImportError:
+        raise IapoError("--iqm needs rliable: pip install 'iapo[rliable]'") from None
+    steps = returns.shape[1]
 
+    def per_step(scores):  # scores (S, 1 task, T) -> IQM at each step (T,)
+        return np.array([metrics.aggregate_iqm(scores[:, 0, t]) for t in range(steps)])
 
-def bootstrap_iqm(returns: np.ndarray, reps: int = 2000, confidence: float = 0.95,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile-bootstrap interval of the IQM over seeds, at every step: returns (S, T)."""
-    rng = np.random.default_rng(seed)
-    s = returns.shape[0]
-    idx = rng.integers(0, s, size=(reps, s))
-    stats = iqm(returns[idx], axis=1)  # (reps, T)
-    tail = (1 - confidence) / 2 * 100
-    return np.percentile(stats, tail, axis=0), np.percentile(stats, 100 - tail, axis=0)
+    with warnings.catch_warnings():  # (arch's notice about RandomState, which rliable passes)
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = library.get_interval_estimates(
+            {"runs": returns[:, None, :]}, per_step, reps=reps, confidence_interval_size=confidence,
+            random_state=np.random.RandomState(seed))
+    return point["runs"], interval["runs"][0], interval["runs"][1]
 
 
 def summarize(group: Group, threshold: float | None) -> dict:
@@ -285,8 +288,7 @@ def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[s
                 continue
             mean, std = g.returns.mean(axis=0), g.returns.std(axis=0)
             if use_iqm:
-                center = iqm(g.returns)
-                low, high = bootstrap_iqm(g.returns, reps)
+                center, low, high = iqm_interval(g.returns, reps)
             else:
                 center, low, high = mean, mean - std, mean + std
             ax.plot(g.steps, center, color=f"C{i}", lw=1.8, label=f"{g.label} ({len(g.runs)} seeds)")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from iapo import checkpoint, signals
-from iapo.config import AgentConfig, TrainConfig, to_dict, train_config_from_dict, upgrade
+from iapo.config import AgentConfig, AgentKind, TrainConfig, parse_seeds, to_dict, train_config_from_dict, upgrade
 from iapo.envs import check_env_id
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import lock_run_dir, show_value, unlock_run_dir, write_json_atomic
@@ -55,8 +55,8 @@ class SweepConfig:
     envs: tuple[str, ...] = ("Hopper-v5",)
     """Gymnasium environment ids."""
 
-    agents: tuple[str, ...] = ("direct", "iterative")
-    """Agents (`direct`, `iterative`)."""
+    agents: tuple[AgentKind, ...] = ("direct", "iterative")
+    """Agents: any of `direct`, `iterative`, `direct-flow`, `gradient`, `cem`."""
 
     seeds: tuple[str, ...] = ("0-4",)
     """Seeds of every trial: numbers and inclusive ranges, e.g. `0-4` or `0 1 7`."""
@@ -111,28 +111,6 @@ class Trial:
 
 
 # -- the grid ------------------------------------------------------------------------------------
-def parse_seeds(tokens: tuple[str, ...]) -> tuple[int, ...]:
-    """`("0-2", "7")` -> (0, 1, 2, 7)."""
-    seeds: list[int] = []
-    for token in " ".join(tokens).replace(",", " ").split():
-        try:
-            if "-" in token[1:]:
-                low, high = token.split("-", 1)
-                lo, hi = int(low), int(high)
-                if hi < lo:
-                    raise ValueError
-                seeds.extend(range(lo, hi + 1))
-            else:
-                seeds.append(int(token))
-        except ValueError:
-            raise ConfigError(f"--seeds: {token!r} is not a seed or a range like 0-4") from None
-    if not seeds:
-        raise ConfigError("--seeds must name at least one seed")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds repeats a seed: {' '.join(map(str, seeds))}")
-    return tuple(seeds)
-
-
 def _field_types() -> dict[str, tuple[str, object]]:
     """Field name -> ("train" or "algo", its type) for every field `--set` may name."""
     train = typing.get_type_hints(TrainConfig)

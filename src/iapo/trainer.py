@@ -11,6 +11,7 @@ import math
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -22,12 +23,12 @@ import numpy as np
 
 from iapo import checkpoint, precision, signals
 from iapo.agent import Agent, SeedAxis, act_seeds, pretrain_model_seeds
-from iapo.config import TrainConfig, to_dict, upgrade
+from iapo.config import PRESENTATION_FIELDS, TrainConfig, to_dict, upgrade
 from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import check_env_id, dims, make_env
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import LOCK_NAME, lock_run_dir, unlock_run_dir, write_json_atomic
-from iapo.logger import RunLogger, plot_seed_curves
+from iapo.logger import RunLogger, plot_seed_curves, read_metrics
 from iapo.replay import ReplayBuffer
 from iapo.rollout import rollout, seeds_policy
 from iapo.run import load_run_config
@@ -38,7 +39,7 @@ class NumericError(IapoError):
     """A loss, parameter, action or observation stopped being finite."""
 
 # Files and folders of a run; `--overwrite` removes these and nothing else.
-RUN_FILES = ("config.json", "metrics.csv", "learning_curve.png", "tensorboard", "checkpoints", "snapshots")
+RUN_FILES = ("config.json", "metrics.csv", "learning_curve.png", "tensorboard", "checkpoints", "snapshots", "wandb")
 TIMING_COLUMNS = ("env_steps_per_s", "wall_time_s")  # the only columns that differ on a rerun
 EVAL_SEED_OFFSET = 10_000
 
@@ -48,7 +49,7 @@ EVAL_SEED_OFFSET = 10_000
 _OWN_FILES = [re.compile(p) for p in (
     r"config\.json(\.tmp)?", r"metrics\.csv(\.tmp)?", r"learning_curve\.png(\.tmp)?", re.escape(LOCK_NAME),
     r"\.iapo-write-test", r"checkpoints/ckpt_\d{9}\.ckpt(\.tmp)?", r"checkpoints/parts/replay_\d{12}_\d{12}\.part(\.tmp)?",
-    r"snapshots/agent_\d{9}\.ckpt(\.tmp)?", r"tensorboard/events\.out\.tfevents\.[^/]+",
+    r"snapshots/agent_\d{9}\.ckpt(\.tmp)?", r"tensorboard/events\.out\.tfevents\.[^/]+", r"wandb/.+",
 )]
 
 
@@ -122,7 +123,12 @@ def _mean_infos(infos: list[dict]) -> dict:
     return {k: np.mean(np.stack([i[k] for i in host]), axis=0) for k in host[0]}
 
 
-def _progress(config: TrainConfig):
+def _format_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _progress(show: bool):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -141,7 +147,7 @@ def _progress(config: TrainConfig):
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        disable=not config.progress,
+        disable=not show,
     )
 
 
@@ -345,8 +351,13 @@ class Trainer:
         label = f"seeds {' '.join(map(str, seeds))}" if self.group else f"seed {config.seed}"
         self.title = f"{config.env} · {config.algo.agent} · {label}"
         for run in self.runs:
+            wandb = None
+            if config.wandb_project:
+                wandb = {"project": config.wandb_project, "name": f"{self.run_dir.name}/seed_{run.config.seed}",
+                         "group": self.run_dir.name, "config": to_dict(run.config)}
             run.logger = RunLogger(run.run_dir, f"{config.env} · {config.algo.agent} · seed {run.config.seed}",
-                                   resume_after=run.loop.step if resume else None)
+                                   resume_after=run.loop.step if resume else None, wandb=wandb)
+        self.logged = 0  # infos[:logged] were written by `log_updates`
         self.stop_signal: int | None = None
 
     @property
@@ -540,11 +551,21 @@ class Trainer:
             run.logger.log(row, stats.get("objective_per_iteration"))
             loop.finished_returns, loop.window_steps = [], 0
             rows.append(row)
-        self.infos, self.info_steps, self.checked = [], [], 0
+        self.infos, self.info_steps, self.checked, self.logged = [], [], 0, 0
         if self.group:
             plot_seed_curves([r.run_dir / "metrics.csv" for r in self.runs],
                              [f"seed {r.config.seed}" for r in self.runs], self.run_dir / "learning_curve.png", self.title)
         return rows
+
+    def log_updates(self) -> None:
+        """The means of the updates' statistics since the last time (or evaluation), written to
+        each seed's TensorBoard (and W&B) under `updates/` at the current step."""
+        self.check_finite()
+        host = self._host_updates()[self.logged:]  # one dict per update, each value (S, ...)
+        self.logged += len(host)
+        stats = _mean_infos(host)
+        for i, run in enumerate(self.runs):
+            run.logger.scalars(self.step_count, {k: v[i] for k, v in stats.items() if k != "finite"})
 
     # -- the whole run -----------------------------------------------------------------------
     def run(self) -> Path:
@@ -553,10 +574,12 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():  # (a Ray task may run elsewhere)
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         start = window_start = time.perf_counter()
+        bar = cfg.progress and not cfg.quiet and sys.stdout.isatty()
+        lines = not cfg.quiet and not bar  # (a cluster job, `| tee`, --no-progress: one line per evaluation)
         try:
             if signals.take_pending() is not None:  # interrupted while starting: stop before the first step
                 raise KeyboardInterrupt
-            with _progress(cfg) as progress:
+            with _progress(bar) as progress:
                 task = progress.add_task(self.title, total=cfg.total_steps, completed=self.step_count, sps=0.0,
                                          ret="—")
                 while self.step_count < cfg.total_steps:
@@ -570,7 +593,11 @@ class Trainer:
                             self.on_evaluation(rows)
                         ret = np.mean([r["eval_return_mean"] for r in rows])
                         progress.update(task, sps=rows[0]["env_steps_per_s"], ret=f"{ret:.1f}")
+                        if lines:
+                            print(self.evaluation_line(rows), flush=True)
                         window_start = time.perf_counter()
+                    elif step % cfg.log_every == 0 and step > cfg.random_steps:
+                        self.log_updates()
                     if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.total_steps):
                         self.save_snapshots()
                     saved = step % cfg.checkpoint_every == 0 or step == cfg.total_steps
@@ -592,7 +619,36 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        self.wall_seconds = time.perf_counter() - start
         return self.run_dir
+
+    def evaluation_line(self, rows: list[dict]) -> str:
+        """One plain line for an evaluation: step, return (mean +- std over the episodes of one
+        seed, or over the seeds' means), env-steps/s and the time left at that rate."""
+        step, total = rows[0]["step"], self.config.total_steps
+        if len(rows) == 1:
+            mean, std, over = rows[0]["eval_return_mean"], rows[0]["eval_return_std"], "episodes"
+        else:
+            means = [r["eval_return_mean"] for r in rows]
+            mean, std, over = float(np.mean(means)), float(np.std(means)), f"{len(rows)} seeds"
+        rate = rows[0]["env_steps_per_s"]
+        eta = _format_time((total - step) / rate) if rate > 0 and step < total else "0:00:00"
+        return (f"{self.title}  step {step}/{total}  return {mean:.1f} ± {std:.1f} ({over})  "
+                f"{rate:.0f} env-steps/s  ETA {eta}")
+
+    def summary(self) -> str:
+        """One line for the end of a run: final and best evaluation return (mean over seeds),
+        steps, wall time of this process, run directory."""
+        curves = [read_metrics(run.run_dir / "metrics.csv") for run in self.runs]
+        if not all(curves) or not all(len(c.get("step", ())) for c in curves):
+            return f"{self.title}: no evaluation yet; run written to {self.run_dir}"
+        n = min(len(c["step"]) for c in curves)
+        mean = np.mean([c["eval_return_mean"][:n] for c in curves], axis=0)  # (evaluations,)
+        best = int(np.argmax(mean))
+        return (f"{self.title}: final return {mean[-1]:.1f} at step {int(curves[0]['step'][n - 1])}, best "
+                f"{mean[best]:.1f} at step {int(curves[0]['step'][best])}; {self.step_count} steps, "
+                f"{_format_time(getattr(self, 'wall_seconds', 0.0))} wall time; run written to {self.run_dir} "
+                f"(learning curve: {self.run_dir / 'learning_curve.png'})")
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal is not None:  # a second signal: stop now
@@ -625,7 +681,7 @@ def _identity(config: dict) -> dict:
         except ConfigError:  # unknown fields: compared as written
             pass
     config = json.loads(json.dumps(config))
-    return {k: v for k, v in config.items() if k not in ("run_dir", "progress", "overwrite", "resume")}
+    return {k: v for k, v in config.items() if k not in PRESENTATION_FIELDS}
 
 
 def _first_nonfinite(info: dict) -> str:
@@ -640,9 +696,9 @@ def train(config: TrainConfig) -> Path:
     return Trainer(config).run()
 
 
-def resume(run_dir: Path, progress: bool = True) -> Path:
+def resume(run_dir: Path, progress: bool = True, quiet: bool = False) -> Path:
     """Continue the run in `run_dir` from its newest usable checkpoint."""
-    config = dataclasses.replace(load_run_config(Path(run_dir)), run_dir=str(run_dir), progress=progress)
+    config = dataclasses.replace(load_run_config(Path(run_dir)), run_dir=str(run_dir), progress=progress, quiet=quiet)
     return Trainer(config, resume=True).run()
 
 
@@ -650,7 +706,7 @@ def check_resume(config: TrainConfig) -> None:
     """--resume takes every setting from the run's config.json: refuse other settings given with it."""
     defaults = TrainConfig()
     given = [f.name for f in dataclasses.fields(TrainConfig)
-             if f.name not in ("resume", "progress", "algo") and getattr(config, f.name) != getattr(defaults, f.name)]
+             if f.name not in ("resume", "progress", "quiet", "algo") and getattr(config, f.name) != getattr(defaults, f.name)]
     given += [f.name for f in dataclasses.fields(config.algo)
               if getattr(config.algo, f.name) != getattr(defaults.algo, f.name)]
     if given:
@@ -661,8 +717,16 @@ def check_resume(config: TrainConfig) -> None:
 
 def run(config: TrainConfig) -> Path:
     """`iapo train`: a new run as `config` says, or, with `config.resume`, the run it names
-    continued (no other setting may be given with it); returns the run directory."""
+    continued (no other setting may be given with it); ends with a summary line (unless
+    `quiet`). Returns the run directory."""
     if config.resume:
         check_resume(config)
-        return resume(Path(config.resume), config.progress)
-    return train(config)
+        config = dataclasses.replace(load_run_config(Path(config.resume)), run_dir=config.resume,
+                                     progress=config.progress, quiet=config.quiet)
+        trainer = Trainer(config, resume=True)
+    else:
+        trainer = Trainer(config)
+    run_dir = trainer.run()
+    if not config.quiet:
+        print(trainer.summary(), flush=True)
+    return run_dir
