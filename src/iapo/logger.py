@@ -11,7 +11,7 @@ import numpy as np
 
 from iapo.errors import IapoError
 from iapo.files import write_csv_atomic
-from iapo.plotting import new_figure, save_figure
+from iapo.plotting import new_figure, save_figure, steps_axis
 
 # The columns of metrics.csv, in order, with their meaning (also in the README, "What a run directory holds").
 COLUMNS = {
@@ -194,7 +194,7 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: str) -> None:
     ax.fill_between(step, mean - std, mean + std, color="C0", alpha=0.25)
     if np.any(np.isfinite(m["train_episode_return"])):
         ax.plot(step, m["train_episode_return"], color="C1", alpha=0.6, lw=1, label="training episodes")
-    ax.set_xlabel("environment steps")
+    steps_axis(ax)
     ax.set_ylabel("return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -217,7 +217,7 @@ def plot_seed_curves(csv_paths: list[Path], labels: list[str], out_path: Path, t
         step, mean, std = curves[0][0]["step"][:n], returns.mean(0), returns.std(0)
         ax.plot(step, mean, color="k", lw=2, label=f"mean of {len(curves)} seeds")
         ax.fill_between(step, mean - std, mean + std, color="k", alpha=0.15)
-    ax.set_xlabel("environment steps")
+    steps_axis(ax)
     ax.set_ylabel("evaluation return")
     ax.set_title(title)
     ax.grid(alpha=0.3)

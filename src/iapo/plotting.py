@@ -28,6 +28,22 @@ def save_figure(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def steps_axis(ax, label: str = "environment steps") -> None:
+    """An x axis of environment steps: at most 6 ticks, written 20k, 1.5M, so they never run
+    together."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    def short(x, _pos):
+        for scale, suffix in ((1e6, "M"), (1e3, "k")):
+            if abs(x) >= scale:
+                return f"{x / scale:g}{suffix}"
+        return f"{x:g}"
+
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.xaxis.set_major_formatter(FuncFormatter(short))
+    ax.set_xlabel(label)
+
+
 def colors(n: int, cmap: str = "viridis"):
     """n colours (RGBA) spread over most of a colormap, for a sequence of curves."""
     import matplotlib

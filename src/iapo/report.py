@@ -27,7 +27,7 @@ from iapo.config import PRESENTATION_FIELDS, at_least_one, train_config_from_dic
 from iapo.errors import ConfigError, IapoError
 from iapo.files import show_value, write_csv_atomic, write_text_atomic
 from iapo.logger import read_metrics
-from iapo.plotting import new_figure, save_figure
+from iapo.plotting import new_figure, save_figure, steps_axis
 
 IGNORED = {"seed", "seeds", *PRESENTATION_FIELDS}  # not part of a group's identity
 # Part of the identity, but budget and bookkeeping: not named in labels.
@@ -298,7 +298,7 @@ def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[s
         if limits[env] is not None and thresholds:  # drawn when asked for; a registered one may be far off the curves
             ax.axhline(limits[env], color="gray", ls=":", lw=1, label=f"threshold {limits[env]:g}")
         ax.set_title(env)
-        ax.set_xlabel("environment steps")
+        steps_axis(ax)
         ax.set_ylabel("evaluation return" + (" (IQM, 95% CI)" if use_iqm else " (mean ± std over seeds)"))
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")

@@ -25,7 +25,7 @@ from iapo.config import at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
 from iapo.objective import Objective
 from iapo.optimizers.nonamortized import ascend_to_optimum
-from iapo.plotting import colors, new_figure, save_figure
+from iapo.plotting import colors, new_figure, save_figure, steps_axis
 from iapo.run import check_analysis_inputs, load_agent, load_run_config, load_state, snapshots
 
 
@@ -119,11 +119,20 @@ def gap_over_training(run_dir: Path, states: int = 100, extra_iterations: int = 
         if iterations:  # Fig. 4b: J at each iterate, mean over the states
             js = objective_per_iterate(agent, state, obs, jax.random.PRNGKey(seed + 1), iterations)
             per_iterate = [float(j) for j in np.mean(np.asarray(js), axis=1)]
-        rows.append({"run": str(run_dir), "agent": agent.config.agent, "step": step,
+        rows.append({"run": str(run_dir), "agent": agent.config.agent, "seed": config.seed, "step": step,
                      "iterations": iterations or 0, "gap_mean": float(gap.mean()), "gap_std": float(gap.std()),
                      "objective_mean": float(np.mean(out["j_agent"])), "states": states,
                      "ascent_steps": int(out["steps"]), "objective_per_iterate": per_iterate})
     return rows
+
+
+def _run_label(row: dict) -> str:
+    """'iterative, seed 0' (the seed of rows written before it was recorded: from a seed_<s> folder)."""
+    seed = row.get("seed")
+    if seed is None:
+        name = Path(row["run"]).name
+        seed = name[len("seed_"):] if name.startswith("seed_") else name
+    return f"{row['agent']}, seed {seed}"
 
 
 def plot_gap(rows: list[dict], out_path: Path) -> None:
@@ -134,13 +143,13 @@ def plot_gap(rows: list[dict], out_path: Path) -> None:
         step = np.array([r["step"] for r in mine])
         mean = np.array([r["gap_mean"] for r in mine])
         std = np.array([r["gap_std"] for r in mine])
-        label = f"{mine[0]['agent']} ({Path(run).name})"
+        label = _run_label(mine[0])
         if mine[0]["agent"] == "iterative":
-            label += f", {mine[0]['iterations']} iterations"
+            label += f", K = {mine[0]['iterations']} at evaluation"
         line, = ax.plot(step, mean, marker="o", ms=3, label=label)
         ax.fill_between(step, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("amortization gap  J(λ*) − J(λ)")
+    steps_axis(ax)
+    ax.set_ylabel(r"amortization gap  $J(\lambda^*) - J(\lambda)$")
     ax.set_title("Amortization gap over training")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
@@ -191,9 +200,9 @@ def plot_improvement(rows: list[dict], out_path: Path) -> None:
         shades = colors(iterations)
         for k in range(1, iterations + 1):
             ax.plot(step, js[:, k] - js[:, 0], color=shades[k - 1], marker="o", ms=3, label=f"iteration {k}")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("J(λ_k) − J(λ_0)")
-        ax.set_title(f"{Path(run).name}: improvement per iterate")
+        steps_axis(ax)
+        ax.set_ylabel(r"$J(\lambda_k) - J(\lambda_0)$")
+        ax.set_title(f"{_run_label(mine[0])}: improvement per iterate")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     save_figure(fig, out_path)

@@ -96,7 +96,7 @@ def _plot(rows: list[dict], summary: dict, path: Path) -> None:
     left.errorbar(k, mean, yerr=std, marker="o", capsize=3)
     left.set_ylabel(f"evaluation return ({summary['episodes']} episodes)")
     right.plot(k, [r["objective"] for r in rows], marker="o")
-    right.set_ylabel(f"J(λ_k), mean over {summary['states']} states")
+    right.set_ylabel(rf"$J(\lambda_k)$, mean over {summary['states']} states")
     for ax in (left, right):
         ax.axvline(summary["trained_iterations"], color="grey", ls=":", lw=1, label="iterations trained with")
         ax.set_xlabel("iterations at evaluation")

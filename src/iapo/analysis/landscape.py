@@ -120,9 +120,9 @@ def _plot(result: dict, path: Path) -> None:
     grid, surface = np.array(result["grid"]), np.array(result["objective"])
     fig, ax = new_figure(figsize=(5.5, 4.5))
     filled = ax.contourf(grid, grid, surface.T, levels=30, cmap="viridis")
-    fig.colorbar(filled, ax=ax, label="J(λ; s)")
+    fig.colorbar(filled, ax=ax, label=r"$J(\lambda; s)$")
     p = np.array(result["iterative_path"])
-    ax.plot(p[:, 0], p[:, 1], "w-o", ms=4, lw=1.5, label="iterative path λ₀ … λ_K")
+    ax.plot(p[:, 0], p[:, 1], "w-o", ms=4, lw=1.5, label=r"iterative path $\lambda_0 \ldots \lambda_K$")
     ax.plot(*result["optimum"], "r*", ms=14, label="gradient-ascent optimum")
     if "direct" in result:
         ax.plot(*result["direct"], "s", color="orange", ms=9, label="direct estimate")

@@ -144,12 +144,13 @@ def _plot(result: dict, path: Path) -> None:
     d = lams.shape[1] // 2
     mean, scale = lams[:, :d], np.exp(lams[:, d:])
     grid = np.array(result["grid"])
-    for ax, dims, surface in zip(axes[1:], pairs, result["objective"]):
-        ax.contourf(grid, grid, np.array(surface).T, levels=30, cmap="viridis")
+    for panel, (ax, dims, surface) in enumerate(zip(axes[1:], pairs, result["objective"])):
+        filled = ax.contourf(grid, grid, np.array(surface).T, levels=30, cmap="viridis")
+        fig.colorbar(filled, ax=ax, label=r"$J(\lambda; s)$")
         ax.plot(mean[:, dims[0]], mean[:, dims[1]], "ws", ms=6, mfc="none", label="runs' means")
-        ax.set_xlabel(f"mean, dimension {dims[0]}")
-        ax.set_ylabel(f"mean, dimension {dims[1]}")
-        ax.set_title(f"(b) J at state {result['widest_state']}")
+        ax.set_xlabel(rf"$\mu_{dims[0]}$ (mean, dimension {dims[0]})")
+        ax.set_ylabel(rf"$\mu_{dims[1]}$ (mean, dimension {dims[1]})")
+        ax.set_title(f"(b.{panel + 1}) J over dimensions {dims[0]}, {dims[1]} at state {result['widest_state']}")
         ax.legend(loc="best", fontsize="small")
     ax = axes[-1]
     a = np.linspace(-0.999, 0.999, 400)

@@ -149,7 +149,7 @@ def _plot(improvement: dict, summary: dict, path: Path) -> None:
     ax.axvline(summary["trained_iterations"], color="grey", ls=":", lw=1, label="iterations trained with")
     ax.set_xscale("log")
     ax.set_xlabel("iterations")
-    ax.set_ylabel("improvement of J over λ₀")
+    ax.set_ylabel(r"improvement of $J$ over $\lambda_0$")
     ax.set_title(f"{summary['env']}, step {summary['step']}: optimizer efficiency")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")

@@ -26,7 +26,7 @@ from iapo.config import at_least_one
 from iapo.env_state import extend_time_limit, get_state, set_state
 from iapo.envs import make_env
 from iapo.objective import pessimistic_value
-from iapo.plotting import new_figure, save_figure
+from iapo.plotting import new_figure, save_figure, steps_axis
 from iapo.rollout import rollout, visited_states
 from iapo.run import check_analysis_inputs, load_agent, load_state, snapshots
 
@@ -188,7 +188,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     for run in dict.fromkeys(r["run"] for r in rows):
         mine = [r for r in rows if r["run"] == run]
         step = np.array([r["step"] for r in mine])
-        label = f"{mine[0]['agent']}, β = {mine[0]['beta']:g} ({Path(run).name})"
+        label = f"{mine[0]['agent']}, β = {mine[0]['beta']:g} ({Path(run).parent.name}/{Path(run).name})"
         mean = np.array([r["value_bias_mean"] for r in mine])
         std = np.array([r["value_bias_std"] for r in mine])
         line, = left.plot(step, mean, marker="o", ms=3, label=label)
@@ -197,11 +197,11 @@ def _plot(rows: list[dict], path: Path) -> None:
     left.axhline(0, color="grey", lw=1)
     left.set_ylabel("Q estimate − Monte Carlo soft return")
     left.set_title("value bias")
-    right.set_ylabel("KL(π_previous ‖ π)")
+    right.set_ylabel(r"$\mathrm{KL}(\pi_{\mathrm{previous}} \,\|\, \pi)$")
     right.set_yscale("log")
     right.set_title("policy change between snapshots")
     for ax in (left, right):
-        ax.set_xlabel("environment steps")
+        steps_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     save_figure(fig, path)

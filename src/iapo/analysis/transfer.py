@@ -24,7 +24,7 @@ from iapo.agent import Agent
 from iapo.config import at_least_one
 from iapo.envs import make_env
 from iapo.errors import IapoError
-from iapo.plotting import new_figure, save_figure
+from iapo.plotting import new_figure, save_figure, steps_axis
 from iapo.rollout import evaluate
 from iapo.run import check_analysis_inputs, load_agent, load_state, snapshots
 
@@ -151,7 +151,7 @@ def _plot(rows: list[dict], summary: dict, path: Path) -> None:
         x, mean, std = (np.array(v) for v in zip(*points))
         ax.plot(x, mean, styles[name], marker="o", ms=3, label=labels[name])
         ax.fill_between(x, mean - std, mean + std, color=styles[name][:2], alpha=0.12)
-    ax.set_xlabel("training steps (snapshot)")
+    steps_axis(ax, "training steps (snapshot)")
     ax.set_ylabel(f"evaluation return ({summary['episodes']} episodes)")
     ax.set_title(f"zero-shot transfer, {summary['env']}")
     ax.set_xlim(steps.min(), steps.max() if len(steps) > 1 else steps.min() + 1)
