@@ -14,6 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "iapo"
 LAYERS = {
     0: ["errors", "signals", "precision", "plotting"],
     1: ["config", "files"],
+    2.5: ["helptext"],
     2: ["distributions", "networks"],
     3: ["objective"],
     4: ["model", "optimizers", "optimizers.direct", "optimizers.flow", "optimizers.iterative",

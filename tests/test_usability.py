@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from iapo import helptext
 from iapo.cli import main
 from iapo.config import read_config_file
 
@@ -102,8 +103,27 @@ def test_help_lists_every_command_and_readable_flags(capsys):
     code, out, _ = run_cli(["train", "--help"], capsys)
     assert "--seeds SEED|FIRST-LAST ..." in out and "--config FILE" in out and "--resume RUN_DIR" in out
     assert "{None}|{[INT" not in out
+    titles = [line[:-1] for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert titles == list(helptext.GROUPS)
+    assert "--cem-elites INT" in out.split("gradient and cem agents:")[1].split("model-based value")[0]
+    # A --config file's values are the defaults shown.
+    code, out, _ = run_cli(["train", "--config", str(CONFIGS / "quickstart.yaml"), "--help"], capsys)
+    flat = " ".join(out.split())
+    assert "(default: InvertedPendulum-v5)" in flat and "(default: 0 1 2)" in flat
     code, out, _ = run_cli(["sweep", "--help"], capsys)
     assert all(agent in out for agent in ("direct", "iterative", "direct-flow", "gradient", "cem"))
+
+
+def test_every_training_field_is_in_one_help_group():
+    import dataclasses
+
+    from iapo.config import AgentConfig, TrainConfig
+
+    grouped = [name for names in helptext.GROUPS.values() for name in names]
+    fields = [f.name for cls in (TrainConfig, AgentConfig) for f in dataclasses.fields(cls) if f.name != "algo"]
+    assert sorted(grouped) == sorted(fields)
+    docs = helptext.field_docstrings(TrainConfig) | helptext.field_docstrings(AgentConfig)
+    assert set(fields) <= set(docs)  # every flag explained
 
 
 def test_losses_between_evaluations_and_an_offline_wandb_run(tmp_path, tiny_args, monkeypatch):

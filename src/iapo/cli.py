@@ -53,13 +53,17 @@ def _config_file(args: list[str]) -> str | None:
 
 
 def _command(args: list[str]) -> int:
-    from iapo import evaluate, report, sweep, trainer
+    from iapo import evaluate, helptext, report, sweep, trainer
     from iapo.config import TrainConfig, read_config_file
 
     if args[:1] == ["train"]:  # (parsed on its own: a --config file gives the flags' defaults)
         path = _config_file(args[1:])
+        default = read_config_file(path) if path else None
+        if {"-h", "--help"} & set(args[1:]):  # the flags in groups
+            print(helptext.train_help(default))
+            return 0
         cfg = tyro.cli(TrainConfig, args=args[1:], prog="iapo train", config=(tyro.conf.OmitArgPrefixes,),
-                       default=read_config_file(path) if path else None)
+                       default=default)
     else:
         cfg = tyro.extras.subcommand_cli_from_dict(
             {"train": TrainConfig, "evaluate": evaluate.Config, "sweep": sweep.SweepConfig, "plot": report.Config},
