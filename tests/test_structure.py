@@ -14,8 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "iapo"
 LAYERS = {
     0: ["errors", "signals", "precision", "plotting"],
     1: ["config", "files"],
-    2.5: ["helptext"],
-    2: ["distributions", "networks"],
+    2: ["distributions", "networks", "helptext"],
     3: ["objective"],
     4: ["model", "optimizers", "optimizers.direct", "optimizers.flow", "optimizers.iterative",
         "optimizers.nonamortized"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _NAMES = {
     "load": "iapo.api", "train": "iapo.api", "make_config": "iapo.api", "Policy": "iapo.api",
