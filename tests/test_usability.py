@@ -11,18 +11,9 @@ import yaml
 from iapo import helptext
 from iapo.cli import main
 from iapo.config import read_config_file
+from test_cli import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def run_cli(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_every_shipped_config_file_reads(tmp_path):

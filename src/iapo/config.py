@@ -257,7 +257,7 @@ def parse_seeds(tokens) -> tuple[int, ...]:
     if not seeds:
         raise ConfigError("--seeds must name at least one seed")
     if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds repeats a seed: {' '.join(map(str, seeds))}")
+        raise ConfigError(f"--seeds must not repeat a seed, got {' '.join(map(str, seeds))}")
     return tuple(seeds)
 
 
