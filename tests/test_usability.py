@@ -134,10 +134,19 @@ def test_losses_between_evaluations_and_an_offline_wandb_run(tmp_path, tiny_args
         code = exc.code
     assert code == 0
     tags = scalar_tags(run_dir / "tensorboard")
-    assert [s for s, _ in tags["updates/critic_loss"]] == [200, 300]  # (400 is an evaluation: iapo/)
-    assert [s for s, _ in tags["iapo/critic_loss"]] == [400]
+    assert [s for s, _ in tags["updates/critic_loss"]] == [200, 300, 400]
+    assert [s for s, _ in tags["iapo/critic_loss"]] == [400]  # (the evaluation's row: the mean since the last one)
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(f.suffix == ".wandb" and f.stat().st_size > 0 for f in runs[0].iterdir())
+    run_id = (run_dir / "wandb" / "iapo-run-id").read_text().strip()
+    assert runs[0].name.endswith(run_id)
+    # A resume may turn logging on or change it (not what the run computes).
+    code = 0
+    try:
+        main(["train", "--resume", str(run_dir), "--log-every", "50", "--quiet"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 0  # (finished already: nothing to do, but accepted)
     # The run directory is still iapo's own: --overwrite replaces it, W&B files included.
     main(["train", "--env", "InvertedPendulum-v5", "--agent", "direct", "--total-steps", "150", "--random-steps",
           "100", "--eval-every", "150", "--eval-episodes", "1", "--run-dir", str(run_dir), "--overwrite", "--quiet",

@@ -315,7 +315,7 @@ act = jax.jit(_act, static_argnames=("agent", "deterministic", "iterations"))
 # (On XLA:CPU a vmap of size 1 leaves batched dots and layout copies behind: the direct update
 # ran 1.13x as long through it as unbatched; benchmarks/update_variants.py. Slicing the axis
 # away inside the compiled call instead changes the rounding of some updates: a lone seed's run
-# would no longer equal the same run of an earlier version.) `step.SeedAxis` is the one place
+# would no longer equal the same run of an earlier version.) `SeedAxis` (below) is the one place
 # on the host that holds a lone seed's arrays without the axis.
 def _over_seeds(fn, state: AgentState, *args):
     if state.updates.ndim == 0:

@@ -22,12 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo.agent import act
-from iapo.config import AgentConfig, TrainConfig
+from iapo.config import AgentConfig, TrainConfig, read_config_file
 from iapo.envs import make_env
 from iapo.errors import ConfigError
 from iapo.logger import read_metrics
 from iapo.run import load_agent
-from iapo.trainer import Trainer
+from iapo.trainer import make_trainer
 
 
 class Policy:
@@ -92,6 +92,8 @@ class TrainResult:
     @property
     def final_return(self) -> float:
         """The last evaluation's return, mean over the seeds."""
+        if not self.metrics:
+            return float("nan")
         last = max(row["step"] for row in self.metrics)
         return float(np.mean([row["eval_return_mean"] for row in self.metrics if row["step"] == last]))
 
@@ -109,14 +111,19 @@ def make_config(config: TrainConfig | None = None, **fields) -> TrainConfig:
     return dataclasses.replace(config, algo=algo, **{k: v for k, v in fields.items() if k in train_fields})
 
 
-def train(config: TrainConfig | None = None, *, callback: Callable[[list[dict]], object] | None = None,
+def train(config: TrainConfig | str | Path | None = None, *, callback: Callable[[list[dict]], object] | None = None,
           **fields) -> TrainResult:
-    """Train as `config` says, with `fields` replaced (see `make_config`); returns the run
-    directory and its metrics. `callback(rows)` is called after every evaluation with that
-    evaluation's rows (one per seed, as metrics.csv gets them)."""
-    if config is None or fields:
-        config = make_config(config, **{"progress": False, **fields})
-    run_dir = Trainer(config, on_evaluation=callback).run()
+    """Train as `config` (a TrainConfig, or a YAML or JSON file as `iapo train --config` reads)
+    says, with `fields` replaced (see `make_config`; `resume="RUN_DIR"` continues that run);
+    returns the run directory and its metrics. `callback(rows)` is called after every evaluation
+    with that evaluation's rows (one per seed, as metrics.csv gets them). No progress bar unless
+    `progress=True`."""
+    if isinstance(config, (str, Path)):
+        config = read_config_file(config)
+    config = make_config(config, **{"progress": False, **fields})
+    trainer = make_trainer(config, on_evaluation=callback)
+    run_dir = trainer.run()
+    config = trainer.config
     dirs = [run_dir / f"seed_{s}" for s in config.seeds] if config.seeds is not None else [run_dir]
     seeds = list(config.seeds) if config.seeds is not None else [config.seed]
     metrics = []

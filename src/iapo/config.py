@@ -478,11 +478,15 @@ def read_config_file(path: str | Path) -> TrainConfig:
             rest[name] = value
     if isinstance(rest.get("seeds"), str):  # ("0-4", as on the command line)
         rest["seeds"] = list(parse_seeds((rest["seeds"],)))
-    written = "algo" in data and "run_dir" in data  # a run's own config.json: read as that version ran it
+    # A run's own config.json (every field iapo has always written): read as that version ran it.
+    written = isinstance(data.get("algo"), dict) and "agent" in data["algo"] and \
+        {"env", "seed", "seeds", "total_steps", "run_dir", "random_steps", "eval_every"} <= set(data)
     try:
         config = train_config_from_dict({**rest, "algo": algo}, legacy=written)
     except ConfigError as exc:
         raise ConfigError(f"--config {path}: {exc}") from None
+    if written:  # (how that run was started, not what it computes: not carried over)
+        config = dataclasses.replace(config, overwrite=False, resume=None)
     return dataclasses.replace(config, config=None)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +98,11 @@ class RunLogger:
                 self._tb.add_scalar(f"objective_per_iteration/iteration_{k}", float(value), step)
         self._tb.flush()
         if self._wandb is not None:
-            self._wandb.log({f"iapo/{k}": float(v) for k, v in row.items() if k != "step" and v is not None
-                             and not (isinstance(v, float) and math.isnan(v))}, step=step)
+            values = {f"iapo/{k}": float(v) for k, v in row.items() if k != "step" and v is not None
+                      and not (isinstance(v, float) and math.isnan(v))}
+            if per_iteration is not None and per_iteration.size > 1:
+                values |= {f"objective_per_iteration/iteration_{k}": float(v) for k, v in enumerate(per_iteration)}
+            self._wandb.log(values, step=step)
         plot_learning_curve(self.csv_path, self.run_dir / "learning_curve.png", self.title)
 
     def close(self) -> None:
@@ -114,14 +117,29 @@ class RunLogger:
                 self._wandb = None
 
 
-def _wandb_run(run_dir: Path, settings: dict):
-    """A W&B run for this run directory: its files in RUN_DIR/wandb, its id fixed by the
-    directory, so that a resumed run continues the same W&B run."""
+def check_wandb() -> None:
+    """A one-line error when the `wandb` extra is not installed."""
     try:
-        import wandb
+        import wandb  # noqa: F401
     except ImportError:
         raise IapoError("--wandb-project needs wandb: pip install 'iapo[wandb]'") from None
-    run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def _wandb_run(run_dir: Path, settings: dict):
+    """A W&B run for this run directory: its files in RUN_DIR/wandb, its id drawn once and kept
+    there (RUN_DIR/wandb/iapo-run-id), so that a resumed run continues the same W&B run and an
+    overwritten one starts a new one. (W&B keeps the points a killed run logged after its last
+    checkpoint; TensorBoard's are purged.)"""
+    check_wandb()
+    import wandb
+
+    id_file = run_dir / "wandb" / "iapo-run-id"
+    if id_file.exists():
+        run_id = id_file.read_text().strip()
+    else:
+        run_id = secrets.token_hex(8)
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run_id + "\n")
     try:
         return wandb.init(dir=str(run_dir), id=run_id, resume="allow", reinit="create_new", **settings)
     except Exception as exc:  # noqa: BLE001 (wandb raises its own kinds: no login, no network, ...)

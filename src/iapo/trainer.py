@@ -28,7 +28,7 @@ from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import check_env_id, dims, make_env
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import LOCK_NAME, lock_run_dir, unlock_run_dir, write_json_atomic
-from iapo.logger import RunLogger, plot_seed_curves, read_metrics
+from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
 from iapo.replay import ReplayBuffer
 from iapo.rollout import rollout, seeds_policy
 from iapo.run import load_run_config
@@ -305,6 +305,8 @@ class Trainer:
             else:
                 seed_dir, seed_config = self.run_dir, config
             self.runs.append(SeedRun(seed_config, seed_dir, self.group))
+        if config.wandb_project:
+            check_wandb()  # (before anything is written)
         # One writer per run directory (a group's: its root) while this run lasts.
         if resume:
             lock_run_dir(self.run_dir)
@@ -585,6 +587,8 @@ class Trainer:
                 while self.step_count < cfg.total_steps:
                     self.step()
                     step = self.step_count
+                    if step % cfg.log_every == 0 and step > cfg.random_steps and cfg.updates_per_step:
+                        self.log_updates()
                     if step % cfg.eval_every == 0 or step == cfg.total_steps:
                         jax.block_until_ready(self.state)
                         now = time.perf_counter()
@@ -596,8 +600,6 @@ class Trainer:
                         if lines:
                             print(self.evaluation_line(rows), flush=True)
                         window_start = time.perf_counter()
-                    elif step % cfg.log_every == 0 and step > cfg.random_steps:
-                        self.log_updates()
                     if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.total_steps):
                         self.save_snapshots()
                     saved = step % cfg.checkpoint_every == 0 or step == cfg.total_steps
@@ -702,11 +704,15 @@ def resume(run_dir: Path, progress: bool = True, quiet: bool = False) -> Path:
     return Trainer(config, resume=True).run()
 
 
+# How a resumed run is shown and logged, which --resume may change (what it computes it may not).
+RESUME_FLAGS = ("progress", "quiet", "log_every", "wandb_project")
+
+
 def check_resume(config: TrainConfig) -> None:
     """--resume takes every setting from the run's config.json: refuse other settings given with it."""
     defaults = TrainConfig()
-    given = [f.name for f in dataclasses.fields(TrainConfig)
-             if f.name not in ("resume", "progress", "quiet", "algo") and getattr(config, f.name) != getattr(defaults, f.name)]
+    given = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("resume", "algo", *RESUME_FLAGS)
+             and getattr(config, f.name) != getattr(defaults, f.name)]
     given += [f.name for f in dataclasses.fields(config.algo)
               if getattr(config.algo, f.name) != getattr(defaults.algo, f.name)]
     if given:
@@ -715,17 +721,23 @@ def check_resume(config: TrainConfig) -> None:
                           "(other settings make a new run: start one with --run-dir)")
 
 
+def make_trainer(config: TrainConfig, on_evaluation=None) -> Trainer:
+    """A Trainer for a new run as `config` says, or, with `config.resume`, for the run it names,
+    continued with its own config.json (no setting but `RESUME_FLAGS` may be given with it)."""
+    if not config.resume:
+        return Trainer(config, on_evaluation=on_evaluation)
+    check_resume(config)
+    defaults = TrainConfig()
+    changed = {name: getattr(config, name) for name in RESUME_FLAGS
+               if getattr(config, name) != getattr(defaults, name) or name in ("progress", "quiet")}
+    resumed = dataclasses.replace(load_run_config(Path(config.resume)), run_dir=config.resume, **changed)
+    return Trainer(resumed, resume=True, on_evaluation=on_evaluation)
+
+
 def run(config: TrainConfig) -> Path:
     """`iapo train`: a new run as `config` says, or, with `config.resume`, the run it names
-    continued (no other setting may be given with it); ends with a summary line (unless
-    `quiet`). Returns the run directory."""
-    if config.resume:
-        check_resume(config)
-        config = dataclasses.replace(load_run_config(Path(config.resume)), run_dir=config.resume,
-                                     progress=config.progress, quiet=config.quiet)
-        trainer = Trainer(config, resume=True)
-    else:
-        trainer = Trainer(config)
+    continued; ends with a summary line (unless `quiet`). Returns the run directory."""
+    trainer = make_trainer(config)
     run_dir = trainer.run()
     if not config.quiet:
         print(trainer.summary(), flush=True)
