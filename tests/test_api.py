@@ -21,7 +21,7 @@ def test_the_documented_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(_example(), str(DOCS), "exec"), namespace)  # noqa: S102 (the documented example, as a user runs it)
     result, evaluations = namespace["result"], namespace["evaluations"]
-    assert [row["step"] for row in result.metrics] == [1000, 2000, 3000]
+    assert [row["step"] for row in result.metrics] == [500, 1000, 1500, 2000]
     # the callback saw every evaluation (metrics.csv keeps 6 significant digits)
     np.testing.assert_allclose(evaluations, [row["eval_return_mean"] for row in result.metrics], rtol=1e-5)
     assert (tmp_path / "runs" / "api-example" / "metrics.csv").exists()
