@@ -4,6 +4,7 @@ result, and turns errors into one line and an exit code (2: bad input, 130: inte
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 import warnings
@@ -22,6 +23,12 @@ WRITTEN = {"gap": "amortization gap", "overestimation": "value bias and policy c
            "iterations": "evaluation over iterations", "transfer": "zero-shot transfer"}
 NUMBERS = {"gap": ".csv", "overestimation": ".csv", "modes": ".json", "landscape": ".json", "optimizers": ".json",
            "iterations": ".csv", "transfer": ".csv"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Analyze:
+    """The paper's analyses, each a command of its own: `iapo analyze gap|overestimation|modes|
+    landscape|optimizers|iterations|transfer ...` (`iapo analyze NAME --help`)."""
 
 
 DESCRIPTION = (
@@ -66,7 +73,8 @@ def _command(args: list[str]) -> int:
                        default=default)
     else:
         cfg = tyro.extras.subcommand_cli_from_dict(
-            {"train": TrainConfig, "evaluate": evaluate.Config, "sweep": sweep.SweepConfig, "plot": report.Config},
+            {"train": TrainConfig, "evaluate": evaluate.Config, "sweep": sweep.SweepConfig, "plot": report.Config,
+             "analyze": Analyze},  # (`iapo analyze ...` is parsed by `_analyze`; listed here for --help)
             args=args,
             prog="iapo",
             description=DESCRIPTION,

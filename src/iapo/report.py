@@ -47,7 +47,8 @@ class Config:
     """The figure (.png, .pdf or .svg); unset means DIR/results.png for one DIR, else results.png."""
 
     iqm: bool = False
-    """Plot the interquartile mean over seeds with a bootstrap 95% interval instead of mean +- std."""
+    """Plot the interquartile mean over seeds with a bootstrap 95% interval instead of mean +- std
+    (computed by rliable: `pip install 'iapo[rliable]'`)."""
 
     bootstrap: int = 2000
     """Bootstrap resamples of the IQM's interval."""
