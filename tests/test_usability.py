@@ -26,7 +26,8 @@ def test_every_shipped_config_file_reads(tmp_path):
     assert (quick.env, quick.seeds, quick.algo.agent, quick.algo.iterations) == ("InvertedPendulum-v5", (0, 1, 2),
                                                                                  "iterative", 2)
     sac = read_config_file(CONFIGS / "sac.yaml")
-    assert (sac.algo.agent, sac.algo.action_samples, sac.algo.beta) == ("direct", 1, 1.0)
+    assert (sac.algo.agent, sac.algo.action_samples, sac.algo.beta, sac.algo.objective_critics) == ("direct", 1, 1.0,
+                                                                                                  "online")
 
 
 def test_a_config_file_with_flags_overriding_it(tmp_path, capsys):

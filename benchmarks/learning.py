@@ -1,0 +1,237 @@
+"""Learning curves of iapo's SAC against SBX's SAC: same hyperparameters, same evaluation protocol.
+
+    python benchmarks/learning.py run --envs Hopper-v5 HalfCheetah-v5 --seeds 0 1 2 --steps 100000 \
+        --out runs/learning
+    python benchmarks/learning.py report runs/learning --out docs/results/sac-sbx
+
+Contenders (`--contenders`, default all three):
+
+- `iapo-float32`: `configs/sac.yaml` (the direct agent with one action sample, beta = 1 so J and
+  the targets use min(Q1, Q2), the online critics in J as SAC has them), `--matmul-precision float32`;
+- `iapo-auto`: the same with the default precision (`auto`); skipped where `auto` resolves to
+  float32 (a CPU without AMX), since it is then the same run;
+- `sbx`: SBX's SAC with the same hyperparameters: batch 256, 2x256 networks, Adam 3e-4 for
+  every network and the temperature, gamma 0.99, tau 0.005, 5 000 uniformly random steps, one
+  update per step, automatic temperature with target entropy -dim(A), initial temperature 1.
+
+Both are evaluated by the same code (`iapo.rollout.rollout`): every `--eval-every` steps,
+`--eval-episodes` episodes of the deterministic policy (tanh of the mean) in environments of
+their own, reset the first time with seeds seed + 10 000 + i and continuing their random
+streams afterwards, as `iapo train` evaluates. iapo's seeds train together in one process; SBX's
+one after another. `run` skips what is finished and continues an unfinished iapo run exactly
+(`--resume`); an unfinished SBX run starts again (SBX has no exact resume).
+
+`report` writes OUT.png (return against steps, mean +- std over seeds, one panel per
+environment) and OUT.md (a table per environment: each contender's mean +- std at every
+evaluation, SBX's min-max over seeds, and whether iapo's mean lies inside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_SEED_OFFSET = 10_000  # as iapo.trainer
+CONTENDERS = ("iapo-float32", "iapo-auto", "sbx")
+LABELS = {"iapo-float32": "iapo SAC (float32)", "iapo-auto": "iapo SAC (auto precision)", "sbx": "SBX SAC"}
+COLUMNS = ("step", "eval_return_mean", "eval_return_std", "wall_time_s")
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _finished(path: Path, steps: int) -> bool:
+    rows = _read_rows(path)
+    return bool(rows) and rows[-1]["step"] >= steps
+
+
+def run_iapo(env: str, seeds: list[int], steps: int, out: Path, precision: str, args) -> None:
+    import iapo
+    from iapo import precision as iapo_precision
+
+    if precision == "auto" and iapo_precision.resolve("auto") == "float32":
+        print(f"{env}: iapo-auto skipped: auto resolves to float32 on this machine (the iapo-float32 run)")
+        return
+    folder = out / env / f"iapo-{precision}"
+    if all(_finished(folder / f"seed_{s}.csv", steps) for s in seeds):
+        return
+    run_dir = folder / "run"
+    fields = dict(env=env, seeds=tuple(seeds), total_steps=steps, random_steps=5_000, eval_every=args.eval_every,
+                  eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every, snapshot_every=0,
+                  matmul_precision=precision, run_dir=str(run_dir), progress=False)
+    start = time.perf_counter()
+    if (run_dir / "config.json").is_file():
+        result = iapo.train(resume=str(run_dir), progress=False)
+    else:
+        result = iapo.train(ROOT / "configs" / "sac.yaml", **fields)
+    for s in seeds:
+        _write_rows(folder / f"seed_{s}.csv", [r for r in result.metrics if r["seed"] == s])
+    print(f"{env}: iapo-{precision}, seeds {seeds}, {steps} steps in {time.perf_counter() - start:.0f} s")
+
+
+def run_sbx(env: str, seed: int, steps: int, out: Path, args) -> None:
+    import gymnasium as gym
+    from sbx import SAC
+
+    from iapo.rollout import rollout
+
+    path = out / env / "sbx" / f"seed_{seed}.csv"
+    if _finished(path, steps):
+        return
+    model = SAC("MlpPolicy", gym.make(env), learning_rate=3e-4, buffer_size=1_000_000, learning_starts=5_000,
+                batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto_1.0",
+                target_entropy="auto", policy_kwargs={"net_arch": [256, 256]}, seed=seed, verbose=0)
+    eval_envs = [gym.make(env) for _ in range(args.eval_episodes)]
+    seeds: list[int | None] = [seed + EVAL_SEED_OFFSET + i for i in range(args.eval_episodes)]
+
+    def policy(obs, key):
+        actions, _ = model.predict(obs, deterministic=True)
+        return np.asarray(actions), key, None
+
+    rows, start, done = [], time.perf_counter(), 0
+    while done < steps:
+        chunk = min(args.eval_every, steps - done)
+        model.learn(chunk, reset_num_timesteps=done == 0, progress_bar=False)
+        done += chunk
+        result = rollout(eval_envs, policy, None, seeds=seeds)
+        seeds = [None] * len(eval_envs)  # later evaluations continue each env's random stream
+        rows.append({"step": done, "eval_return_mean": float(np.mean(result.returns)),
+                     "eval_return_std": float(np.std(result.returns)), "wall_time_s": time.perf_counter() - start})
+        print(f"{env}: sbx seed {seed} step {done}: {rows[-1]['eval_return_mean']:.1f}", flush=True)
+    _write_rows(path, rows)
+
+
+def command_run(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = out / "machine.json"
+    if not meta.exists():
+        import jax
+
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+        meta.write_text(json.dumps({"date": str(datetime.date.today()), "cpu": cpu, "jax": jax.__version__,
+                                    "backend": jax.default_backend(), "command": " ".join(sys.argv)}, indent=1))
+    for env in args.envs:
+        for contender in args.contenders:
+            if contender == "sbx":
+                for seed in args.seeds:
+                    run_sbx(env, seed, args.steps, out, args)
+            else:
+                run_iapo(env, args.seeds, args.steps, out, contender.split("-", 1)[1], args)
+
+
+def _curves(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, returns (seeds, evaluations)) over the evaluations every seed has."""
+    runs = [_read_rows(p) for p in sorted(folder.glob("seed_*.csv"))]
+    runs = [r for r in runs if r]
+    if not runs:
+        return None
+    n = min(len(r) for r in runs)
+    steps = np.array([row["step"] for row in runs[0][:n]])
+    return steps, np.array([[row["eval_return_mean"] for row in r[:n]] for r in runs])
+
+
+def command_report(args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(args.runs)
+    envs = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not envs:
+        sys.exit(f"learning.py report: no environment folders in {root}")
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
+    lines = []
+    meta = root / "machine.json"
+    if meta.exists():
+        m = json.loads(meta.read_text())
+        lines.append(f"Measured {m['date']} on {m['cpu']} (JAX {m['jax']}, {m['backend']}): `{m['command']}`\n")
+    for ax, env in zip(axes[0], envs):
+        curves = {c: _curves(root / env / c) for c in CONTENDERS}
+        curves = {c: v for c, v in curves.items() if v is not None}
+        for c, (steps, returns) in curves.items():
+            mean, std = returns.mean(0), returns.std(0)
+            ax.plot(steps, mean, label=f"{LABELS[c]} ({returns.shape[0]} seeds)")
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("evaluation return")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        names = list(curves)
+        lines.append(f"### {env}\n")
+        lines.append("| step | " + " | ".join(f"{LABELS[c]}, mean ± std" for c in names)
+                     + (" | SBX min – max | iapo inside |" if "sbx" in curves else " |"))
+        lines.append("| --- " * (len(names) + (3 if "sbx" in curves else 1)) + "|")
+        n = min(len(v[0]) for v in curves.values())
+        for i in range(n):
+            step = int(curves[names[0]][0][i])
+            cells = [f"{v[1][:, i].mean():.0f} ± {v[1][:, i].std():.0f}" for v in curves.values()]
+            extra = ""
+            if "sbx" in curves:
+                lo, hi = curves["sbx"][1][:, i].min(), curves["sbx"][1][:, i].max()
+                inside = [f"{'yes' if lo <= curves[c][1][:, i].mean() <= hi else 'no'}" for c in names if c != "sbx"]
+                extra = f" | {lo:.0f} – {hi:.0f} | {', '.join(inside)}"
+            lines.append(f"| {step} | " + " | ".join(cells) + extra + " |")
+        lines.append("")
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.md')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train the contenders (skips what is finished)")
+    run.add_argument("--envs", nargs="+", default=["Hopper-v5", "HalfCheetah-v5"])
+    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    run.add_argument("--steps", type=int, default=100_000)
+    run.add_argument("--eval-every", type=int, default=5_000)
+    run.add_argument("--eval-episodes", type=int, default=10)
+    run.add_argument("--checkpoint-every", type=int, default=10_000)
+    run.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    run.add_argument("--out", default="runs/learning")
+    report = sub.add_parser("report", help="figure and tables of finished or partial runs")
+    report.add_argument("runs")
+    report.add_argument("--out", default="docs/results/sac-sbx")
+    args = parser.parse_args()
+    if args.command == "run":
+        if args.steps < 1 or args.eval_every < 1 or args.eval_episodes < 1:
+            parser.error("--steps, --eval-every and --eval-episodes must be positive")
+        command_run(args)
+    else:
+        command_report(args)
+
+
+if __name__ == "__main__":
+    main()

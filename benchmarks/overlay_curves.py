@@ -1,0 +1,67 @@
+"""Overlay learning curves stored by `iapo plot` (its `<out>_curves.csv`), from runs whose
+directories are no longer at hand (another machine, an earlier session), in one figure.
+
+    python benchmarks/overlay_curves.py docs/results/a_curves.csv=LABEL docs/results/b_curves.csv ... \
+        --out docs/results/overlay.png [--max-step 30000]
+
+Each argument is a curves file, optionally `:WHICH` to keep only its lines whose label contains
+WHICH, and `=LABEL` to rename them (several lines keep their own labels, LABEL in front). One panel per environment; mean +- std over seeds
+as the file holds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from iapo.plotting import new_figure, save_figure, steps_axis  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("curves", nargs="+", metavar="FILE[:WHICH][=LABEL]")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--max-step", type=int, default=None)
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args()
+    lines: dict[tuple[str, str], list[tuple[int, float, float, int]]] = {}
+    for item in args.curves:
+        path, _, label = item.partition("=")
+        path, _, which = path.partition(":")
+        if not Path(path).is_file():
+            sys.exit(f"overlay_curves.py: no file {path}")
+        with open(path) as f:
+            rows = [r for r in csv.DictReader(f) if which in r["label"]]
+        if not rows:
+            sys.exit(f"overlay_curves.py: no line of {path} has a label containing {which!r}")
+        names = {r["label"] for r in rows}
+        for r in rows:
+            step = int(r["step"])
+            if args.max_step is not None and step > args.max_step:
+                continue
+            name = r["label"] if not label else (label if len(names) == 1 else f"{label}: {r['label']}")
+            lines.setdefault((r["env"], name), []).append((step, float(r["mean"]), float(r["std"]), int(r["seeds"])))
+    envs = sorted({env for env, _ in lines})
+    fig, axes = new_figure(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for i, ((e, name), points) in enumerate((k, v) for k, v in lines.items() if k[0] == env):
+            steps, mean, std, seeds = zip(*sorted(points))
+            low = [m - s for m, s in zip(mean, std)]
+            high = [m + s for m, s in zip(mean, std)]
+            ax.plot(steps, mean, color=f"C{i}", lw=1.8, label=f"{name} ({max(seeds)} seeds)")
+            ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.2)
+        ax.set_title(args.title or env)
+        steps_axis(ax)
+        ax.set_ylabel("evaluation return (mean ± std over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    save_figure(fig, Path(args.out))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
