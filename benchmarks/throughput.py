@@ -131,15 +131,16 @@ class Iapo:
 
     def _batch(self):
         t = self.trainer
-        return jax.tree.map(lambda *x: np.stack(x), *[r.buffer.sample(r.rng, t.config.algo.batch_size) for r in t.runs])
+        stacked = jax.tree.map(lambda *x: np.stack(x), *[r.buffer.sample(r.rng, t.config.algo.batch_size) for r in t.runs])
+        return t.axis.native(stacked)  # (S, B, ...), or (B, ...) for a lone seed
 
     def _packed(self) -> np.ndarray:
-        """What `Trainer.step` samples for `train_step`: (S, 1, B, width)."""
+        """What `Trainer.step` samples for `train_step`: (S, 1, B, width), or (1, B, width) for a lone seed."""
         t = self.trainer
         out = np.empty((len(t.runs), 1, t.config.algo.batch_size, batch_width(t.agent.obs_dim, t.act_dim)), np.float32)
         for r, o in zip(t.runs, out):
             r.buffer.sample_packed(r.rng, o[0])
-        return out
+        return t.axis.native(out)
 
     def update_analysis(self, repeats: int = 20) -> dict:
         """The update alone: seconds per call, FLOPs per call (XLA's count)."""
@@ -165,7 +166,8 @@ class Iapo:
         """Milliseconds per step spent in the environment, replay sampling, and the one device
         call that updates and acts (sending the batch, reading the action back)."""
         t = self.trainer
-        obs = t._obs()
+        obs = t._obs()  # (S, 1, obs_dim), as the sampler takes it
+        native_obs = t.axis.native(obs)  # as train_step takes it
 
         def timed(fn) -> float:
             fn()
@@ -182,7 +184,7 @@ class Iapo:
             if t.sampler.on_device:  # (adds the newest transition again: the same work)
                 t.state, _, action, t.act_key = t.sampler(t.agent, t.state, obs, t.act_key)
             else:
-                t.state, _, action, t.act_key = train_step(t.agent, t.state, batches, obs, t.act_key)
+                t.state, _, action, t.act_key = train_step(t.agent, t.state, batches, native_obs, t.act_key)
             np.asarray(action)
 
         batches = self._packed()
