@@ -39,8 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+from iapo.files import write_csv_atomic
+from iapo.plotting import new_figure, save_figure, steps_axis
+from iapo.trainer import EVAL_SEED_OFFSET
+
 ROOT = Path(__file__).resolve().parents[1]
-EVAL_SEED_OFFSET = 10_000  # as iapo.trainer
 CONTENDERS = ("iapo-float32", "iapo-auto", "sbx")
 LABELS = {"iapo-float32": "iapo SAC (float32)", "iapo-auto": "iapo SAC (auto precision)", "sbx": "SBX SAC"}
 COLUMNS = ("step", "eval_return_mean", "eval_return_std", "wall_time_s")
@@ -48,12 +51,7 @@ COLUMNS = ("step", "eval_return_mean", "eval_return_std", "wall_time_s")
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    write_csv_atomic(path, list(COLUMNS), [[row[c] for c in COLUMNS] for row in rows])
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -156,16 +154,11 @@ def _curves(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def command_report(args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     root = Path(args.runs)
     envs = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not envs:
         sys.exit(f"learning.py report: no environment folders in {root}")
-    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
+    fig, axes = new_figure(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
     lines = []
     meta = root / "machine.json"
     if meta.exists():
@@ -179,9 +172,8 @@ def command_report(args) -> None:
             ax.plot(steps, mean, label=f"{LABELS[c]} ({returns.shape[0]} seeds)")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
         ax.set_title(env)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("evaluation return")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        steps_axis(ax)
+        ax.set_ylabel("evaluation return (mean ± std over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         names = list(curves)
@@ -200,10 +192,9 @@ def command_report(args) -> None:
                 extra = f" | {lo:.0f} – {hi:.0f} | {', '.join(inside)}"
             lines.append(f"| {step} | " + " | ".join(cells) + extra + " |")
         lines.append("")
-    fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out.with_suffix(".png"), dpi=120)
+    save_figure(fig, out.with_suffix(".png"))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.md')}")

@@ -16,9 +16,7 @@ import csv
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from iapo.plotting import new_figure, save_figure, steps_axis  # noqa: E402
+from iapo.plotting import new_figure, save_figure, steps_axis
 
 
 def main() -> None:
