@@ -16,13 +16,13 @@ TINY = [
 
 @pytest.fixture(autouse=True)
 def float32_unless_asked(monkeypatch):
-    """`--matmul-precision auto` resolves to float32 in the tests on any CPU, AMX or not, so that
-    the suite computes the same numbers on every machine CI may run on; the tests of bfloat16
-    ask for it by name (tests/test_precision.py, the learning test)."""
+    """`--matmul-precision auto` resolves to float32 in the tests on any CPU, with bfloat16
+    instructions or not, so that the suite computes the same numbers on every machine CI may run
+    on; the tests of bfloat16 ask for it by name (tests/test_precision.py, the learning test)."""
     from iapo import precision
 
     flags = precision.cpu_flags()
-    monkeypatch.setattr(precision, "cpu_flags", lambda: flags - {"amx_bf16"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags - precision.FAST_BF16_CPU_FLAGS)
 
 
 @pytest.fixture

@@ -85,8 +85,11 @@ def test_objective_gradient_in_bfloat16_points_where_the_float32_one_does():
 def test_auto_is_float32_without_fast_bfloat16(monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
     assert precision.resolve("auto") == "float32"
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
-    assert precision.resolve("auto") == "bfloat16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    assert precision.resolve("auto") == "float32"  # AVX-512 without its BF16 extension
+    for flag in ("amx_bf16", "avx512_bf16"):
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", flag}))
+        assert precision.resolve("auto") == "bfloat16", flag
     assert precision.resolve("float32") == "float32"
 
 

@@ -64,29 +64,49 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_stale_lock(tmp_pa
         resumed.wait()
 
 
-def test_a_sweep_worker_stops_when_its_driver_is_killed(tmp_path):
-    """The middle process stands for a sweep driver, the grandchild for its worker."""
-    flag = tmp_path / "terminated"
+def _orphan_test(tmp_path, kill_before_ready: bool):
+    """The middle process stands for a sweep driver, the grandchild for its worker, which is
+    given the driver's pid as the local backend gives it."""
+    flag, ready = tmp_path / "terminated", tmp_path / "ready"
     worker = textwrap.dedent(f"""
-        import os, signal, sys, time
-        from iapo.sweep import stop_when_orphaned
+        import os, pathlib, signal, sys, time
         signal.signal(signal.SIGTERM, lambda *a: (open({str(flag)!r}, "w").close(), sys.exit(0)))
-        stop_when_orphaned(os.getppid(), period=0.1)
-        time.sleep(60)
+        if {kill_before_ready!r}:  # the driver dies while this worker is still starting
+            while os.getppid() == int(sys.argv[1]):
+                time.sleep(0.05)
+        from iapo.sweep import stop_when_orphaned
+        stop_when_orphaned(int(sys.argv[1]), period=0.1)
+        pathlib.Path({str(ready)!r}).touch()
+        time.sleep(120)
     """)
     driver = textwrap.dedent(f"""
-        import subprocess, sys, time
-        subprocess.Popen([sys.executable, "-c", {worker!r}], start_new_session=True)
-        time.sleep(60)
+        import os, subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", {worker!r}, str(os.getpid())], start_new_session=True)
+        time.sleep(120)
     """)
     proc = subprocess.Popen([sys.executable, "-c", driver])
-    time.sleep(3)  # the worker is up
+    deadline = time.time() + 60
+    while not kill_before_ready and not ready.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    if not kill_before_ready:
+        assert ready.exists(), "the worker did not start"
+    else:
+        time.sleep(0.5)  # the worker is running, not yet watching
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 20
+    deadline = time.time() + 60
     while not flag.exists() and time.time() < deadline:
         time.sleep(0.1)
     assert flag.exists(), "the orphaned worker kept running"
+
+
+def test_a_sweep_worker_stops_when_its_driver_is_killed(tmp_path):
+    _orphan_test(tmp_path, kill_before_ready=False)
+
+
+def test_a_sweep_worker_stops_when_its_driver_was_killed_while_it_started(tmp_path):
+    """The failure CI once showed: the driver died before the worker had imported iapo."""
+    _orphan_test(tmp_path, kill_before_ready=True)
 
 
 # -- a damaged metrics.csv ----------------------------------------------------------------------

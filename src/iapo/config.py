@@ -102,9 +102,9 @@ class AgentConfig:
     matmul_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Operands of the critics' hidden-layer multiplies inside the objective J (most of the
     iterative agent's FLOPs): `bfloat16` with float32 accumulation and results, or `float32`.
-    auto: bfloat16 on a GPU or on a CPU with AMX, float32 elsewhere, decided when a run starts
-    (a resumed run keeps the precision it began with). The critics' TD regression, the policy
-    networks, the parameters, optimizer states and losses are float32 always."""
+    auto: bfloat16 on a GPU or on a CPU with AMX or AVX-512 BF16, float32 elsewhere, decided when
+    a run starts (a resumed run keeps the precision it began with). The critics' TD regression,
+    the policy networks, the parameters, optimizer states and losses are float32 always."""
 
     hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy network (direct or iterative)."""

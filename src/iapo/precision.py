@@ -69,12 +69,20 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# CPU flags that mean bfloat16 multiplies with float32 results run faster than float32 ones:
+# AMX tiles (Intel Sapphire Rapids on), and AVX-512 BF16 dot products (AMD Zen 4, Intel Cooper
+# Lake): measured on a Zen 4 EPYC, the iterative update 1.67x faster; on an AVX2-only Zen 3
+# EPYC, without either, 0.71x (docs/benchmarks.md).
+FAST_BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
 def fast_bf16() -> bool:
-    """Whether the default backend multiplies bfloat16 fast: a GPU, or a CPU with AMX."""
+    """Whether the default backend multiplies bfloat16 fast: a GPU, or a CPU with AMX or
+    AVX-512 BF16."""
     backend = jax.default_backend()
     if backend in ("gpu", "cuda", "rocm"):
         return True
-    return backend == "cpu" and "amx_bf16" in cpu_flags()
+    return backend == "cpu" and bool(FAST_BF16_CPU_FLAGS & cpu_flags())
 
 
 def resolve(setting: str) -> str:

@@ -324,7 +324,10 @@ def run_trial(trial_dir: str) -> str:
 
 def stop_when_orphaned(parent: int, period: float = 1.0) -> threading.Thread:
     """A daemon thread that sends this process SIGTERM (a checkpoint, then the end) once its
-    parent `parent` is gone, so that a sweep driver killed by SIGKILL leaves no worker behind."""
+    parent `parent` is gone, so that a sweep driver killed by SIGKILL leaves no worker behind.
+    `parent` is the pid the driver passed down, not this process's `os.getppid()` at the time of
+    the call: a driver killed while the worker was still importing has already been replaced
+    as the parent by then, and the worker must stop all the same."""
 
     def watch():
         while os.getppid() == parent:
@@ -341,9 +344,10 @@ WORKER = "from iapo import signals; signals.defer_during_startup(); from iapo.sw
 
 
 def worker_main(argv: list[str] | None = None) -> None:
-    """The local backend's child process (`WORKER`, which defers signals first), on TRIAL_DIR."""
+    """The local backend's child process (`WORKER`, which defers signals first), on TRIAL_DIR
+    [DRIVER_PID]."""
     args = sys.argv[1:] if argv is None else argv
-    stop_when_orphaned(os.getppid())
+    stop_when_orphaned(int(args[1]) if len(args) > 1 else os.getppid())
     try:
         status = run_trial(args[0])
     except IapoError as exc:
@@ -515,7 +519,7 @@ class Sweep:
             while pending and len(running) < slots and not self.stop_requested:
                 trial = pending.pop(0)
                 log = open(trial.dir / "trial.log", "ab")
-                proc = subprocess.Popen([sys.executable, "-c", WORKER, str(trial.dir)], stdout=log,
+                proc = subprocess.Popen([sys.executable, "-c", WORKER, str(trial.dir), str(os.getpid())], stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True,
                                         env=trial_environment(os.environ, min(slots, len(todo))))
                 log.close()
