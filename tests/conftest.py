@@ -1,7 +1,22 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+# One JAX compilation cache for the whole session, this process and every `iapo` process the
+# tests start: most tests compile the same small agents, and a process that finds its programs
+# in the cache starts in about half the time (a tiny iterative run: 32 s cold, 17 s warm on a
+# 2-core EPYC). A cached program is the same executable, so the numbers do not change. It lives
+# in a fresh temporary folder, so that no cache outlives the session or meets another CPU.
+# (pytest-xdist's workers inherit the folder of the process that started them.)
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="iapo-tests-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import pytest  # noqa: E402
 
