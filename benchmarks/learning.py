@@ -19,7 +19,8 @@ Both are evaluated by the same code (`iapo.rollout.rollout`): every `--eval-ever
 their own, reset the first time with seeds seed + 10 000 + i and continuing their random
 streams afterwards, as `iapo train` evaluates. iapo's seeds train together in one process; SBX's
 one after another. `run` skips what is finished and continues an unfinished iapo run exactly
-(`--resume`); an unfinished SBX run starts again (SBX has no exact resume).
+(`--resume`); an unfinished SBX run starts again (SBX has no exact resume), its rows so far
+written after every evaluation so that `report` shows them meanwhile.
 
 `report` writes OUT.png (return against steps, mean +- std over seeds, one panel per
 environment) and OUT.md (a table per environment: each contender's mean +- std at every
@@ -119,7 +120,7 @@ def run_sbx(env: str, seed: int, steps: int, out: Path, args) -> None:
         rows.append({"step": done, "eval_return_mean": float(np.mean(result.returns)),
                      "eval_return_std": float(np.std(result.returns)), "wall_time_s": time.perf_counter() - start})
         print(f"{env}: sbx seed {seed} step {done}: {rows[-1]['eval_return_mean']:.1f}", flush=True)
-    _write_rows(path, rows)
+        _write_rows(path, rows)  # after every evaluation, so that `report` can show an unfinished run
 
 
 def command_run(args) -> None:

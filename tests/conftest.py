@@ -5,6 +5,11 @@ import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# `--matmul-precision auto` means float32 in the tests and in every `iapo` process they start, on
+# any CPU, with bfloat16 instructions or not, so that the suite computes the same numbers on every
+# machine CI may run on (and a run in this process equals one in a subprocess); the tests of
+# bfloat16 ask for it by name (tests/test_precision.py, the learning test).
+os.environ["IAPO_AUTO_MATMUL_PRECISION"] = "float32"
 
 # One JAX compilation cache for the whole session, this process and every `iapo` process the
 # tests start: most tests compile the same small agents, and a process that finds its programs
@@ -27,17 +32,6 @@ TINY = [
     "--batch-size", "32",
     "--no-progress",
 ]
-
-
-@pytest.fixture(autouse=True)
-def float32_unless_asked(monkeypatch):
-    """`--matmul-precision auto` resolves to float32 in the tests on any CPU, with bfloat16
-    instructions or not, so that the suite computes the same numbers on every machine CI may run
-    on; the tests of bfloat16 ask for it by name (tests/test_precision.py, the learning test)."""
-    from iapo import precision
-
-    flags = precision.cpu_flags()
-    monkeypatch.setattr(precision, "cpu_flags", lambda: flags - precision.FAST_BF16_CPU_FLAGS)
 
 
 @pytest.fixture

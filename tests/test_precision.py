@@ -12,6 +12,7 @@ import pytest
 from iapo import checkpoint, precision
 from iapo.agent import Agent
 from iapo.config import AgentConfig, TrainConfig
+from iapo.errors import ConfigError
 from iapo.objective import value_and_grad
 from iapo.precision import bf16_matmul
 
@@ -83,6 +84,7 @@ def test_objective_gradient_in_bfloat16_points_where_the_float32_one_does():
 
 
 def test_auto_is_float32_without_fast_bfloat16(monkeypatch):
+    monkeypatch.delenv(precision.AUTO_ENV)  # the suite pins it (conftest.py): the hardware's rule here
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
     assert precision.resolve("auto") == "float32"
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
@@ -91,6 +93,42 @@ def test_auto_is_float32_without_fast_bfloat16(monkeypatch):
         monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", flag}))
         assert precision.resolve("auto") == "bfloat16", flag
     assert precision.resolve("float32") == "float32"
+
+
+def test_the_environment_pins_what_auto_means(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    monkeypatch.setenv(precision.AUTO_ENV, "float32")
+    assert precision.resolve("auto") == "float32"  # on a CPU whose own choice is bfloat16
+    assert precision.resolve("bfloat16") == "bfloat16"  # a precision asked for by name is kept
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setenv(precision.AUTO_ENV, "bfloat16")
+    assert precision.resolve("auto") == "bfloat16"
+    monkeypatch.setenv(precision.AUTO_ENV, "")
+    assert precision.resolve("auto") == "float32"  # empty: the hardware's choice
+    monkeypatch.setenv(precision.AUTO_ENV, "fp16")
+    with pytest.raises(ConfigError, match="IAPO_AUTO_MATMUL_PRECISION='fp16'"):
+        precision.resolve("auto")
+
+
+def test_a_bad_pin_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from iapo.trainer import Trainer
+
+    monkeypatch.setenv(precision.AUTO_ENV, "fp16")
+    config = TrainConfig(env="Pendulum-v1", total_steps=60, random_steps=20, run_dir=str(tmp_path / "run"),
+                         progress=False)
+    with pytest.raises(ConfigError, match="must be float32 or bfloat16"):
+        Trainer(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_suite_and_the_processes_it_starts_resolve_auto_to_float32():
+    import subprocess
+    import sys
+
+    assert precision.resolve("auto") == "float32"
+    code = "from iapo import precision; print(precision.resolve('auto'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "float32"
 
 
 @pytest.mark.parametrize("began", ["bfloat16", "float32"])

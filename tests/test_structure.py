@@ -12,8 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "iapo"
 # Lower numbers are lower layers. A module may import modules of lower layers, and modules of its
 # own layer only inside its own package (e.g. optimizers.iterative -> optimizers.direct).
 LAYERS = {
-    0: ["errors", "signals", "precision", "plotting"],
-    1: ["config", "files"],
+    0: ["errors", "signals", "plotting"],
+    1: ["config", "files", "precision"],
     2: ["distributions", "networks", "helptext"],
     3: ["objective"],
     4: ["model", "optimizers", "optimizers.direct", "optimizers.flow", "optimizers.iterative",

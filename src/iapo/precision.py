@@ -9,16 +9,22 @@ everything outside the multiplies stay float32.
 Where the hardware has fast bfloat16 multiplies (GPU tensor cores; CPUs with AMX, or with
 AVX-512 BF16 as measured by `benchmarks/precision.py`), these run several times faster than
 float32 at the iterative agent's shapes; elsewhere they are slower. `resolve` turns the config's
-`matmul_precision` into one of "float32" and "bfloat16".
+`matmul_precision` into one of "float32" and "bfloat16". The environment variable
+`IAPO_AUTO_MATMUL_PRECISION` (float32 or bfloat16) pins what `auto` means in every process that
+inherits it, whatever the hardware: the test suite pins float32, so that its runs and the `iapo`
+processes it starts compute the same numbers on every CPU.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+
+from iapo.errors import ConfigError
 
 BF16 = jnp.bfloat16
 F32 = jnp.float32
@@ -85,9 +91,19 @@ def fast_bf16() -> bool:
     return backend == "cpu" and bool(FAST_BF16_CPU_FLAGS & cpu_flags())
 
 
+AUTO_ENV = "IAPO_AUTO_MATMUL_PRECISION"
+PRECISIONS = ("float32", "bfloat16")
+
+
 def resolve(setting: str) -> str:
-    """The precision of the multiplies for a config's `matmul_precision`: `auto` is bfloat16
-    where `fast_bf16()` holds, float32 elsewhere."""
-    if setting == "auto":
-        return "bfloat16" if fast_bf16() else "float32"
-    return setting
+    """The precision of the multiplies for a config's `matmul_precision`: `auto` is what
+    $IAPO_AUTO_MATMUL_PRECISION says where it is set, else bfloat16 where `fast_bf16()` holds and
+    float32 elsewhere."""
+    if setting != "auto":
+        return setting
+    pinned = os.environ.get(AUTO_ENV, "").strip()
+    if pinned:
+        if pinned not in PRECISIONS:
+            raise ConfigError(f"{AUTO_ENV}={pinned!r}: must be float32 or bfloat16 (or unset: the hardware's choice)")
+        return pinned
+    return "bfloat16" if fast_bf16() else "float32"

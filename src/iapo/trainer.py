@@ -293,6 +293,9 @@ class Trainer:
         config.validate()
         self.on_evaluation = on_evaluation
         check_env_id(config.env)
+        # `auto` precision is decided here, once, before anything is written: a resumed run takes
+        # the one its checkpoint names.
+        matmul_precision = precision.resolve(config.algo.matmul_precision)
         self.config = config
         self.run_dir = Path(config.run_dir)
         self.group = config.seeds is not None
@@ -321,9 +324,7 @@ class Trainer:
             for run in self.runs:
                 run.run_dir.mkdir(exist_ok=True)
         obs_dim, self.act_dim = dims(self.runs[0].env)
-        # `auto` precision is decided here, once: a resumed run takes the one its checkpoint names.
-        self.agent = Agent(dataclasses.replace(config.algo, matmul_precision=precision.resolve(config.algo.matmul_precision)),
-                           obs_dim, self.act_dim)
+        self.agent = Agent(dataclasses.replace(config.algo, matmul_precision=matmul_precision), obs_dim, self.act_dim)
         roots = [jax.random.PRNGKey(seed) for seed in seeds]
         self.templates = [self.agent.init(jax.random.fold_in(root, 0)) for root in roots]
         self.axis = SeedAxis(len(seeds))
