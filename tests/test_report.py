@@ -43,9 +43,15 @@ def test_mean_std_area_and_threshold(tmp_path, capsys):
     assert float(direct["auc"]) == pytest.approx(20_000)
     assert float(direct["mean_over_training"]) == pytest.approx(10)
     assert int(direct["steps_to_threshold"]) == 3000  # mean reaches 12 first at 3000
+    assert direct["seed_steps_to_threshold"] == "0:3000 1:2000"  # seed 0 at 15, seed 1 at 15 a step earlier
+    assert iterative["seed_steps_to_threshold"] == "0:1000 1:1000"
     assert int(iterative["final_step"]) == 2000 and float(iterative["final_mean"]) == pytest.approx(300)
     assert float(iterative["auc"]) == pytest.approx(200_000) and int(iterative["steps_to_threshold"]) == 1000
     assert "| Hopper-v5 | direct pessimism=1.0 | 2 | 20.0 ± 5.0 | 3000 |" in stdout
+    assert "| 3000 (≥ 12; 3000, 2000) |" in stdout
+    code, stdout, err = run_cli(["plot", str(tmp_path / "a"), "--out", str(out), "--max-step", "2000",
+                                 "--threshold", "Hopper-v5=12"], capsys)
+    assert code == 0 and "| not reached (≥ 12; –, 2000) |" in stdout
     code, stdout, err = run_cli(["plot", str(tmp_path / "a"), "--out", str(out), "--max-step", "2000"], capsys)
     assert code == 0 and "| Hopper-v5 | direct | 2 | 10.0 ± 5.0 | 2000 |" in stdout
     code, stdout, err = run_cli(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out),

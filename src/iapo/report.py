@@ -8,7 +8,8 @@ seeds at the evaluation steps every seed has reached:
   a percentile-bootstrap confidence interval over seeds, computed by rliable (the `rliable` extra);
 - table: final return (mean +- std over seeds at the last common step), area under the mean
   curve (trapezoid over steps, return x steps) and that area over the steps spanned (the mean
-  return over training), and the first step at which the mean curve reaches a threshold.
+  return over training), and the first step at which the mean curve reaches a threshold, and at
+  which each seed's curve does.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Group:
     env: str
     identity: dict  # the configuration shared by the group's runs, flattened
     runs: list[Path]
+    seeds: list = dataclasses.field(default_factory=list)  # each run's seed, as its config.json says
     label: str = ""
     steps: np.ndarray | None = None  # (T,) the evaluation steps every seed has reached
     returns: np.ndarray | None = None  # (S, T) evaluation return of each seed
@@ -117,11 +119,14 @@ def group_runs(runs: list[Path], max_step: int | None = None) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for run in runs:
         try:
-            identity = _flatten(json.loads((run / "config.json").read_text()))
+            config = json.loads((run / "config.json").read_text())
+            identity = _flatten(config)
         except (OSError, ValueError, IapoError) as exc:
             raise IapoError(f"{run / 'config.json'} is unreadable: {exc}") from None
         key = tuple(sorted(identity.items(), key=lambda kv: kv[0]))
-        groups.setdefault(key, Group(identity.get("env", "?"), identity, [])).runs.append(run)
+        group = groups.setdefault(key, Group(identity.get("env", "?"), identity, []))
+        group.runs.append(run)
+        group.seeds.append(config.get("seed"))
     result = list(groups.values())
     for env in {g.env for g in result}:
         same_env = [g for g in result if g.env == env]
@@ -184,7 +189,7 @@ def summarize(group: Group, threshold: float | None) -> dict:
     steps, returns = group.steps, group.returns
     row = {"env": group.env, "label": group.label, "seeds": len(group.runs), "final_step": None,
            "final_mean": math.nan, "final_std": math.nan, "auc": math.nan, "mean_over_training": math.nan,
-           "threshold": threshold, "steps_to_threshold": None}
+           "threshold": threshold, "steps_to_threshold": None, "seed_steps_to_threshold": None}
     if steps is None or not len(steps):
         return row
     mean = returns.mean(axis=0)
@@ -194,8 +199,13 @@ def summarize(group: Group, threshold: float | None) -> dict:
         auc = float(np.sum((mean[1:] + mean[:-1]) / 2 * np.diff(steps)))
         row.update(auc=auc, mean_over_training=auc / float(steps[-1] - steps[0]))
     if threshold is not None:
-        reached = np.flatnonzero(mean >= threshold)
-        row["steps_to_threshold"] = int(steps[reached[0]]) if len(reached) else None
+
+        def first(curve):  # the first evaluation step at or above the threshold; None if none is
+            reached = np.flatnonzero(curve >= threshold)
+            return int(steps[reached[0]]) if len(reached) else None
+
+        row["steps_to_threshold"] = first(mean)
+        row["seed_steps_to_threshold"] = {seed: first(curve) for seed, curve in zip(group.seeds, returns)}
     return row
 
 
@@ -232,12 +242,14 @@ def thresholds_for(envs: list[str], given: tuple[str, ...]) -> dict[str, float |
 
 # -- outputs -------------------------------------------------------------------------------------
 TABLE_COLUMNS = ("env", "label", "seeds", "final_step", "final_mean", "final_std", "auc", "mean_over_training",
-                 "threshold", "steps_to_threshold")
+                 "threshold", "steps_to_threshold", "seed_steps_to_threshold")
 
 
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, dict):  # seed -> steps to threshold: "0:3000 1:2000 2:-" ("-": not reached)
+        return " ".join(f"{seed}:{'-' if step is None else step}" for seed, step in value.items())
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
@@ -247,7 +259,7 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
     """The results table as CSV (every column) and Markdown; returns the Markdown."""
     write_csv_atomic(csv_path, list(TABLE_COLUMNS), [[_cell(row[c]) for c in TABLE_COLUMNS] for row in rows])
     lines = ["| env | agent / setting | seeds | final return (mean ± std) | at step | AUC (return × steps) "
-             "| mean return over training | steps to threshold |",
+             "| mean return over training | steps to threshold: mean curve (each seed) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         final = "—" if math.isnan(row["final_mean"]) else f"{row['final_mean']:.1f} ± {row['final_std']:.1f}"
@@ -257,7 +269,8 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
             reach = "—"
         else:
             where = "not reached" if row["steps_to_threshold"] is None else str(row["steps_to_threshold"])
-            reach = f"{where} (≥ {row['threshold']:g})"
+            each = ", ".join("–" if step is None else str(step) for step in (row["seed_steps_to_threshold"] or {}).values())
+            reach = f"{where} (≥ {row['threshold']:g}; {each})"
         lines.append(f"| {row['env']} | {row['label']} | {row['seeds']} | {final} | {_cell(row['final_step']) or '—'} "
                      f"| {auc} | {over} | {reach} |")
     md = "\n".join(lines) + "\n"
