@@ -104,6 +104,25 @@ def test_help_lists_every_command_and_readable_flags(capsys):
     assert "(default: InvertedPendulum-v5)" in flat and "(default: 0 1 2)" in flat
     code, out, _ = run_cli(["sweep", "--help"], capsys)
     assert all(agent in out for agent in ("direct", "iterative", "direct-flow", "gradient", "cem"))
+    # No command shows tyro's placeholder for a field that may be unset.
+    for command in (["train"], ["evaluate"], ["sweep"], ["plot"],
+                    *[["analyze", a] for a in ("gap", "overestimation", "modes", "landscape", "optimizers",
+                                               "iterations", "transfer")]):
+        code, out, _ = run_cli([*command, "--help"], capsys)
+        assert code == 0 and "{None}" not in out, command
+    assert "SOURCE HOST [DIRECT]" in out
+
+
+def test_help_piped_into_a_closed_reader_is_no_traceback():
+    import subprocess
+    import sys
+
+    # `iapo plot --help | head -1`: the reader closes the pipe before the help is written.
+    proc = subprocess.Popen([sys.executable, "-m", "iapo.cli", "plot", "--help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) != 0 and "Traceback" not in err, err
 
 
 def test_every_training_field_is_in_one_help_group():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import sys
 import warnings
 
@@ -115,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("iapo: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # the reader went away (`iapo ... --help | head`): stop without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's flush at exit fails otherwise)
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 (only XLA's out-of-memory is translated; the rest propagate)
         if type(exc).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and "RESOURCE_EXHAUSTED" in str(exc):
             print("iapo: error: out of memory on the device (RESOURCE_EXHAUSTED): reduce --hidden-sizes, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Annotated
 
 import jax
 import numpy as np
@@ -27,16 +28,16 @@ class Config:
     episodes: int = 10
     """Number of evaluation episodes."""
 
-    iterations: int | None = None
+    iterations: Annotated[int | None, tyro.conf.arg(metavar="K")] = None
     """Iterations of the iterative optimizer when acting; unset means the run's own setting."""
 
     seed: int = 12345
     """Seed of the evaluation environments."""
 
-    video: str | None = None
+    video: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
     """Also record one episode, rendered offscreen, to this .mp4 file."""
 
-    step: int | None = None
+    step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
     """Evaluate the agent of this step (a snapshot or checkpoint) instead of the newest."""
 
     def validate(self) -> None:

@@ -19,6 +19,7 @@ import json
 import math
 import warnings
 from pathlib import Path
+from typing import Annotated
 
 import gymnasium as gym
 import numpy as np
@@ -44,7 +45,7 @@ class Config:
     dirs: tyro.conf.Positional[tuple[str, ...]]
     """Run, seed-group or sweep directories (searched for runs)."""
 
-    out: str | None = None
+    out: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
     """The figure (.png, .pdf or .svg); unset means DIR/results.png for one DIR, else results.png."""
 
     iqm: bool = False
@@ -58,7 +59,7 @@ class Config:
     """Return thresholds for 'steps to threshold': VALUE for every env, or ENV=VALUE; unset uses
     each env's registered reward_threshold."""
 
-    max_step: int | None = None
+    max_step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
     """Only the evaluations up to this step (to compare runs of different budgets at one step)."""
 
     def validate(self) -> None:

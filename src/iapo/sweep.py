@@ -31,7 +31,9 @@ import time
 import types
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 from iapo import checkpoint, signals
 from iapo.config import AgentConfig, AgentKind, TrainConfig, parse_seeds, to_dict, train_config_from_dict, upgrade
@@ -75,7 +77,7 @@ class SweepConfig:
     backend: Literal["local", "ray"] = "local"
     """`local`: child processes on this machine; `ray`: Ray tasks on a cluster."""
 
-    address: str | None = None
+    address: Annotated[str | None, tyro.conf.arg(metavar="ADDRESS")] = None
     """Ray: the cluster to join (e.g. `auto` or `ray://host:10001`); unset starts a local one.
     Every node must see --out at the same path (a shared filesystem)."""
 
@@ -85,7 +87,7 @@ class SweepConfig:
     gpus_per_trial: float = 0.0
     """Ray: GPUs reserved per trial (fractions share a GPU)."""
 
-    workers: int | None = None
+    workers: Annotated[int | None, tyro.conf.arg(metavar="N")] = None
     """Local: trials at once; unset means the cores available // --cpus-per-trial."""
 
     max_retries: int = 3

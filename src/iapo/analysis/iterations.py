@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,7 @@ class Config:
     states: int = 100
     """States, visited by the agent, at which J is estimated."""
 
-    step: int | None = None
+    step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
     """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
 
     seed: int = 12345

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,7 @@ class Config:
     dims: tuple[int, int] = (0, 1)
     """The two action dimensions whose means span the grid."""
 
-    direct: str | None = None
+    direct: Annotated[str | None, tyro.conf.arg(metavar="RUN_DIR")] = None
     """A direct run on the same environment whose estimate to mark."""
 
     grid_size: int = 41
@@ -55,7 +56,7 @@ class Config:
     states: int = 100
     """States collected by the agent, to choose --state from."""
 
-    step: int | None = None
+    step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
     """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
 
     seed: int = 0

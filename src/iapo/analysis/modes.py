@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 from pathlib import Path
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +56,7 @@ class Config:
     samples: int = 100
     """Action samples per grid point."""
 
-    step: int | None = None
+    step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
     """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
 
     seed: int = 0

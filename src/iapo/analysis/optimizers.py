@@ -10,6 +10,7 @@ import functools
 import json
 import time
 from pathlib import Path
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,7 @@ class Config:
     out: str = "analysis/optimizers"
     """Folder for the figure and its numbers."""
 
-    step: int | None = None
+    step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
     """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
 
     states: int = 100

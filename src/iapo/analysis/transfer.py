@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated
 
 import jax
 import numpy as np
@@ -44,13 +45,13 @@ class Config:
     model-free HOST, it is the generalization of an optimizer to another run's critics. Writes
     transfer.csv, transfer.json and transfer.png."""
 
-    source: tyro.conf.Positional[str]
+    source: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="SOURCE")]
     """Run whose policy optimizer is transferred."""
 
-    host: tyro.conf.Positional[str]
+    host: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="HOST")]
     """Run whose objective it acts with (same environment and policy network)."""
 
-    direct: tyro.conf.Positional[str | None] = None
+    direct: Annotated[tyro.conf.Positional[str | None], tyro.conf.arg(metavar="[DIRECT]")] = None
     """Optionally, a direct run evaluated at the same steps."""
 
     out: str = "analysis/transfer"
