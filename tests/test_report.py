@@ -12,16 +12,21 @@ from iapo.config import AgentConfig, TrainConfig, to_dict
 from test_cli import run_cli
 
 
-def fake_run(path, returns, agent="direct", env="Hopper-v5", seed=0, **algo):
-    """A run directory with a config.json and a metrics.csv of the given evaluation returns."""
+def fake_run(path, returns, agent="direct", env="Hopper-v5", seed=0, wall=None, **algo):
+    """A run directory with a config.json and a metrics.csv of the given evaluation returns (and
+    wall times in seconds, if given)."""
     path.mkdir(parents=True)
     config = TrainConfig(env=env, seed=seed, run_dir=str(path), algo=AgentConfig(agent=agent, **algo))
     (path / "config.json").write_text(json.dumps(to_dict(config)))
     steps = [1000 * (i + 1) for i in range(len(returns))]
     with open(path / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "eval_return_mean", "eval_return_std"])
-        w.writerows([[s, r, 0.0] for s, r in zip(steps, returns)])
+        if wall is None:
+            w.writerow(["step", "eval_return_mean", "eval_return_std"])
+            w.writerows([[s, r, 0.0] for s, r in zip(steps, returns)])
+        else:
+            w.writerow(["step", "eval_return_mean", "eval_return_std", "wall_time_s"])
+            w.writerows([[s, r, 0.0, t] for s, r, t in zip(steps, returns, wall)])
 
 
 def test_mean_std_area_and_threshold(tmp_path, capsys):
@@ -102,3 +107,19 @@ def test_plot_errors(tmp_path, capsys):
     assert code == 2 and "must end in .png" in err
     code, _, err = run_cli(["plot", str(tmp_path), "--threshold", "Hopper-v5=high"], capsys)
     assert code == 2 and "--threshold" in err
+
+
+def test_return_against_wall_time(tmp_path, capsys):
+    # two seeds that took 1 and 2 hours for 2 000 steps: the curve's x is their mean, in hours
+    fake_run(tmp_path / "a" / "seed_0", [10, 20], seed=0, wall=[1800, 3600])
+    fake_run(tmp_path / "a" / "seed_1", [30, 40], seed=1, wall=[3600, 7200])
+    out = tmp_path / "wall.png"
+    code, stdout, err = run_cli(["plot", str(tmp_path / "a"), "--out", str(out), "--x", "wall-time"], capsys)
+    assert code == 0, err
+    curves = list(csv.DictReader(open(tmp_path / "wall_curves.csv")))
+    assert [float(r["wall_time_s"]) for r in curves] == pytest.approx([2700, 5400])
+    assert [int(r["step"]) for r in curves] == [1000, 2000] and [float(r["mean"]) for r in curves] == [20, 30]
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    fake_run(tmp_path / "b" / "seed_0", [10, 20], seed=0)  # no wall_time_s column
+    code, _, err = run_cli(["plot", str(tmp_path / "b"), "--out", str(out), "--x", "wall-time"], capsys)
+    assert code == 2 and "no wall_time_s" in err and "Traceback" not in err

@@ -245,3 +245,30 @@ def test_a_config_of_an_older_version_compares_at_todays_defaults():
     assert _identity({**today, "replay_sampling": "device"}) != _identity(today)
     assert _identity({**today, "no_such_field": 1}) != _identity(today)
     assert _identity({}) != _identity(today)  # no configuration is not the default one
+
+
+def test_wall_time_goes_on_across_a_resume(tmp_path):
+    """metrics.csv's wall_time_s counts the training time of every process that ran the run: the
+    checkpoint holds the time so far, and a resumed run's rows continue from it."""
+    from iapo.config import AgentConfig, TrainConfig
+    from iapo.trainer import Trainer
+
+    algo = AgentConfig(agent="direct", hidden_sizes=(16,), critic_hidden_sizes=(16,), action_samples=1, batch_size=8)
+    config = TrainConfig(env="Pendulum-v1", total_steps=90, random_steps=20, eval_every=30, eval_episodes=1,
+                         checkpoint_every=30, run_dir=str(tmp_path / "run"), progress=False, quiet=True, algo=algo)
+    Trainer(config).run()
+    (_, path), = [c for c in checkpoint.list_checkpoints(tmp_path / "run") if c[0] == 60]
+    before = checkpoint.read(path)["extra"]["loop"]["wall_seconds"]
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        first = {int(r["step"]): float(r["wall_time_s"]) for r in csv.DictReader(f)}
+    assert 0 < first[30] <= first[60] <= before <= first[90]  # (the checkpoint at 60 follows its evaluation)
+    checkpoint.checkpoint_path(tmp_path / "run", 90).unlink()  # as if killed between steps 60 and 90
+    resumed = Trainer(config, resume=True)
+    started = time.perf_counter()
+    resumed.run()
+    took = time.perf_counter() - started
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        again = {int(r["step"]): float(r["wall_time_s"]) for r in csv.DictReader(f)}
+    assert again[30] == first[30] and again[60] == first[60]  # the rows before the checkpoint are kept
+    assert before < again[90] <= before + took
+    assert resumed.wall_seconds >= again[90]

@@ -19,7 +19,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -62,6 +62,11 @@ class Config:
     max_step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
     """Only the evaluations up to this step (to compare runs of different budgets at one step)."""
 
+    x: Literal["steps", "wall-time"] = "steps"
+    """The horizontal axis: environment steps, or training wall time in hours (each run's
+    `wall_time_s`, which goes on across resumes; mean over a group's seeds), for agents whose
+    steps cost different amounts of time."""
+
     def validate(self) -> None:
         at_least_one(self, "bootstrap")
         if not self.dirs:
@@ -74,7 +79,7 @@ def run(cfg: Config) -> tuple[Path, str]:
     """`iapo plot`: the figure and its tables; returns (figure path, Markdown table)."""
     cfg.validate()
     out = Path(cfg.out) if cfg.out else (Path(cfg.dirs[0]) if len(cfg.dirs) == 1 else Path(".")) / "results.png"
-    return plot([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap, cfg.max_step)
+    return plot([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap, cfg.max_step, cfg.x)
 
 
 @dataclasses.dataclass
@@ -86,6 +91,7 @@ class Group:
     label: str = ""
     steps: np.ndarray | None = None  # (T,) the evaluation steps every seed has reached
     returns: np.ndarray | None = None  # (S, T) evaluation return of each seed
+    wall: np.ndarray | None = None  # (S, T) each seed's training wall time in seconds at those steps (NaN: not logged)
 
 
 def find_runs(dirs: list[Path]) -> list[Path]:
@@ -155,11 +161,13 @@ def _align(group: Group, max_step: int | None = None) -> None:
         if not m or "step" not in m or "eval_return_mean" not in m:
             curves.append({})
             continue
-        curves.append(dict(zip(m["step"].astype(np.int64).tolist(), m["eval_return_mean"])))
+        wall = m.get("wall_time_s", np.full(len(m["step"]), np.nan))
+        curves.append({step: (ret, w) for step, ret, w in zip(m["step"].astype(np.int64).tolist(), m["eval_return_mean"], wall)})
     common = sorted(set.intersection(*[set(c) for c in curves]))  # (a group has at least one run)
     common = [step for step in common if max_step is None or step <= max_step]
     group.steps = np.array(common, dtype=np.int64)
-    group.returns = np.array([[c[s] for s in common] for c in curves], dtype=np.float64).reshape(len(curves), -1)
+    values = np.array([[c[s] for s in common] for c in curves], dtype=np.float64).reshape(len(curves), len(common), 2)
+    group.returns, group.wall = values[..., 0], values[..., 1]
 
 
 # -- statistics ----------------------------------------------------------------------------------
@@ -280,7 +288,7 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
 
 
 def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[str, ...] = (),
-         reps: int = 2000, max_step: int | None = None) -> tuple[Path, str]:
+         reps: int = 2000, max_step: int | None = None, x: str = "steps") -> tuple[Path, str]:
     """Curves (one panel per env, one line per group), the table beside them; returns
     (figure path, Markdown table). The plotted arrays are in `<out stem>_curves.csv`."""
     out = Path(out)
@@ -302,18 +310,26 @@ def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[s
             if not len(g.steps):
                 continue
             mean, std = g.returns.mean(axis=0), g.returns.std(axis=0)
+            hours = g.wall.mean(axis=0) / 3600
+            if x == "wall-time" and np.isnan(hours).any():
+                raise IapoError(f"--x wall-time: {g.runs[0]}'s metrics.csv has no wall_time_s at some evaluations")
             if use_iqm:
                 center, low, high = iqm_interval(g.returns, reps)
             else:
                 center, low, high = mean, mean - std, mean + std
-            ax.plot(g.steps, center, color=f"C{i}", lw=1.8, label=f"{g.label} ({len(g.runs)} seeds)")
-            ax.fill_between(g.steps, low, high, color=f"C{i}", alpha=0.2)
+            where = hours if x == "wall-time" else g.steps
+            ax.plot(where, center, color=f"C{i}", lw=1.8, label=f"{g.label} ({len(g.runs)} seeds)")
+            ax.fill_between(where, low, high, color=f"C{i}", alpha=0.2)
             for j, step in enumerate(g.steps):
-                curve_rows.append([env, g.label, len(g.runs), int(step), mean[j], std[j], center[j], low[j], high[j]])
+                curve_rows.append([env, g.label, len(g.runs), int(step), hours[j] * 3600, mean[j], std[j], center[j],
+                                   low[j], high[j]])
         if limits[env] is not None and thresholds:  # drawn when asked for; a registered one may be far off the curves
             ax.axhline(limits[env], color="gray", ls=":", lw=1, label=f"threshold {limits[env]:g}")
         ax.set_title(env)
-        steps_axis(ax)
+        if x == "wall-time":
+            ax.set_xlabel("training wall time (hours)")
+        else:
+            steps_axis(ax)
         ax.set_ylabel("evaluation return" + (" (IQM, 95% CI)" if use_iqm else " (mean ± std over seeds)"))
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
@@ -321,7 +337,7 @@ def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[s
         ax.set_visible(False)
     save_figure(fig, out)
     curves = out.with_name(out.stem + "_curves.csv")
-    write_csv_atomic(curves, ["env", "label", "seeds", "step", "mean", "std", "center", "low", "high"],
+    write_csv_atomic(curves, ["env", "label", "seeds", "step", "wall_time_s", "mean", "std", "center", "low", "high"],
                      [[_cell(v) if isinstance(v, float) else v for v in row] for row in curve_rows])
     rows = [summarize(g, limits[g.env]) for g in groups]
     md = write_table(rows, out.with_suffix(".csv"), out.with_suffix(".md"))

@@ -164,6 +164,7 @@ class Loop:
     eval_seeded: bool = False
     obs: np.ndarray | None = None
     action: np.ndarray | None = None  # (1, d): the next training action, computed with the last update
+    wall_seconds: float = 0.0  # training wall time up to this checkpoint, over every process that ran it
 
 
 class SeedRun:
@@ -292,6 +293,7 @@ class Trainer:
         per seed, as metrics.csv gets them)."""
         config.validate()
         self.on_evaluation = on_evaluation
+        self._clock: tuple[float, float] | None = None  # (wall seconds before this process, its start)
         check_env_id(config.env)
         # `auto` precision is decided here, once, before anything is written: a resumed run takes
         # the one its checkpoint names.
@@ -406,6 +408,8 @@ class Trainer:
         paths = []
         for i, run in enumerate(self.runs):
             infos = [jax.tree.map(lambda x: x[i], info) for info in host_infos]
+            if self._clock is not None:
+                run.loop.wall_seconds = self.elapsed()
             extra = run.extra(self._seed(self.act_key, i), infos, None if action is None else self._seed(action, i))
             extra["replay_key"] = np.asarray(self._seed(self.sampler.keys(), i))
             extra["replay_on_device"] = self.sampler.on_device
@@ -571,12 +575,19 @@ class Trainer:
             run.logger.scalars(self.step_count, {k: v[i] for k, v in stats.items() if k != "finite"})
 
     # -- the whole run -----------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Training wall time in seconds: this process's since `run()` began, after what the
+        checkpoint it resumed from had counted (so that `wall_time_s` goes on across resumes)."""
+        before, start = self._clock
+        return before + time.perf_counter() - start
+
     def run(self) -> Path:
         cfg = self.config
         previous = {}
         if threading.current_thread() is threading.main_thread():  # (a Ray task may run elsewhere)
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        start = window_start = time.perf_counter()
+        window_start = time.perf_counter()
+        self._clock = (self.runs[0].loop.wall_seconds, window_start)
         bar = cfg.progress and not cfg.quiet and sys.stdout.isatty()
         lines = not cfg.quiet and not bar  # (a cluster job, `| tee`, --no-progress: one line per evaluation)
         try:
@@ -592,8 +603,7 @@ class Trainer:
                         self.log_updates()
                     if step % cfg.eval_every == 0 or step == cfg.total_steps:
                         jax.block_until_ready(self.state)
-                        now = time.perf_counter()
-                        rows = self.evaluate_and_log(now - window_start, now - start)
+                        rows = self.evaluate_and_log(time.perf_counter() - window_start, self.elapsed())
                         if self.on_evaluation is not None:
                             self.on_evaluation(rows)
                         ret = np.mean([r["eval_return_mean"] for r in rows])
@@ -622,7 +632,7 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        self.wall_seconds = time.perf_counter() - start
+        self.wall_seconds = self.elapsed()
         return self.run_dir
 
     def evaluation_line(self, rows: list[dict]) -> str:
