@@ -88,6 +88,10 @@ def run_iapo(env: str, seeds: list[int], steps: int, out: Path, precision: str, 
         result = iapo.train(ROOT / "configs" / "sac.yaml", **fields)
     for s in seeds:
         _write_rows(folder / f"seed_{s}.csv", [r for r in result.metrics if r["seed"] == s])
+    reached = max((r["step"] for r in result.metrics), default=0)
+    if reached < steps:  # stopped by a signal: its checkpoint is written, the same command resumes it
+        print(f"{env}: iapo-{precision} stopped at step {reached}; run the same command to resume")
+        sys.exit(130)
     print(f"{env}: iapo-{precision}, seeds {seeds}, {steps} steps in {time.perf_counter() - start:.0f} s")
 
 
@@ -130,8 +134,12 @@ def command_run(args) -> None:
     if not meta.exists():
         import jax
 
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+        cpu = platform.processor()
+        if Path("/proc/cpuinfo").exists():  # the model name, and the family and model that tell AMD's Zen 3 and 4 apart
+            info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                        if ":" in line)
+            info = {k.strip(): v.strip() for k, v in info.items()}
+            cpu = f"{info.get('model name', cpu)} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
         meta.write_text(json.dumps({"date": str(datetime.date.today()), "cpu": cpu, "jax": jax.__version__,
                                     "backend": jax.default_backend(), "command": " ".join(sys.argv)}, indent=1))
     for env in args.envs:
@@ -154,6 +162,62 @@ def _curves(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return steps, np.array([[row["eval_return_mean"] for row in r[:n]] for r in runs])
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
+def _table(env: str, curves: dict, names: list[str], random_steps: int) -> list[str]:
+    """Markdown: each contender's mean +- std at every evaluation any of them has, SBX's min-max
+    over seeds and whether each iapo mean lies inside it (after the random phase); then each
+    seed's mean return over the evaluations after the random phase that every contender has."""
+    if not curves:
+        return [f"### {env}\n", "No evaluations written yet.\n"]
+    sbx = curves.get("sbx")
+    lines = [f"### {env}\n",
+             "| step | " + " | ".join(f"{LABELS[c]} ({_seeds(curves[c][1].shape[0])})" for c in names)
+             + (" | SBX min – max | iapo inside |" if sbx else " |"),
+             "| --- " * (len(names) + (3 if sbx else 1)) + "|"]
+    counts = {c: [0, 0] for c in names if c != "sbx"}
+    for step in sorted({int(x) for steps, _ in curves.values() for x in steps}):
+        columns = {c: np.flatnonzero(curves[c][0] == step) for c in names}
+        cells = [f"{curves[c][1][:, i[0]].mean():.0f} ± {curves[c][1][:, i[0]].std():.0f}" if i.size else "–"
+                 for c, i in columns.items()]
+        extra = ""
+        if sbx:
+            j = columns["sbx"]
+            lo, hi = (sbx[1][:, j[0]].min(), sbx[1][:, j[0]].max()) if j.size else (None, None)
+            verdicts = []
+            for c in counts:
+                i = columns[c]
+                if lo is None or not i.size or step <= random_steps:
+                    verdicts.append("–")
+                    continue
+                ok = bool(lo <= curves[c][1][:, i[0]].mean() <= hi)
+                counts[c][0] += ok
+                counts[c][1] += 1
+                verdicts.append("yes" if ok else "no")
+            extra = (f" | {lo:.0f} – {hi:.0f}" if lo is not None else " | –") + f" | {', '.join(verdicts)}"
+        lines.append(f"| {step} | " + " | ".join(cells) + extra + " |")
+    lines.append("")
+    if sbx:
+        lines.append("iapo's mean inside SBX's range after the random phase: "
+                     + "; ".join(f"{LABELS[c]}, {k} of {n} evaluations" for c, (k, n) in counts.items()) + ".\n")
+    common = set.intersection(*({int(x) for x in steps if x > random_steps} for steps, _ in curves.values())) \
+        if curves else set()
+    if common:
+        lines.append(f"Each seed's mean return over the {len(common)} evaluations after the random phase "
+                     f"that every contender has (steps {min(common)}–{max(common)}):\n")
+        lines.append("| contender | mean ± std over seeds | each seed |")
+        lines.append("| --- | --- | --- |")
+        for c in names:
+            steps, returns = curves[c]
+            per_seed = returns[:, np.isin(steps, sorted(common))].mean(1)
+            lines.append(f"| {LABELS[c]} | {per_seed.mean():.0f} ± {per_seed.std():.0f} | "
+                         + ", ".join(f"{v:.0f}" for v in per_seed) + " |")
+        lines.append("")
+    return lines
+
+
 def command_report(args) -> None:
     root = Path(args.runs)
     envs = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -170,29 +234,15 @@ def command_report(args) -> None:
         curves = {c: v for c, v in curves.items() if v is not None}
         for c, (steps, returns) in curves.items():
             mean, std = returns.mean(0), returns.std(0)
-            ax.plot(steps, mean, label=f"{LABELS[c]} ({returns.shape[0]} seeds)")
+            ax.plot(steps, mean, label=f"{LABELS[c]} ({_seeds(returns.shape[0])})")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
         ax.set_title(env)
         steps_axis(ax)
         ax.set_ylabel("evaluation return (mean ± std over seeds)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        names = list(curves)
-        lines.append(f"### {env}\n")
-        lines.append("| step | " + " | ".join(f"{LABELS[c]}, mean ± std" for c in names)
-                     + (" | SBX min – max | iapo inside |" if "sbx" in curves else " |"))
-        lines.append("| --- " * (len(names) + (3 if "sbx" in curves else 1)) + "|")
-        n = min(len(v[0]) for v in curves.values())
-        for i in range(n):
-            step = int(curves[names[0]][0][i])
-            cells = [f"{v[1][:, i].mean():.0f} ± {v[1][:, i].std():.0f}" for v in curves.values()]
-            extra = ""
-            if "sbx" in curves:
-                lo, hi = curves["sbx"][1][:, i].min(), curves["sbx"][1][:, i].max()
-                inside = [f"{'yes' if lo <= curves[c][1][:, i].mean() <= hi else 'no'}" for c in names if c != "sbx"]
-                extra = f" | {lo:.0f} – {hi:.0f} | {', '.join(inside)}"
-            lines.append(f"| {step} | " + " | ".join(cells) + extra + " |")
-        lines.append("")
+        if curves:
+            ax.legend(fontsize=8)
+        lines += _table(env, curves, list(curves), args.random_steps)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, out.with_suffix(".png"))
@@ -216,6 +266,8 @@ def main() -> None:
     report = sub.add_parser("report", help="figure and tables of finished or partial runs")
     report.add_argument("runs")
     report.add_argument("--out", default="docs/results/sac-sbx")
+    report.add_argument("--random-steps", type=int, default=5_000,
+                        help="the random phase: evaluations up to this step are not compared")
     args = parser.parse_args()
     if args.command == "run":
         if args.steps < 1 or args.eval_every < 1 or args.eval_episodes < 1:
