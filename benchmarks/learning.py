@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 
 from iapo.files import write_csv_atomic
 from iapo.plotting import new_figure, save_figure, steps_axis
@@ -202,19 +203,30 @@ def _table(env: str, curves: dict, names: list[str], random_steps: int) -> list[
     if sbx:
         lines.append("iapo's mean inside SBX's range after the random phase: "
                      + "; ".join(f"{LABELS[c]}, {k} of {n} evaluations" for c, (k, n) in counts.items()) + ".\n")
-    common = set.intersection(*({int(x) for x in steps if x > random_steps} for steps, _ in curves.values())) \
-        if curves else set()
+    last = max(int(steps[-1]) for steps, _ in curves.values())
+    done = [c for c in names if int(curves[c][0][-1]) == last]  # the unfinished are left out of the summary
+    common = set.intersection(*({int(x) for x in curves[c][0] if x > random_steps} for c in done))
     if common:
         lines.append(f"Each seed's mean return over the {len(common)} evaluations after the random phase "
-                     f"that every contender has (steps {min(common)}–{max(common)}):\n")
+                     f"(steps {min(common)}–{max(common)}):\n")
         lines.append("| contender | mean ± std over seeds | each seed |")
         lines.append("| --- | --- | --- |")
+        per_seed = {}
         for c in names:
             steps, returns = curves[c]
-            per_seed = returns[:, np.isin(steps, sorted(common))].mean(1)
-            lines.append(f"| {LABELS[c]} | {per_seed.mean():.0f} ± {per_seed.std():.0f} | "
-                         + ", ".join(f"{v:.0f}" for v in per_seed) + " |")
+            if c not in done:
+                lines.append(f"| {LABELS[c]} | unfinished (to step {int(steps[-1])}) | |")
+                continue
+            per_seed[c] = returns[:, np.isin(steps, sorted(common))].mean(1)
+            lines.append(f"| {LABELS[c]} | {per_seed[c].mean():.0f} ± {per_seed[c].std():.0f} | "
+                         + ", ".join(f"{v:.0f}" for v in per_seed[c]) + " |")
         lines.append("")
+        if "sbx" in per_seed and len(per_seed["sbx"]) > 1:
+            tests = [(c, scipy.stats.ttest_ind(v, per_seed["sbx"], equal_var=False)) for c, v in per_seed.items()
+                     if c != "sbx" and len(v) > 1]
+            if tests:
+                lines.append("Welch's t-test of these per-seed means against SBX's: " + "; ".join(
+                    f"{LABELS[c]}, t = {t.statistic:.2f}, p = {t.pvalue:.2f}" for c, t in tests) + ".\n")
     return lines
 
 
@@ -236,6 +248,7 @@ def command_report(args) -> None:
             mean, std = returns.mean(0), returns.std(0)
             ax.plot(steps, mean, label=f"{LABELS[c]} ({_seeds(returns.shape[0])})")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.axvline(args.random_steps, color="grey", linestyle=":", linewidth=1)  # the random phase ends
         ax.set_title(env)
         steps_axis(ax)
         ax.set_ylabel("evaluation return (mean ± std over seeds)")
