@@ -24,7 +24,9 @@ written after every evaluation so that `report` shows them meanwhile.
 
 `report` writes OUT.png (return against steps, mean +- std over seeds, one panel per
 environment) and OUT.md (a table per environment: each contender's mean +- std at every
-evaluation, SBX's min-max over seeds, and whether iapo's mean lies inside it).
+evaluation, SBX's min-max over seeds, and whether iapo's mean lies inside it, with the chance it
+would if both learned alike; then each seed's mean return after the random phase and Welch's
+t-test of iapo's seeds against SBX's).
 """
 
 from __future__ import annotations
@@ -167,6 +169,14 @@ def _seeds(n: int) -> str:
     return f"{n} seed" + ("" if n == 1 else "s")
 
 
+def _inside_chance(n_mean: int, n_range: int, draws: int = 200_000) -> float:
+    """P(mean of n_mean draws lies within the min-max of n_range other draws), all from one normal
+    distribution: what "iapo inside SBX's range" would score if the two learned alike."""
+    x = np.random.default_rng(0).normal(size=(draws, n_mean + n_range))
+    mean, other = x[:, :n_mean].mean(1), x[:, n_mean:]
+    return float(((mean >= other.min(1)) & (mean <= other.max(1))).mean())
+
+
 def _table(env: str, curves: dict, names: list[str], random_steps: int) -> list[str]:
     """Markdown: each contender's mean +- std at every evaluation any of them has, SBX's min-max
     over seeds and whether each iapo mean lies inside it (after the random phase); then each
@@ -202,7 +212,12 @@ def _table(env: str, curves: dict, names: list[str], random_steps: int) -> list[
     lines.append("")
     if sbx:
         lines.append("iapo's mean inside SBX's range after the random phase: "
-                     + "; ".join(f"{LABELS[c]}, {k} of {n} evaluations" for c, (k, n) in counts.items()) + ".\n")
+                     + "; ".join(f"{LABELS[c]}, {k} of {n} evaluations" for c, (k, n) in counts.items() if n) + ".")
+        for n_seeds in sorted({curves[c][1].shape[0] for c, (_, n) in counts.items() if n}):
+            lines.append(f"Were both contenders' returns draws of one normal distribution, a mean of "
+                         f"{_seeds(n_seeds)} would lie inside a range of {_seeds(sbx[1].shape[0])} with "
+                         f"probability {_inside_chance(n_seeds, sbx[1].shape[0]):.2f}.")
+        lines.append("")
     last = max(int(steps[-1]) for steps, _ in curves.values())
     done = [c for c in names if int(curves[c][0][-1]) == last]  # the unfinished are left out of the summary
     common = set.intersection(*({int(x) for x in curves[c][0] if x > random_steps} for c in done))
