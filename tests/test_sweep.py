@@ -47,6 +47,34 @@ def test_grid_parsing():
             build_trials(SweepConfig(set=bad))
 
 
+
+def test_a_config_file_is_every_trials_base_and_the_flags_override_it(tmp_path, capsys):
+    path = tmp_path / "base.yaml"
+    path.write_text("env: Pendulum-v1\nseeds: [1, 2]\ntotal_steps: 500\nagent: iterative\niterations: 2\n"
+                    "batch_size: 64\neval_every: 250\nrun_dir: elsewhere\n")
+    trials = build_trials(SweepConfig(config=str(path), set=("action-samples=2,4",), out=str(tmp_path / "s")))
+    assert [t.name for t in trials] == ["Pendulum-v1_iterative_action_samples=2", "Pendulum-v1_iterative_action_samples=4"]
+    for trial in trials:
+        c = trial.config
+        assert (c.env, c.seeds, c.total_steps, c.eval_every) == ("Pendulum-v1", (1, 2), 500, 250)
+        assert (c.algo.agent, c.algo.iterations, c.algo.batch_size) == ("iterative", 2, 64)
+        assert c.run_dir == str(tmp_path / "s" / trial.name)
+    (trial,) = build_trials(SweepConfig(config=str(path), envs=("InvertedPendulum-v5",), agents=("direct",),
+                                        seeds=("3",), total_steps=900, set=("batch-size=32",)))
+    c = trial.config
+    assert (c.env, c.seeds, c.total_steps, c.algo.agent, c.algo.batch_size, c.algo.iterations, c.eval_every) == \
+        ("InvertedPendulum-v5", (3,), 900, "direct", 32, 2, 250)
+    # Without a file, the sweep's own defaults.
+    assert {(t.config.env, t.config.algo.agent, t.config.seeds, t.config.total_steps)
+            for t in build_trials(SweepConfig())} == {("Hopper-v5", a, (0, 1, 2, 3, 4), 1_000_000)
+                                                    for a in ("direct", "iterative")}
+    # A missing file: one line, exit 2, nothing written.
+    out = tmp_path / "never"
+    code, stdout, err = run_cli(["sweep", "--config", str(tmp_path / "missing.yaml"), "--out", str(out)], capsys)
+    assert code == 2 and "--config" in err and "missing.yaml" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
 def test_local_sweep_finishes_skips_and_plots(tmp_path, capsys):
     out = tmp_path / "sweep"
     code, stdout, err = run_cli(sweep_args(out), capsys)

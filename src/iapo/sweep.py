@@ -36,7 +36,8 @@ from typing import Annotated, Literal
 import tyro
 
 from iapo import checkpoint, signals
-from iapo.config import AgentConfig, AgentKind, TrainConfig, parse_seeds, to_dict, train_config_from_dict, upgrade
+from iapo.config import (AgentConfig, AgentKind, TrainConfig, parse_seeds, read_config_file, to_dict,
+                         train_config_from_dict, upgrade)
 from iapo.envs import check_env_id
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import lock_run_dir, show_value, unlock_run_dir, write_json_atomic
@@ -54,20 +55,27 @@ class SweepConfig:
     together in one process. Re-running the same command completes only the missing or
     unfinished trials; Ctrl-C stops every trial at a checkpoint."""
 
-    envs: tuple[str, ...] = ("Hopper-v5",)
-    """Gymnasium environment ids."""
+    envs: Annotated[tuple[str, ...] | None, tyro.conf.arg(metavar="ENV [ENV ...]")] = None
+    """Gymnasium environment ids. Unset: the --config file's env, or Hopper-v5."""
 
-    agents: tuple[AgentKind, ...] = ("direct", "iterative")
-    """Agents: any of `direct`, `iterative`, `direct-flow`, `gradient`, `cem`."""
+    agents: Annotated[tuple[AgentKind, ...] | None, tyro.conf.arg(metavar="AGENT [AGENT ...]")] = None
+    """Agents: any of `direct`, `iterative`, `direct-flow`, `gradient`, `cem`. Unset: the --config
+    file's agent, or direct and iterative."""
 
-    seeds: tuple[str, ...] = ("0-4",)
-    """Seeds of every trial: numbers and inclusive ranges, e.g. `0-4` or `0 1 7`."""
+    seeds: Annotated[tuple[str, ...] | None, tyro.conf.arg(metavar="SEEDS [SEEDS ...]")] = None
+    """Seeds of every trial: numbers and inclusive ranges, e.g. `0-4` or `0 1 7`. Unset: the
+    --config file's seeds (or seed), or 0-4."""
 
-    total_steps: int = 1_000_000
-    """Environment steps of every trial."""
+    total_steps: Annotated[int | None, tyro.conf.arg(metavar="INT")] = None
+    """Environment steps of every trial. Unset: the --config file's total_steps, or 1000000."""
 
     out: str = "sweeps/study"
     """The sweep's directory."""
+
+    config: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
+    """A YAML or JSON file of `iapo train` settings (as `iapo train --config` reads, e.g.
+    configs/iterative.yaml): every trial starts from it; --set and the flags above override it.
+    Its run_dir is not used (each trial's is OUT/<trial>)."""
 
     set: tuple[str, ...] = ()
     """Settings as KEY=V1,V2,...: any field of `iapo train` (dashes or underscores). A key with
@@ -175,8 +183,26 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, list]:
     return settings
 
 
+def resolve(cfg: SweepConfig) -> SweepConfig:
+    """`cfg` with its unset grid flags filled in: from the --config file where one is given,
+    otherwise iapo sweep's defaults (Hopper-v5; direct and iterative; seeds 0-4; 1M steps)."""
+    if cfg.config is None:
+        return dataclasses.replace(cfg, envs=cfg.envs if cfg.envs is not None else ("Hopper-v5",),
+                                   agents=cfg.agents if cfg.agents is not None else ("direct", "iterative"),
+                                   seeds=cfg.seeds if cfg.seeds is not None else ("0-4",),
+                                   total_steps=cfg.total_steps if cfg.total_steps is not None else 1_000_000)
+    base = read_config_file(cfg.config)
+    seeds = base.seeds if base.seeds is not None else (base.seed,)
+    return dataclasses.replace(cfg, envs=cfg.envs if cfg.envs is not None else (base.env,),
+                               agents=cfg.agents if cfg.agents is not None else (base.algo.agent,),
+                               seeds=cfg.seeds if cfg.seeds is not None else tuple(str(s) for s in seeds),
+                               total_steps=cfg.total_steps if cfg.total_steps is not None else base.total_steps)
+
+
 def build_trials(cfg: SweepConfig) -> list[Trial]:
     """The grid's cells, each a validated TrainConfig whose run directory is OUT/<name>."""
+    cfg = resolve(cfg)
+    base = read_config_file(cfg.config) if cfg.config is not None else TrainConfig()
     if not cfg.envs:
         raise ConfigError("--envs must name at least one environment")
     if not cfg.agents:
@@ -195,8 +221,9 @@ def build_trials(cfg: SweepConfig) -> list[Trial]:
         algo = {k: v for k, v in chosen.items() if fields[k][0] == "algo"}
         train = {k: v for k, v in chosen.items() if fields[k][0] == "train"}
         name = "_".join([env, agent] + [f"{k}={show_value(chosen[k])}" for k in axes])
-        config = TrainConfig(env=env, seeds=seeds, total_steps=cfg.total_steps, run_dir=str(Path(cfg.out) / name),
-                             progress=False, algo=AgentConfig(agent=agent, **algo), **train)
+        config = dataclasses.replace(base, env=env, seeds=seeds, total_steps=cfg.total_steps,
+                                     run_dir=str(Path(cfg.out) / name), overwrite=False, resume=None, progress=False,
+                                     algo=dataclasses.replace(base.algo, agent=agent, **algo), **train)
         try:
             config.validate()
         except ConfigError as exc:
@@ -385,7 +412,7 @@ class Sweep:
             raise ConfigError(f"--workers must be >= 1, got {cfg.workers}")
         if cfg.max_retries < 0:
             raise ConfigError(f"--max-retries must be >= 0, got {cfg.max_retries}")
-        self.cfg = cfg
+        self.cfg = cfg = resolve(cfg)
         self.seeds = parse_seeds(cfg.seeds)
         self.out = Path(cfg.out)
         self.trials = build_trials(cfg)
@@ -415,7 +442,7 @@ class Sweep:
     def write_manifest(self) -> None:
         grid = {"envs": list(self.cfg.envs), "agents": list(self.cfg.agents),
                 "seeds": list(self.seeds), "total_steps": self.cfg.total_steps,
-                "set": list(self.cfg.set), "backend": self.cfg.backend}
+                "config": self.cfg.config, "set": list(self.cfg.set), "backend": self.cfg.backend}
         trials = [{"name": t.name, "dir": t.name, "env": t.config.env, "agent": t.config.algo.agent,
                    "settings": {k: show_value(v) for k, v in t.settings.items()}, "status": t.status, "steps": t.steps,
                    "last_return": t.last_return, "error": t.error} for t in self.trials]
