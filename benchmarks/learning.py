@@ -179,8 +179,8 @@ def _inside_chance(n_mean: int, n_range: int, draws: int = 200_000) -> float:
 
 def _table(env: str, curves: dict, names: list[str], random_steps: int) -> list[str]:
     """Markdown: each contender's mean +- std at every evaluation any of them has, SBX's min-max
-    over seeds and whether each iapo mean lies inside it (after the random phase); then each
-    seed's mean return over the evaluations after the random phase that every contender has."""
+    over seeds and whether each iapo mean lies inside it (after the random phase); then, for the
+    contenders that reached the last step, each seed's mean return after the random phase."""
     if not curves:
         return [f"### {env}\n", "No evaluations written yet.\n"]
     sbx = curves.get("sbx")

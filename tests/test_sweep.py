@@ -47,7 +47,6 @@ def test_grid_parsing():
             build_trials(SweepConfig(set=bad))
 
 
-
 def test_a_config_file_is_every_trials_base_and_the_flags_override_it(tmp_path, capsys):
     path = tmp_path / "base.yaml"
     path.write_text("env: Pendulum-v1\nseeds: [1, 2]\ntotal_steps: 500\nagent: iterative\niterations: 2\n"
@@ -74,6 +73,7 @@ def test_a_config_file_is_every_trials_base_and_the_flags_override_it(tmp_path, 
     assert code == 2 and "--config" in err and "missing.yaml" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+
 
 def test_local_sweep_finishes_skips_and_plots(tmp_path, capsys):
     out = tmp_path / "sweep"

@@ -183,26 +183,25 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, list]:
     return settings
 
 
-def resolve(cfg: SweepConfig) -> SweepConfig:
-    """`cfg` with its unset grid flags filled in: from the --config file where one is given,
-    otherwise iapo sweep's defaults (Hopper-v5; direct and iterative; seeds 0-4; 1M steps)."""
+def resolve(cfg: SweepConfig) -> tuple[SweepConfig, TrainConfig]:
+    """`cfg` with its unset grid flags filled in, and the TrainConfig every trial starts from:
+    both from the --config file where one is given, otherwise iapo sweep's defaults (Hopper-v5;
+    direct and iterative; seeds 0-4; 1M steps) and `iapo train`'s."""
     if cfg.config is None:
-        return dataclasses.replace(cfg, envs=cfg.envs if cfg.envs is not None else ("Hopper-v5",),
-                                   agents=cfg.agents if cfg.agents is not None else ("direct", "iterative"),
-                                   seeds=cfg.seeds if cfg.seeds is not None else ("0-4",),
-                                   total_steps=cfg.total_steps if cfg.total_steps is not None else 1_000_000)
-    base = read_config_file(cfg.config)
-    seeds = base.seeds if base.seeds is not None else (base.seed,)
-    return dataclasses.replace(cfg, envs=cfg.envs if cfg.envs is not None else (base.env,),
-                               agents=cfg.agents if cfg.agents is not None else (base.algo.agent,),
-                               seeds=cfg.seeds if cfg.seeds is not None else tuple(str(s) for s in seeds),
-                               total_steps=cfg.total_steps if cfg.total_steps is not None else base.total_steps)
+        base = TrainConfig()
+        unset = dict(envs=("Hopper-v5",), agents=("direct", "iterative"), seeds=("0-4",), total_steps=1_000_000)
+    else:
+        base = read_config_file(cfg.config)
+        seeds = base.seeds if base.seeds is not None else (base.seed,)
+        unset = dict(envs=(base.env,), agents=(base.algo.agent,), seeds=tuple(map(str, seeds)),
+                     total_steps=base.total_steps)
+    given = {name: getattr(cfg, name) for name in unset if getattr(cfg, name) is not None}
+    return dataclasses.replace(cfg, **{**unset, **given}), base
 
 
 def build_trials(cfg: SweepConfig) -> list[Trial]:
     """The grid's cells, each a validated TrainConfig whose run directory is OUT/<name>."""
-    cfg = resolve(cfg)
-    base = read_config_file(cfg.config) if cfg.config is not None else TrainConfig()
+    cfg, base = resolve(cfg)
     if not cfg.envs:
         raise ConfigError("--envs must name at least one environment")
     if not cfg.agents:
@@ -412,7 +411,7 @@ class Sweep:
             raise ConfigError(f"--workers must be >= 1, got {cfg.workers}")
         if cfg.max_retries < 0:
             raise ConfigError(f"--max-retries must be >= 0, got {cfg.max_retries}")
-        self.cfg = cfg = resolve(cfg)
+        self.cfg = cfg = resolve(cfg)[0]
         self.seeds = parse_seeds(cfg.seeds)
         self.out = Path(cfg.out)
         self.trials = build_trials(cfg)
