@@ -108,6 +108,7 @@ def _assert_one_line_error(code, err, *needles):
         (["--gamma", "1.5"], ["--gamma must be in (0, 1]"]),
         (["--gamma", "0"], ["--gamma must be in (0, 1]"]),
         (["--gamma", "inf"], ["--gamma must be a finite number"]),
+        (["--stop-return", "nan"], ["--stop-return must be a finite number"]),
         (["--tau", "2"], ["--tau must be in (0, 1]"]),
         (["--pessimism", "-1"], ["--pessimism must be >= 0"]),
         (["--batch-size", "0"], ["--batch-size must be >= 1"]),

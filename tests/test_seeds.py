@@ -69,6 +69,46 @@ def test_group_killed_and_resumed_equals_the_uninterrupted_group(group, tmp_path
         _assert_same_tree(final[0], reference[0])
 
 
+def _returns(run_dir):
+    """(steps, returns (seeds, evaluations)) of a group of seeds 0 and 1."""
+    rows = [_rows(run_dir / f"seed_{seed}") for seed in (0, 1)]
+    steps = [int(r["step"]) for r in rows[0]]
+    return steps, np.array([[float(r["eval_return_mean"]) for r in seed_rows] for seed_rows in rows])
+
+
+def test_stop_return_ends_the_run_once_every_seed_reaches_it(group, tmp_path):
+    from iapo.run import load_run_config
+    from iapo.sweep import is_done
+
+    steps, returns = _returns(group)
+    lowest, highest = returns.min(axis=0), returns.max(axis=0)  # (evaluations,) over the seeds
+
+    # Reached by every seed before the end: the run ends at the first evaluation that has it,
+    # finished, with a checkpoint and a snapshot of that step; its evaluations are the group's.
+    target = float(lowest[:-1].max())
+    stop = steps[int(np.argmax(lowest >= target))]
+    run_dir = tmp_path / "stopped"
+    main(["train", *ARGS, "--seeds", "0", "1", "--stop-return", str(target), "--run-dir", str(run_dir)])
+    for seed in (0, 1):
+        rows = _rows(run_dir / f"seed_{seed}")
+        assert [int(r["step"]) for r in rows] == [s for s in steps if s <= stop]
+        assert rows == _rows(group / f"seed_{seed}")[:len(rows)]
+        assert max(s for s, _ in checkpoint.list_checkpoints(run_dir / f"seed_{seed}")) == stop
+        assert max(s for s, _ in checkpoint.list_snapshots(run_dir / f"seed_{seed}")) == stop
+    assert is_done(load_run_config(run_dir))
+    main(["train", "--resume", str(run_dir), "--no-progress"])  # finished: nothing more to do
+    assert [int(r["step"]) for r in _rows(run_dir / "seed_0")] == [s for s in steps if s <= stop]
+
+    # Reached by one seed only at some evaluation, never by both at once: the run goes to the end.
+    target = (lowest.max() + highest.max()) / 2
+    assert (highest >= target).any() and not (lowest >= target).any()
+    run_dir = tmp_path / "full"
+    main(["train", *ARGS, "--seeds", "0", "1", "--stop-return", str(target), "--run-dir", str(run_dir)])
+    for seed in (0, 1):
+        assert _rows(run_dir / f"seed_{seed}") == _rows(group / f"seed_{seed}")
+    assert is_done(load_run_config(run_dir))
+
+
 def test_evaluate_names_a_seed_of_a_group(group, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", str(group)])

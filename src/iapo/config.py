@@ -314,6 +314,12 @@ class TrainConfig:
     eval_episodes: int = 5
     """Episodes per evaluation (run side by side, batched through one act call)."""
 
+    stop_return: Annotated[float | None, tyro.conf.arg(metavar="RETURN")] = None
+    """End the run at the first evaluation at which every seed's mean return is at or above this
+    (a task's known ceiling: 1000 on InvertedPendulum-v5), before --total-steps; the run is then
+    finished, with a checkpoint (and a snapshot, if kept) of that step. Unset: run to
+    --total-steps."""
+
     checkpoint_every: int = 100_000
     """Write a checkpoint every this many environment steps (and always at the end)."""
 
@@ -362,6 +368,8 @@ class TrainConfig:
         _positive_int("checkpoint-every", self.checkpoint_every)
         _positive_int("snapshot-every", self.snapshot_every, allow_zero=True)
         _positive_int("log-every", self.log_every)
+        if self.stop_return is not None:
+            _finite("stop-return", self.stop_return)
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.seeds is not None:

@@ -19,8 +19,8 @@ import typing
 from iapo.config import AgentConfig, TrainConfig
 
 GROUPS = {
-    "environment and run": ("env", "seed", "seeds", "total_steps", "run_dir", "config", "resume", "overwrite",
-                            "random_steps", "buffer_capacity", "updates_per_step"),
+    "environment and run": ("env", "seed", "seeds", "total_steps", "stop_return", "run_dir", "config", "resume",
+                            "overwrite", "random_steps", "buffer_capacity", "updates_per_step"),
     "evaluation, logging and checkpoints": ("eval_every", "eval_episodes", "checkpoint_every", "snapshot_every",
                                             "log_every", "wandb_project", "progress", "quiet"),
     "algorithm (every agent)": ("agent", "iterations", "eval_iterations", "action_samples", "pessimism",
@@ -36,7 +36,7 @@ GROUPS = {
     "engineering (same algorithm, other speed)": ("replay_sampling", "critic_layout", "unroll_iterations",
                                                   "matmul_precision"),
 }
-METAVARS = {"seeds": "SEED|FIRST-LAST ...", "config": "FILE", "resume": "RUN_DIR"}
+METAVARS = {"seeds": "SEED|FIRST-LAST ...", "config": "FILE", "resume": "RUN_DIR", "stop_return": "RETURN"}
 
 
 def field_docstrings(cls) -> dict[str, str]:

@@ -33,7 +33,7 @@ from iapo.plotting import new_figure, save_figure, steps_axis
 
 IGNORED = {"seed", "seeds", *PRESENTATION_FIELDS}  # not part of a group's identity
 # Part of the identity, but budget and bookkeeping: not named in labels.
-UNLABELLED = {"total_steps", "checkpoint_every", "snapshot_every", "eval_every", "eval_episodes"}
+UNLABELLED = {"total_steps", "stop_return", "checkpoint_every", "snapshot_every", "eval_every", "eval_episodes"}
 
 
 @dataclasses.dataclass(frozen=True)

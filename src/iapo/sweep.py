@@ -244,10 +244,22 @@ def common_checkpoint(config: TrainConfig) -> int | None:
 
 
 def is_done(config: TrainConfig) -> bool:
-    """Every seed has a checkpoint of the final step, and none of them is an empty file."""
-    if common_checkpoint(config) != config.total_steps:
+    """Every seed has a checkpoint of the final step (--total-steps, or the step at which
+    --stop-return ended the run), and none of them is an empty file."""
+    step = common_checkpoint(config)
+    if step is None or step > config.total_steps:
         return False
-    return all(checkpoint.checkpoint_path(d, config.total_steps).stat().st_size > 0 for d in seed_dirs(config))
+    paths = [checkpoint.checkpoint_path(d, step) for d in seed_dirs(config)]
+    if not all(path.stat().st_size > 0 for path in paths):
+        return False
+    if step == config.total_steps:
+        return True
+    if config.stop_return is None:
+        return False
+    try:  # ended early: its checkpoints say so
+        return all(checkpoint.read(path).get("extra", {}).get("loop", {}).get("stopped", False) for path in paths)
+    except checkpoint.CheckpointError:
+        return False
 
 
 def _last_eval(config: TrainConfig) -> tuple[int, float | None]:

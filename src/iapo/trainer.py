@@ -165,6 +165,7 @@ class Loop:
     obs: np.ndarray | None = None
     action: np.ndarray | None = None  # (1, d): the next training action, computed with the last update
     wall_seconds: float = 0.0  # training wall time up to this checkpoint, over every process that ran it
+    stopped: bool = False  # every seed's evaluation return reached --stop-return: the run is over
 
 
 class SeedRun:
@@ -368,6 +369,16 @@ class Trainer:
     @property
     def step_count(self) -> int:
         return self.runs[0].loop.step
+
+    @property
+    def finished(self) -> bool:
+        """At --total-steps, or ended early by --stop-return."""
+        return self.step_count >= self.config.total_steps or self.runs[0].loop.stopped
+
+    def reached_stop_return(self, rows: list[dict]) -> bool:
+        """Whether every seed's evaluation (`rows`, one per seed) is at or above --stop-return."""
+        target = self.config.stop_return
+        return target is not None and all(row["eval_return_mean"] >= target for row in rows)
 
     def _seed(self, tree, i: int):
         """Seed i's part of a pytree held for the compiled calls."""
@@ -596,7 +607,7 @@ class Trainer:
             with _progress(bar) as progress:
                 task = progress.add_task(self.title, total=cfg.total_steps, completed=self.step_count, sps=0.0,
                                          ret="—")
-                while self.step_count < cfg.total_steps:
+                while not self.finished:
                     self.step()
                     step = self.step_count
                     if step % cfg.log_every == 0 and step > cfg.random_steps and cfg.updates_per_step:
@@ -610,13 +621,23 @@ class Trainer:
                         progress.update(task, sps=rows[0]["env_steps_per_s"], ret=f"{ret:.1f}")
                         if lines:
                             print(self.evaluation_line(rows), flush=True)
+                        if self.reached_stop_return(rows) and step < cfg.total_steps:
+                            for run in self.runs:
+                                run.loop.stopped = True
+                            line = (f"{self.title}: every seed's return reached --stop-return {cfg.stop_return:g} "
+                                    f"at step {step}: the run ends here")
+                            if lines:
+                                print(line, flush=True)
+                            elif bar:
+                                progress.console.print(line)
                         window_start = time.perf_counter()
-                    if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.total_steps):
+                    end = step == cfg.total_steps or self.runs[0].loop.stopped
+                    if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or end):
                         self.save_snapshots()
-                    saved = step % cfg.checkpoint_every == 0 or step == cfg.total_steps
+                    saved = step % cfg.checkpoint_every == 0 or end
                     if saved:
                         self.save()
-                    if step % 100 == 0 or step == cfg.total_steps:
+                    if step % 100 == 0 or end:
                         progress.update(task, completed=step)
                     if self.stop_signal is not None:
                         if not saved:
