@@ -9,7 +9,8 @@ of 1M and 5 000 random steps first (timed only afterwards):
 - iapo direct (SAC), one seed, and 5 seeds trained together (one vmapped update for all), and
   one seed with the replay buffer sampled on the device (`--replay-sampling device`; the default
   on a GPU, so there that row repeats the first);
-- iapo iterative, K = 1, 2 and 5 iterations with N = 10 action samples;
+- iapo iterative, K = 1, 2 and 5 iterations with N = 10 action samples, and K = 5 with 2 seeds
+  trained together;
 - the paper's other policy optimizers at their defaults: iapo direct-flow, gradient (Adam on the
   distribution's parameters, 5 steps) and cem (5 iterations of 100 samples);
 - SBX SAC (JAX) and SB3 SAC (PyTorch).
@@ -261,6 +262,12 @@ def main() -> None:
                                                             matmul_precision="bfloat16")),
             ("iapo iterative K=5, bfloat16", lambda: Iapo("iapo iterative K=5, bfloat16", args.env, root, 1,
                                                           agent="iterative", matmul_precision="bfloat16")),
+            # Seeds trained together: one vmapped update for both (`iapo train --seeds 0 1`).
+            ("iapo iterative K=5, 2 seeds", lambda: Iapo("iapo iterative K=5, 2 seeds", args.env, root, 2,
+                                                         agent="iterative")),
+            ("iapo iterative K=5, 2 seeds, bfloat16", lambda: Iapo("iapo iterative K=5, 2 seeds, bfloat16", args.env,
+                                                                   root, 2, agent="iterative",
+                                                                   matmul_precision="bfloat16")),
             # The other agents of the paper's comparisons, at their defaults.
             ("iapo direct-flow", lambda: Iapo("iapo direct-flow", args.env, root, 1, agent="direct-flow")),
             ("iapo gradient K=5", lambda: Iapo("iapo gradient K=5", args.env, root, 1, agent="gradient")),
