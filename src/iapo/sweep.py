@@ -247,7 +247,7 @@ def is_done(config: TrainConfig) -> bool:
     """Every seed has a checkpoint of the final step (--total-steps, or the step at which
     --stop-return ended the run), and none of them is an empty file."""
     step = common_checkpoint(config)
-    if step is None or step > config.total_steps:
+    if step is None:
         return False
     paths = [checkpoint.checkpoint_path(d, step) for d in seed_dirs(config)]
     if not all(path.stat().st_size > 0 for path in paths):
