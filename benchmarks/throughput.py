@@ -10,7 +10,7 @@ of 1M and 5 000 random steps first (timed only afterwards):
   one seed with the replay buffer sampled on the device (`--replay-sampling device`; the default
   on a GPU, so there that row repeats the first);
 - iapo iterative, K = 1, 2 and 5 iterations with N = 10 action samples, and K = 5 with 2 seeds
-  trained together;
+  trained together, vmapped and one after the other (`--seed-mapping vmap` and `map`);
 - the paper's other policy optimizers at their defaults: iapo direct-flow, gradient (Adam on the
   distribution's parameters, 5 steps) and cem (5 iterations of 100 samples);
 - SBX SAC (JAX) and SB3 SAC (PyTorch).
@@ -58,7 +58,7 @@ WARMUP = 30
 @functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
 def update_seeds(agent, state, batch):
     """The update alone (what `train_step` does besides acting), for its time and FLOPs."""
-    return _over_seeds(functools.partial(_update, agent), state, batch)
+    return _over_seeds(agent, functools.partial(_update, agent), state, batch)
 
 
 def matmul_peak(repeats: int = 3) -> float:
@@ -148,8 +148,10 @@ class Iapo:
         """The update alone: seconds per call, FLOPs per call (XLA's count)."""
         t = self.trainer
         batch = jax.device_put(self._batch())
-        # XLA counts a loop's body once, so the FLOPs come from a copy with the K iterations unrolled.
-        unrolled = Agent(dataclasses.replace(t.agent.config, unroll_iterations=True), t.agent.obs_dim, t.agent.act_dim)
+        # XLA counts a loop's body once, so the FLOPs come from a copy with the K iterations unrolled
+        # and the seeds vmapped (the same multiplies as seeds mapped one after the other).
+        unrolled = Agent(dataclasses.replace(t.agent.config, unroll_iterations=True, seed_mapping="vmap"),
+                         t.agent.obs_dim, t.agent.act_dim)
         cost = update_seeds.lower(unrolled, t.state, batch).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         for _ in range(3):
@@ -262,12 +264,14 @@ def main() -> None:
                                                             matmul_precision="bfloat16")),
             ("iapo iterative K=5, bfloat16", lambda: Iapo("iapo iterative K=5, bfloat16", args.env, root, 1,
                                                           agent="iterative", matmul_precision="bfloat16")),
-            # Seeds trained together: one vmapped update for both (`iapo train --seeds 0 1`).
-            ("iapo iterative K=5, 2 seeds", lambda: Iapo("iapo iterative K=5, 2 seeds", args.env, root, 2,
-                                                         agent="iterative")),
-            ("iapo iterative K=5, 2 seeds, bfloat16", lambda: Iapo("iapo iterative K=5, 2 seeds, bfloat16", args.env,
-                                                                   root, 2, agent="iterative",
-                                                                   matmul_precision="bfloat16")),
+            # Seeds trained together (`iapo train --seeds 0 1`): one vmapped update for both, or one seed
+            # after the other inside the compiled call (`--seed-mapping`; auto: map for this agent on a CPU).
+            *[(f"iapo iterative K=5, 2 seeds, {how}{suffix}",
+               lambda how=how, mapping=mapping, suffix=suffix, precision=precision: Iapo(
+                   f"iapo iterative K=5, 2 seeds, {how}{suffix}", args.env, root, 2, agent="iterative",
+                   seed_mapping=mapping, matmul_precision=precision))
+              for suffix, precision in (("", "float32"), (", bfloat16", "bfloat16"))
+              for how, mapping in (("vmapped", "vmap"), ("mapped", "map"))],
             # The other agents of the paper's comparisons, at their defaults.
             ("iapo direct-flow", lambda: Iapo("iapo direct-flow", args.env, root, 1, agent="direct-flow")),
             ("iapo gradient K=5", lambda: Iapo("iapo gradient K=5", args.env, root, 1, agent="gradient")),

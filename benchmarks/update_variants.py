@@ -1,7 +1,7 @@
 """The same update compiled in different layouts, timed side by side in one run: what a seed axis
 of size 1 costs, and how the twin critics' layout changes the compiled update.
 
-    python benchmarks/update_variants.py [--agent direct|iterative] [--action-samples N] [--rounds 4]
+    python benchmarks/update_variants.py [--agent KIND] [--action-samples N] [--rounds 4] [--seeds S]
 
 Variants, all computing the same numbers (the script checks the critics' outputs agree):
 
@@ -15,8 +15,13 @@ Variants, all computing the same numbers (the script checks the critics' outputs
 - `critics, unmerged first layer`: the ensemble with a per-critic copy of the input behind an
   optimization barrier, so that XLA cannot merge the two first layers into one multiply.
 
+With `--seeds S` (S > 1) it times instead S seeds' updates three ways: `seeds one by one` (S calls
+of the lone update), `seeds vmapped` (one call, `--seed-mapping vmap`) and `seeds mapped` (one
+call running the seeds one after the other, `lax.map`: `--seed-mapping map`).
+
 Shapes as in `benchmarks/throughput.py`: Hopper-v5 (11 observation, 3 action dimensions), batch
-256, 2x256 networks; direct with N = 1 action sample, iterative with K = 5 and N = 10.
+256, 2x256 networks; direct with N = 1 action sample, the other agents with N = 10 (iterative:
+K = 5), float32 multiplies unless `--matmul-precision bfloat16`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, _update
+from iapo.agent import Agent, _over_seeds, _update
 from iapo.config import AgentConfig
 
 from hopper_batch import ACT_DIM, OBS_DIM, random_batch
@@ -85,14 +90,69 @@ def _agent_with(critic_cls, config: AgentConfig):
     return Variant(config, OBS_DIM, ACT_DIM)
 
 
+def _time(variants: dict, states: dict, rounds: int, repeats: int) -> dict:
+    """Best milliseconds per call of each variant `name: (agent, fn, batch)`, interleaved rounds."""
+    best = {name: float("inf") for name in variants}
+    for name, (agent, fn, b) in variants.items():  # compile and warm up
+        for _ in range(3):
+            states[name], _ = fn(agent, states[name], b)
+        jax.block_until_ready(states[name])
+    for _ in range(rounds):  # interleaved, so every variant sees the same machine load
+        for name, (agent, fn, b) in variants.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                states[name], _ = fn(agent, states[name], b)
+            jax.block_until_ready(states[name])
+            best[name] = min(best[name], (time.perf_counter() - start) / repeats * 1e3)
+    return best
+
+
+def seeds_together(config: AgentConfig, seeds: int, rounds: int, repeats: int) -> dict:
+    """S seeds' updates: S lone calls, one vmapped call, one lax.map call (each seed its own batch)."""
+    agents = {how: Agent(dataclasses.replace(config, seed_mapping=how), OBS_DIM, ACT_DIM) for how in ("vmap", "map")}
+    batches = [random_batch(seed) for seed in range(seeds)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+    inits = [agents["vmap"].init(jax.random.PRNGKey(seed)) for seed in range(seeds)]
+    stack = functools.partial(jax.tree.map, lambda *xs: jnp.stack(xs))
+    lone = jax.jit(_update, static_argnums=0, donate_argnums=1)
+    together = jax.jit(update_seeds, static_argnums=0, donate_argnums=1)
+
+    def one_by_one(agent, states, _):
+        return [lone(agent, state, batch)[0] for state, batch in zip(states, batches)], None
+
+    variants = {"seeds one by one": (agents["vmap"], one_by_one, None),
+                "seeds vmapped": (agents["vmap"], together, stacked),
+                "seeds mapped": (agents["map"], together, stacked)}
+    states = {"seeds one by one": inits, "seeds vmapped": stack(*inits), "seeds mapped": stack(*inits)}
+    return _time(variants, states, rounds, repeats)
+
+
+def update_seeds(agent, state, batch):
+    return _over_seeds(agent, functools.partial(_update, agent), state, batch)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agent", default="direct", choices=["direct", "iterative"])
+    parser.add_argument("--agent", default="direct", choices=["direct", "iterative", "direct-flow", "gradient", "cem"])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--action-samples", type=int, default=None, help="default: 1 for direct (as SAC), else 10")
+    parser.add_argument("--seeds", type=int, default=1, help="above 1: time the seeds' updates together")
+    parser.add_argument("--matmul-precision", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     samples = args.action_samples or (1 if args.agent == "direct" else 10)
-    config = AgentConfig(agent=args.agent, action_samples=samples, critic_layout="ensemble")
+    if args.seeds > 1:
+        config = AgentConfig(agent=args.agent, action_samples=samples, matmul_precision=args.matmul_precision)
+        repeats = max(6, 100 // samples) if args.agent == "direct" else 6
+        best = seeds_together(config, args.seeds, args.rounds, repeats)
+        print(f"# {args.agent} update, N = {samples}, {args.matmul_precision}, {args.seeds} seeds, "
+              f"best of {args.rounds} interleaved rounds of {repeats}")
+        print("| variant | ms per update of all seeds | × one by one |")
+        print("| --- | --- | --- |")
+        for name, ms in best.items():
+            print(f"| {name} | {ms:.2f} | {ms / best['seeds one by one']:.2f} |")
+        return
+    config = AgentConfig(agent=args.agent, action_samples=samples, critic_layout="ensemble",
+                         matmul_precision=args.matmul_precision)
     base = Agent(config, OBS_DIM, ACT_DIM)
     batch = random_batch()
     lone = jax.jit(_update, static_argnums=0, donate_argnums=1)
@@ -114,18 +174,7 @@ def main() -> None:
                                    rtol=1e-4, atol=1e-4, err_msg=name)
     states = {name: shape(agent.init(jax.random.PRNGKey(0))) for name, (agent, _, shape, _) in variants.items()}
     repeats = max(6, 100 // samples) if args.agent == "direct" else 6
-    best = {name: float("inf") for name in variants}
-    for name, (agent, fn, _, b) in variants.items():  # compile and warm up
-        for _ in range(3):
-            states[name], _ = fn(agent, states[name], b)
-        jax.block_until_ready(states[name])
-    for _ in range(args.rounds):  # interleaved, so every variant sees the same machine load
-        for name, (agent, fn, _, b) in variants.items():
-            start = time.perf_counter()
-            for _ in range(repeats):
-                states[name], _ = fn(agent, states[name], b)
-            jax.block_until_ready(states[name])
-            best[name] = min(best[name], (time.perf_counter() - start) / repeats * 1e3)
+    best = _time({name: (agent, fn, b) for name, (agent, fn, _, b) in variants.items()}, states, args.rounds, repeats)
     print(f"# {args.agent} update, N = {samples}, best of {args.rounds} interleaved rounds of {repeats}")
     print("| variant | ms per update | × lone seed |")
     print("| --- | --- | --- |")

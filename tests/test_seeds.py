@@ -1,4 +1,5 @@
-"""Seeds trained together in one process (vmapped) learn as they do alone, and resume exactly."""
+"""Seeds trained together in one process (vmapped, or one after the other in one call) learn as
+they do alone, and resume exactly."""
 
 import csv
 import json
@@ -49,6 +50,39 @@ def test_a_seed_in_a_group_learns_as_it_does_alone(group, tmp_path):
     alone, together = _numbers(tmp_path / "alone"), _numbers(group / "seed_1")
     # vmapped and plain updates may round differently; the curves agree to floating-point noise
     np.testing.assert_allclose(together, alone, rtol=1e-2, atol=1e-4)
+
+
+def test_a_seed_in_a_group_mapped_one_after_another_learns_as_it_does_alone(tmp_path):
+    main(["train", *ARGS, "--seeds", "0", "1", "--seed-mapping", "map", "--run-dir", str(tmp_path / "group")])
+    main(["train", *ARGS, "--seed", "1", "--run-dir", str(tmp_path / "alone")])
+    # the same unbatched computations, though XLA may fuse them otherwise inside the mapped loop
+    np.testing.assert_allclose(_numbers(tmp_path / "group" / "seed_1"), _numbers(tmp_path / "alone"),
+                               rtol=1e-2, atol=1e-4)
+    assert _numbers(tmp_path / "group" / "seed_0").shape == _numbers(tmp_path / "alone").shape
+
+
+@pytest.mark.parametrize("began", ["vmap", "map"])
+def test_a_resumed_group_keeps_the_seed_mapping_it_began_with(began, tmp_path, monkeypatch):
+    from iapo import trainer as trainer_module
+    from iapo.config import AgentConfig, TrainConfig
+
+    algo = AgentConfig(agent="iterative", hidden_sizes=(16,), critic_hidden_sizes=(16,), iterations=1,
+                       action_samples=2, batch_size=8)
+    config = TrainConfig(env="Pendulum-v1", total_steps=60, random_steps=20, eval_every=30, eval_episodes=1,
+                         checkpoint_every=30, seeds=(0, 1), run_dir=str(tmp_path / "run"), progress=False, algo=algo)
+    resolve = trainer_module.resolve_seed_mapping
+    monkeypatch.setattr(trainer_module, "resolve_seed_mapping", lambda c: began if c.seed_mapping == "auto" else resolve(c))
+    trainer = trainer_module.Trainer(config)
+    assert trainer.agent.seed_mapping == began
+    trainer.run()
+    for seed in (0, 1):  # as if killed between steps 30 and 60
+        checkpoint.checkpoint_path(tmp_path / "run" / f"seed_{seed}", 60).unlink()
+    other = "map" if began == "vmap" else "vmap"
+    monkeypatch.setattr(trainer_module, "resolve_seed_mapping", lambda c: other if c.seed_mapping == "auto" else resolve(c))
+    resumed = trainer_module.Trainer(config, resume=True)
+    assert resumed.agent.seed_mapping == began
+    resumed.run()
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "run" / "seed_0")][-1] == 60
 
 
 def test_group_killed_and_resumed_equals_the_uninterrupted_group(group, tmp_path):

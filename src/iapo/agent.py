@@ -71,6 +71,11 @@ class Agent:
         return TwinCritic(tuple(self.config.critic_hidden_sizes), separate=layout == "separate")
 
     @functools.cached_property
+    def seed_mapping(self) -> str:
+        """"vmap" or "map": the config's `seed_mapping` resolved on this backend (`_over_seeds`)."""
+        return resolve_seed_mapping(self.config)
+
+    @functools.cached_property
     def matmul_precision(self) -> str:
         """"float32" or "bfloat16": the config's `matmul_precision` resolved on this backend."""
         return precision.resolve(self.config.matmul_precision)
@@ -277,7 +282,7 @@ def pretrain_model_seeds(agent: Agent, state: AgentState, batches: Batch) -> tup
         state, losses = jax.lax.scan(body, state, batches)
         return state, losses[-1]
 
-    return _over_seeds(one_seed, state, batches)
+    return _over_seeds(agent, one_seed, state, batches)
 
 
 def _act(
@@ -310,16 +315,30 @@ act = jax.jit(_act, static_argnames=("agent", "deterministic", "iterations"))
 
 
 # Independent seeds trained together. A state whose arrays have a leading seed axis (S, ...)
-# (`state.updates` has shape (S,)) is updated, or acted for, by one vmapped call, and then every
-# other argument has that axis too; a lone seed's state has no seed axis and is not vmapped.
+# (`state.updates` has shape (S,)) is updated, or acted for, by one compiled call, and then every
+# other argument has that axis too; a lone seed's state has no seed axis and is not mapped.
 # (On XLA:CPU a vmap of size 1 leaves batched dots and layout copies behind: the direct update
 # ran 1.13x as long through it as unbatched; benchmarks/update_variants.py. Slicing the axis
 # away inside the compiled call instead changes the rounding of some updates: a lone seed's run
 # would no longer equal the same run of an earlier version.) `SeedAxis` (below) is the one place
 # on the host that holds a lone seed's arrays without the axis.
-def _over_seeds(fn, state: AgentState, *args):
+def resolve_seed_mapping(config: AgentConfig) -> str:
+    """`config.seed_mapping` on this backend: auto is `map` for the agents that iterate on the
+    policy on a CPU (there a vmapped update batches the K iterations' small multiplies into slower
+    batched ones; benchmarks/update_variants.py --seeds 2), else `vmap`."""
+    if config.seed_mapping != "auto":
+        return config.seed_mapping
+    iterates = config.agent in ("iterative", "gradient", "cem")
+    return "map" if iterates and jax.default_backend() == "cpu" else "vmap"
+
+
+def _over_seeds(agent: Agent, fn, state: AgentState, *args):
+    """fn(state, *args) for each seed: vmapped, or one seed after the other (`lax.map`: each seed
+    runs a lone seed's unbatched computations), as `agent.seed_mapping` says."""
     if state.updates.ndim == 0:
         return fn(state, *args)
+    if agent.seed_mapping == "map":
+        return jax.lax.map(lambda xs: fn(*xs), (state, *args))
     return jax.vmap(fn)(state, *args)
 
 
@@ -359,4 +378,4 @@ def act_seeds(agent: Agent, state: AgentState, obs: jax.Array, key: jax.Array, d
               iterations: int | None = None) -> tuple[jax.Array, jax.Array]:
     """Actions ([S,] B, d) for states ([S,] B, obs_dim), and the next keys ([S,] 2)."""
     fn = functools.partial(_act, agent, deterministic=deterministic, iterations=iterations)
-    return _over_seeds(fn, state, obs, key)
+    return _over_seeds(agent, fn, state, obs, key)

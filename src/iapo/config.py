@@ -99,6 +99,14 @@ class AgentConfig:
     iterative agent on a CPU, whose update ran 9% faster so (benchmarks/update_variants.py), else
     ensemble (the direct update gained nothing)."""
 
+    seed_mapping: Literal["auto", "vmap", "map"] = "auto"
+    """How the seeds of a group (`--seeds` with more than one) share each compiled call: vmap, one
+    batched computation for all; map, one seed after the other inside the call (lax.map). The
+    same numbers up to rounding. auto: map on a CPU for the agents that iterate on the policy
+    (iterative, gradient, cem), whose two-seed training step ran 1.06x (bfloat16) to 1.24x
+    (float32) faster so on HalfCheetah-v5 (benchmarks/throughput.py), vmap elsewhere. Decided
+    when a run starts: a resumed run keeps the mapping it began with (older versions: vmap)."""
+
     matmul_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Operands of the critics' hidden-layer multiplies inside the objective J (most of the
     iterative agent's FLOPs): `bfloat16` with float32 accumulation and results, or `float32`.

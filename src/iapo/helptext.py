@@ -34,7 +34,7 @@ GROUPS = {
     "model-based value (Fig. 9)": ("value", "horizon", "retrace_lambda", "model_hidden_sizes", "model_lr",
                                    "model_pretrain_updates"),
     "engineering (same algorithm, other speed)": ("replay_sampling", "critic_layout", "unroll_iterations",
-                                                  "matmul_precision"),
+                                                  "matmul_precision", "seed_mapping"),
 }
 METAVARS = {"seeds": "SEED|FIRST-LAST ...", "config": "FILE", "resume": "RUN_DIR", "stop_return": "RETURN"}
 

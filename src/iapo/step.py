@@ -11,7 +11,7 @@ call, `sampler(agent, state, obs, key)`:
   unavoidable transfers (`train_step_on_device`). The host buffer stays the one that checkpoints
   save; the copy is rebuilt from it (`mirror`) on the first policy step and after a resume.
 
-Both compiled steps run the same body (`_updates_and_act`), vmapped over a leading seed axis
+Both compiled steps run the same body (`_updates_and_act`), mapped over a leading seed axis
 (`agent._over_seeds`), or for one seed on arrays without it (`agent.SeedAxis`).
 """
 
@@ -56,7 +56,7 @@ def train_step(agent: Agent, state: AgentState, batches: jax.Array, obs: jax.Arr
         state, _, infos, action, key = _updates_and_act(agent, state, None, batches, obs, key, lambda s, x: (s, x))
         return state, infos, action, key
 
-    return _over_seeds(one_seed, state, batches, obs, key)
+    return _over_seeds(agent, one_seed, state, batches, obs, key)
 
 
 class DeviceReplay(flax.struct.PyTreeNode):
@@ -113,7 +113,7 @@ def train_step_on_device(agent: Agent, state: AgentState, replay: DeviceReplay, 
         return _updates_and_act(agent, state, replay, None, obs, key,
                                 lambda r, _: replay_sample(r, agent.config.batch_size), updates)
 
-    return _over_seeds(one_seed, state, replay, row, obs, key)
+    return _over_seeds(agent, one_seed, state, replay, row, obs, key)
 
 
 class HostSampler:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo import checkpoint, precision, signals
-from iapo.agent import Agent, SeedAxis, act_seeds, pretrain_model_seeds
+from iapo.agent import Agent, SeedAxis, act_seeds, pretrain_model_seeds, resolve_seed_mapping
 from iapo.config import PRESENTATION_FIELDS, TrainConfig, to_dict, upgrade
 from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import check_env_id, dims, make_env
@@ -284,7 +284,7 @@ class SeedRun:
 class Trainer:
     """Trains one seed, or several together (`config.seeds`): the agent states of all seeds are
     stacked on a leading seed axis (S, ...) and one call updates, or acts for, all of them
-    (`agent._over_seeds`), while each seed has its own environments, replay buffer, RNGs, metrics
+    (vmapped or one after the other: `agent._over_seeds`), while each seed has its own environments, replay buffer, RNGs, metrics
     and checkpoints. The loop builds and reads per-seed arrays with the seed axis; `self.axis`
     (`agent.SeedAxis`) is the one place that gives a lone seed's device arrays without it.
     `run()` trains to the end."""
@@ -296,9 +296,10 @@ class Trainer:
         self.on_evaluation = on_evaluation
         self._clock: tuple[float, float] | None = None  # (wall seconds before this process, its start)
         check_env_id(config.env)
-        # `auto` precision is decided here, once, before anything is written: a resumed run takes
-        # the one its checkpoint names.
+        # `auto` precision and seed mapping are decided here, once, before anything is written: a
+        # resumed run takes the ones its checkpoint names.
         matmul_precision = precision.resolve(config.algo.matmul_precision)
+        seed_mapping = resolve_seed_mapping(config.algo)
         self.config = config
         self.run_dir = Path(config.run_dir)
         self.group = config.seeds is not None
@@ -327,7 +328,8 @@ class Trainer:
             for run in self.runs:
                 run.run_dir.mkdir(exist_ok=True)
         obs_dim, self.act_dim = dims(self.runs[0].env)
-        self.agent = Agent(dataclasses.replace(config.algo, matmul_precision=matmul_precision), obs_dim, self.act_dim)
+        self.agent = Agent(dataclasses.replace(config.algo, matmul_precision=matmul_precision, seed_mapping=seed_mapping),
+                           obs_dim, self.act_dim)
         roots = [jax.random.PRNGKey(seed) for seed in seeds]
         self.templates = [self.agent.init(jax.random.fold_in(root, 0)) for root in roots]
         self.axis = SeedAxis(len(seeds))
@@ -425,6 +427,7 @@ class Trainer:
             extra["replay_key"] = np.asarray(self._seed(self.sampler.keys(), i))
             extra["replay_on_device"] = self.sampler.on_device
             extra["matmul_precision"] = self.agent.matmul_precision
+            extra["seed_mapping"] = self.agent.seed_mapping
             state = self._seed(self.state, i)
             paths.append(checkpoint.save(run.run_dir, run.loop.step, state, extra, run.replay_parts))
         return paths
@@ -467,11 +470,15 @@ class Trainer:
             replay_key = self.axis.stack([jnp.asarray(extra["replay_key"]) for _, extra in loaded])
         if self.config.replay_sampling == "auto":  # keep sampling where the run sampled before (older versions: host)
             replay_on_device = bool(loaded[0][1].get("replay_on_device", False))
-        if self.config.algo.matmul_precision == "auto":  # keep the precision the run began with (older: float32)
-            began = str(loaded[0][1].get("matmul_precision", "float32"))
-            if began != self.agent.matmul_precision:
-                self.agent = Agent(dataclasses.replace(self.config.algo, matmul_precision=began), self.agent.obs_dim,
-                                   self.act_dim)
+        # Keep the precision the run began with (older versions: float32), and how its seeds
+        # were mapped (older: vmap), where the configuration leaves them to `auto`.
+        began = self.agent.config
+        if self.config.algo.matmul_precision == "auto":
+            began = dataclasses.replace(began, matmul_precision=str(loaded[0][1].get("matmul_precision", "float32")))
+        if self.config.algo.seed_mapping == "auto":
+            began = dataclasses.replace(began, seed_mapping=str(loaded[0][1].get("seed_mapping", "vmap")))
+        if began != self.agent.config:
+            self.agent = Agent(began, self.agent.obs_dim, self.act_dim)
         actions = [run.loop.action for run in self.runs]  # absent from checkpoints of older versions
         self.action = None if any(a is None for a in actions) else self.axis.stack([jnp.asarray(a) for a in actions])
         infos = [extra["loop"]["infos"] for _, extra in loaded]
