@@ -140,6 +140,8 @@ def main() -> None:
     parser.add_argument("--matmul-precision", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     samples = args.action_samples or (1 if args.agent == "direct" else 10)
+    if args.seeds == 1 and args.matmul_precision != "float32":
+        parser.error("--matmul-precision bfloat16 needs --seeds above 1 (the critic variants are float32 only)")
     if args.seeds > 1:
         config = AgentConfig(agent=args.agent, action_samples=samples, matmul_precision=args.matmul_precision)
         repeats = max(6, 100 // samples) if args.agent == "direct" else 6

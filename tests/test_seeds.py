@@ -58,7 +58,9 @@ def test_a_seed_in_a_group_mapped_one_after_another_learns_as_it_does_alone(tmp_
     # the same unbatched computations, though XLA may fuse them otherwise inside the mapped loop
     np.testing.assert_allclose(_numbers(tmp_path / "group" / "seed_1"), _numbers(tmp_path / "alone"),
                                rtol=1e-2, atol=1e-4)
-    assert _numbers(tmp_path / "group" / "seed_0").shape == _numbers(tmp_path / "alone").shape
+    for seed in (0, 1):
+        newest = checkpoint.list_checkpoints(tmp_path / "group" / f"seed_{seed}")[-1][1]
+        assert checkpoint.read(newest)["extra"]["seed_mapping"] == "map"
 
 
 @pytest.mark.parametrize("began", ["vmap", "map"])
@@ -75,14 +77,20 @@ def test_a_resumed_group_keeps_the_seed_mapping_it_began_with(began, tmp_path, m
     trainer = trainer_module.Trainer(config)
     assert trainer.agent.seed_mapping == began
     trainer.run()
+    uninterrupted = []
     for seed in (0, 1):  # as if killed between steps 30 and 60
-        checkpoint.checkpoint_path(tmp_path / "run" / f"seed_{seed}", 60).unlink()
+        path = checkpoint.checkpoint_path(tmp_path / "run" / f"seed_{seed}", 60)
+        uninterrupted.append(checkpoint.read(path)["state"])
+        path.unlink()
     other = "map" if began == "vmap" else "vmap"
     monkeypatch.setattr(trainer_module, "resolve_seed_mapping", lambda c: other if c.seed_mapping == "auto" else resolve(c))
     resumed = trainer_module.Trainer(config, resume=True)
     assert resumed.agent.seed_mapping == began
     resumed.run()
-    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "run" / "seed_0")][-1] == 60
+    for seed in (0, 1):  # exact: the same computations as the uninterrupted run's
+        newest = checkpoint.list_checkpoints(tmp_path / "run" / f"seed_{seed}")[-1]
+        assert newest[0] == 60
+        _assert_same_tree(checkpoint.read(newest[1])["state"], uninterrupted[seed])
 
 
 def test_group_killed_and_resumed_equals_the_uninterrupted_group(group, tmp_path):
@@ -174,13 +182,14 @@ def test_resume_uses_the_newest_step_every_seed_has(group, tmp_path, capsys):
         assert _rows(run_dir / f"seed_{seed}") == _rows(group / f"seed_{seed}")
 
 
-def test_nothing_recompiles_after_the_first_steps(tmp_path):
+@pytest.mark.parametrize("seed_mapping", ["vmap", "map"])
+def test_nothing_recompiles_after_the_first_steps(tmp_path, seed_mapping):
     from iapo import agent as agent_mod
     from iapo.config import AgentConfig, TrainConfig
     from iapo.trainer import Trainer
 
     algo = AgentConfig(agent="iterative", hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), batch_size=16,
-                       iterations=2, action_samples=2)
+                       iterations=2, action_samples=2, seed_mapping=seed_mapping)
     trainer = Trainer(TrainConfig(env="InvertedPendulum-v5", total_steps=10**6, random_steps=50, eval_episodes=1,
                                   run_dir=str(tmp_path / "run"), progress=False, seeds=(0, 1), algo=algo))
     try:
@@ -197,8 +206,9 @@ def test_nothing_recompiles_after_the_first_steps(tmp_path):
         trainer.close()
 
 
+@pytest.mark.parametrize("seed_mapping", ["vmap", "map"])
 @pytest.mark.parametrize("seeds", [1, 3])
-def test_train_step_is_the_updates_then_the_action(seeds):
+def test_train_step_is_the_updates_then_the_action(seeds, seed_mapping):
     """The fused device call of a training step equals its parts called one by one: U updates on
     the unpacked batches, then the training action for the next observations."""
     import jax
@@ -209,7 +219,7 @@ def test_train_step_is_the_updates_then_the_action(seeds):
     from iapo.config import AgentConfig
 
     agent = Agent(AgentConfig(agent="iterative", hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), batch_size=8,
-                              iterations=2, action_samples=2), obs_dim=5, act_dim=2)
+                              iterations=2, action_samples=2, seed_mapping=seed_mapping), obs_dim=5, act_dim=2)
     rng = np.random.default_rng(0)
     lead = (seeds,)  # (a lone seed too has the seed axis, as in training)
     stack = lambda xs: jax.tree.map(lambda *x: np.stack(x), *xs)  # noqa: E731
@@ -251,12 +261,13 @@ def test_train_step_is_the_updates_then_the_action(seeds):
     assert np.asarray(action).shape == (*lead, 1, 2)
 
 
-@pytest.mark.parametrize("seeds", [["0", "1"], None])
-def test_device_replay_killed_and_resumed_equals_the_uninterrupted_run(group, tmp_path, seeds):
+@pytest.mark.parametrize("seeds, seed_mapping", [(["0", "1"], "vmap"), (["0", "1"], "map"), (None, "auto")])
+def test_device_replay_killed_and_resumed_equals_the_uninterrupted_run(group, tmp_path, seeds, seed_mapping):
     """With the replay buffers copied to the device and sampled there, a run (a group, or one
     seed) still resumes exactly: the copies are rebuilt from the checkpointed host buffers, with
     their sampling keys."""
-    argv = ["train", *ARGS, "--replay-sampling", "device", *(["--seeds", *seeds] if seeds else [])]
+    argv = ["train", *ARGS, "--replay-sampling", "device", "--seed-mapping", seed_mapping,
+            *(["--seeds", *seeds] if seeds else [])]
     dirs = (lambda root: [root / f"seed_{s}" for s in seeds]) if seeds else (lambda root: [root])
     reference = tmp_path / "reference"
     main([*argv, "--run-dir", str(reference)])

@@ -314,6 +314,16 @@ def _act(
 act = jax.jit(_act, static_argnames=("agent", "deterministic", "iterations"))
 
 
+def resolve_seed_mapping(config: AgentConfig) -> str:
+    """`config.seed_mapping` on this backend: auto is `map` for the agents that iterate on the
+    policy on a CPU, where their seeds' updates ran faster one after the other than vmapped
+    (benchmarks/update_variants.py --seeds 2, benchmarks/throughput.py), else `vmap`."""
+    if config.seed_mapping != "auto":
+        return config.seed_mapping
+    iterates = config.agent in ("iterative", "gradient", "cem")
+    return "map" if iterates and jax.default_backend() == "cpu" else "vmap"
+
+
 # Independent seeds trained together. A state whose arrays have a leading seed axis (S, ...)
 # (`state.updates` has shape (S,)) is updated, or acted for, by one compiled call, and then every
 # other argument has that axis too; a lone seed's state has no seed axis and is not mapped.
@@ -322,16 +332,6 @@ act = jax.jit(_act, static_argnames=("agent", "deterministic", "iterations"))
 # away inside the compiled call instead changes the rounding of some updates: a lone seed's run
 # would no longer equal the same run of an earlier version.) `SeedAxis` (below) is the one place
 # on the host that holds a lone seed's arrays without the axis.
-def resolve_seed_mapping(config: AgentConfig) -> str:
-    """`config.seed_mapping` on this backend: auto is `map` for the agents that iterate on the
-    policy on a CPU (there a vmapped update batches the K iterations' small multiplies into slower
-    batched ones; benchmarks/update_variants.py --seeds 2), else `vmap`."""
-    if config.seed_mapping != "auto":
-        return config.seed_mapping
-    iterates = config.agent in ("iterative", "gradient", "cem")
-    return "map" if iterates and jax.default_backend() == "cpu" else "vmap"
-
-
 def _over_seeds(agent: Agent, fn, state: AgentState, *args):
     """fn(state, *args) for each seed: vmapped, or one seed after the other (`lax.map`: each seed
     runs a lone seed's unbatched computations), as `agent.seed_mapping` says."""

@@ -103,9 +103,11 @@ class AgentConfig:
     """How the seeds of a group (`--seeds` with more than one) share each compiled call: vmap, one
     batched computation for all; map, one seed after the other inside the call (lax.map). The
     same numbers up to rounding. auto: map on a CPU for the agents that iterate on the policy
-    (iterative, gradient, cem), whose two-seed training step ran 1.06x (bfloat16) to 1.24x
-    (float32) faster so on HalfCheetah-v5 (benchmarks/throughput.py), vmap elsewhere. Decided
-    when a run starts: a resumed run keeps the mapping it began with (older versions: vmap)."""
+    (iterative, gradient, cem), vmap elsewhere. Measured on a 2-core CPU: the iterative agent's
+    two-seed training step ran 1.24x (float32) and 1.06x (bfloat16) faster mapped; the update
+    alone of gradient and cem 1.2x and 1.1x (bfloat16); the direct update 1.3x slower (see
+    docs/benchmarks.md). Decided when a run starts: a resumed run keeps the mapping it began with
+    (runs of older versions: vmap)."""
 
     matmul_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Operands of the critics' hidden-layer multiplies inside the objective J (most of the
@@ -289,7 +291,7 @@ class TrainConfig:
     """Random seed (networks, replay sampling, exploration, environments)."""
 
     seeds: Annotated[tuple[int, ...] | None, _SEEDS] = None
-    """Train these seeds together in one process (one vmapped update and act for all), e.g.
+    """Train these seeds together in one process (one compiled update and act for all), e.g.
     `0 1 2` or `0-4`; seed s writes its own run to RUN_DIR/seed_<s>. Replaces --seed."""
 
     total_steps: int = 1_000_000

@@ -11,8 +11,8 @@ call, `sampler(agent, state, obs, key)`:
   unavoidable transfers (`train_step_on_device`). The host buffer stays the one that checkpoints
   save; the copy is rebuilt from it (`mirror`) on the first policy step and after a resume.
 
-Both compiled steps run the same body (`_updates_and_act`), mapped over a leading seed axis
-(`agent._over_seeds`), or for one seed on arrays without it (`agent.SeedAxis`).
+Both compiled steps run the same body on the step's batches (`_updates_and_act`), mapped over a
+leading seed axis (`agent._over_seeds`), or for one seed on arrays without it (`agent.SeedAxis`).
 """
 
 from __future__ import annotations
@@ -28,22 +28,17 @@ from iapo.agent import Agent, AgentState, SeedAxis, _act, _over_seeds, _update
 from iapo.replay import ReplayBuffer, batch_width, unpack_batch
 
 
-def _updates_and_act(agent: Agent, state: AgentState, source, xs, obs: jax.Array, key: jax.Array, sample,
-                     updates: int | None = None):
-    """One seed's step: U updates, each on the packed batch (B, width) that
-    `sample(source, x) -> (source, batch)` gives (x: the update's entry of `xs`, or None), then
-    the training action for `obs` (1, obs_dim) with the updated state. Returns (state, source,
-    infos (U, ...), action (1, d), key)."""
+def _updates_and_act(agent: Agent, state: AgentState, batches: jax.Array, obs: jax.Array, key: jax.Array):
+    """One seed's step: an update on each packed batch of `batches` (U, B, width) in turn, then the
+    training action for `obs` (1, obs_dim) with the updated state. Returns (state, infos (U, ...),
+    action (1, d), key)."""
 
-    def body(carry, x):
-        state, source = carry
-        source, packed = sample(source, x)
-        state, info = _update(agent, state, unpack_batch(packed, agent.obs_dim, agent.act_dim))
-        return (state, source), info
+    def body(state, packed):
+        return _update(agent, state, unpack_batch(packed, agent.obs_dim, agent.act_dim))
 
-    (state, source), infos = jax.lax.scan(body, (state, source), xs, length=updates)
+    state, infos = jax.lax.scan(body, state, batches)
     action, key = _act(agent, state, obs, key)
-    return state, source, infos, action, key
+    return state, infos, action, key
 
 
 @functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
@@ -51,12 +46,7 @@ def train_step(agent: Agent, state: AgentState, batches: jax.Array, obs: jax.Arr
     """The updates on `batches` ([S,] U, B, width), U packed batches updated on in turn, then the
     training action for the next states `obs` ([S,] 1, obs_dim) with the updated state.
     Returns (state, infos ([S,] U, ...), actions ([S,] 1, d), keys ([S,] 2))."""
-
-    def one_seed(state, batches, obs, key):
-        state, _, infos, action, key = _updates_and_act(agent, state, None, batches, obs, key, lambda s, x: (s, x))
-        return state, infos, action, key
-
-    return _over_seeds(agent, one_seed, state, batches, obs, key)
+    return _over_seeds(agent, functools.partial(_updates_and_act, agent), state, batches, obs, key)
 
 
 class DeviceReplay(flax.struct.PyTreeNode):
@@ -104,16 +94,21 @@ def replay_sample(replay: DeviceReplay, batch_size: int) -> tuple[DeviceReplay, 
 @functools.partial(jax.jit, static_argnames=("agent", "updates"), donate_argnames=("state", "replay"))
 def train_step_on_device(agent: Agent, state: AgentState, replay: DeviceReplay, row: jax.Array, obs: jax.Array,
                          key: jax.Array, updates: int):
-    """Add the step's transition `row` ([S,] width) to the device buffer, make `updates` updates
-    on batches sampled there, then act for `obs` ([S,] 1, obs_dim). Returns (state, replay,
-    infos ([S,] U, ...), actions ([S,] 1, d), keys)."""
+    """Add the step's transition `row` ([S,] width) to the device buffer, draw `updates` batches
+    there, update on them and act for `obs` ([S,] 1, obs_dim). Returns (state, replay, infos
+    ([S,] U, ...), actions ([S,] 1, d), keys)."""
 
-    def one_seed(state, replay, row, obs, key):
+    def add_and_draw(replay, row):
         replay = replay_add(replay, row)
-        return _updates_and_act(agent, state, replay, None, obs, key,
-                                lambda r, _: replay_sample(r, agent.config.batch_size), updates)
+        return jax.lax.scan(lambda r, _: replay_sample(r, agent.config.batch_size), replay, None, length=updates)
 
-    return _over_seeds(agent, one_seed, state, replay, row, obs, key)
+    # The buffers are vmapped whatever `seed_mapping` says: under lax.map each seed's (C, width)
+    # rows would be sliced out and written back, a copy of the buffer every step.
+    draw = jax.vmap(add_and_draw) if replay.added.ndim else add_and_draw
+    replay, batches = draw(replay, row)  # batches ([S,] U, B, width)
+    state, infos, actions, key = _over_seeds(agent, functools.partial(_updates_and_act, agent), state, batches, obs,
+                                             key)
+    return state, replay, infos, actions, key
 
 
 class HostSampler:

@@ -284,8 +284,8 @@ class SeedRun:
 class Trainer:
     """Trains one seed, or several together (`config.seeds`): the agent states of all seeds are
     stacked on a leading seed axis (S, ...) and one call updates, or acts for, all of them
-    (vmapped or one after the other: `agent._over_seeds`), while each seed has its own environments, replay buffer, RNGs, metrics
-    and checkpoints. The loop builds and reads per-seed arrays with the seed axis; `self.axis`
+    (vmapped or one after the other: `agent._over_seeds`), while each seed has its own
+    environments, replay buffer, RNGs, metrics and checkpoints. The loop builds and reads per-seed arrays with the seed axis; `self.axis`
     (`agent.SeedAxis`) is the one place that gives a lone seed's device arrays without it.
     `run()` trains to the end."""
 
