@@ -2,11 +2,11 @@
 directories are no longer at hand (another machine, an earlier session), in one figure.
 
     python benchmarks/overlay_curves.py docs/results/a_curves.csv=LABEL docs/results/b_curves.csv ... \
-        --out docs/results/overlay.png [--max-step 30000]
+        --out docs/results/overlay.png [--max-step 30000] [--x wall-time]
 
 Each argument is a curves file, optionally `:WHICH` to keep only its lines whose label contains
 WHICH, and `=LABEL` to rename them (several lines keep their own labels, LABEL in front). One panel per environment; mean +- std over seeds
-as the file holds them.
+as the file holds them, against steps or (`--x wall-time`) the runs' mean training wall time in hours.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-step", type=int, default=None)
     parser.add_argument("--title", default=None)
+    parser.add_argument("--x", choices=["steps", "wall-time"], default="steps",
+                        help="horizontal axis: environment steps, or training wall time (the file's wall_time_s)")
     args = parser.parse_args()
-    lines: dict[tuple[str, str], list[tuple[int, float, float, int]]] = {}
+    lines: dict[tuple[str, str], list[tuple[float, float, float, int]]] = {}
     for item in args.curves:
         path, _, label = item.partition("=")
         path, _, which = path.partition(":")
@@ -42,18 +44,24 @@ def main() -> None:
             if args.max_step is not None and step > args.max_step:
                 continue
             name = r["label"] if not label else (label if len(names) == 1 else f"{label}: {r['label']}")
-            lines.setdefault((r["env"], name), []).append((step, float(r["mean"]), float(r["std"]), int(r["seeds"])))
+            where = step if args.x == "steps" else float(r.get("wall_time_s") or "nan") / 3600
+            if where != where:
+                sys.exit(f"overlay_curves.py: --x wall-time: {path} has no wall_time_s at step {step}")
+            lines.setdefault((r["env"], name), []).append((where, float(r["mean"]), float(r["std"]), int(r["seeds"])))
     envs = sorted({env for env, _ in lines})
     fig, axes = new_figure(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
     for ax, env in zip(axes[0], envs):
         for i, ((e, name), points) in enumerate((k, v) for k, v in lines.items() if k[0] == env):
-            steps, mean, std, seeds = zip(*sorted(points))
+            where, mean, std, seeds = zip(*sorted(points))
             low = [m - s for m, s in zip(mean, std)]
             high = [m + s for m, s in zip(mean, std)]
-            ax.plot(steps, mean, color=f"C{i}", lw=1.8, label=f"{name} ({max(seeds)} seeds)")
-            ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.2)
+            ax.plot(where, mean, color=f"C{i}", lw=1.8, label=f"{name} ({max(seeds)} seeds)")
+            ax.fill_between(where, low, high, color=f"C{i}", alpha=0.2)
         ax.set_title(args.title or env)
-        steps_axis(ax)
+        if args.x == "wall-time":
+            ax.set_xlabel("training wall time (hours)")
+        else:
+            steps_axis(ax)
         ax.set_ylabel("evaluation return (mean ± std over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
