@@ -3,6 +3,7 @@ grouped by the kind of XLA operation.
 
     python benchmarks/profile_update.py [--agent direct] [--iterations 5] [--action-samples 10]
                                         [--updates 20] [--critic-layout auto]
+                                        [--matmul-precision float32]
 
 The update runs at Hopper-v5's shapes (11 observation and 3 action dimensions, batch 256, 2x256
 networks) on random transitions, as in `benchmarks/throughput.py`. The table lists, per update,
@@ -44,10 +45,13 @@ def main() -> None:
     parser.add_argument("--action-samples", type=int, default=None, help="default: 1 for direct (as SAC), else 10")
     parser.add_argument("--updates", type=int, default=20, help="updates traced")
     parser.add_argument("--critic-layout", default="auto", choices=["auto", "ensemble", "separate"])
+    parser.add_argument("--matmul-precision", default="float32", choices=["float32", "bfloat16"],
+                        help="the multiplies inside J (`--matmul-precision`)")
     args = parser.parse_args()
     samples = args.action_samples or (1 if args.agent == "direct" else 10)
     agent = Agent(AgentConfig(agent=args.agent, iterations=args.iterations, action_samples=samples,
-                              critic_layout=args.critic_layout), OBS_DIM, ACT_DIM)
+                              critic_layout=args.critic_layout, matmul_precision=args.matmul_precision),
+                  OBS_DIM, ACT_DIM)
     state = agent.init(jax.random.PRNGKey(0))
     batch = random_batch()
     for _ in range(3):
@@ -73,6 +77,7 @@ def main() -> None:
             kinds[re.sub(r"[._]\d+$", "", e["name"])] += e["dur"] / 1e3 / args.updates  # ms per update
     total = sum(kinds.values())
     what = f"K = {args.iterations}, N = {samples}" if args.agent == "iterative" else f"N = {samples}"
+    what += f", {args.matmul_precision}"
     print(f"# {args.agent}, {what}: {wall:.2f} ms per update (wall), "
           f"{total:.2f} ms of operations summed")
     print("| operation kind | ms per update | share of the summed time |")
