@@ -1,7 +1,10 @@
 """`iapo plot` on synthetic runs whose statistics are known."""
 
 import csv
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +126,34 @@ def test_return_against_wall_time(tmp_path, capsys):
     fake_run(tmp_path / "b" / "seed_0", [10, 20], seed=0)  # no wall_time_s column
     code, _, err = run_cli(["plot", str(tmp_path / "b"), "--out", str(out), "--x", "wall-time"], capsys)
     assert code == 2 and "no wall_time_s" in err and "Traceback" not in err
+
+
+def _overlay_script():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "overlay_curves.py"
+    spec = importlib.util.spec_from_file_location("overlay_curves", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kept_curves_redraw_against_steps_and_wall_time(tmp_path, capsys, monkeypatch):
+    """benchmarks/overlay_curves.py redraws `iapo plot`'s <out>_curves.csv without the runs:
+    against steps, or against the file's wall times in hours (`--x wall-time`)."""
+    fake_run(tmp_path / "a" / "seed_0", [10, 20], seed=0, wall=[1800, 3600])
+    fake_run(tmp_path / "a" / "seed_1", [30, 40], seed=1, wall=[3600, 7200])
+    assert run_cli(["plot", str(tmp_path / "a"), "--out", str(tmp_path / "a.png")], capsys)[0] == 0
+    overlay, drawn = _overlay_script(), []
+    monkeypatch.setattr(overlay, "save_figure", lambda fig, out: drawn.append(fig))
+    for x, want in (("steps", [1000, 2000]), ("wall-time", [0.75, 1.5])):
+        monkeypatch.setattr(sys, "argv", ["overlay_curves.py", f"{tmp_path / 'a_curves.csv'}=kept", "--x", x,
+                                          "--out", str(tmp_path / "o.png")])
+        overlay.main()
+        line = drawn[-1].axes[0].lines[0]
+        assert list(line.get_xdata()) == pytest.approx(want) and list(line.get_ydata()) == [20, 30]
+        assert line.get_label() == "kept (2 seeds)"
+    fake_run(tmp_path / "b" / "seed_0", [10, 20], seed=0)  # no wall times: the curves file leaves them empty
+    assert run_cli(["plot", str(tmp_path / "b"), "--out", str(tmp_path / "b.png")], capsys)[0] == 0
+    monkeypatch.setattr(sys, "argv", ["overlay_curves.py", str(tmp_path / "b_curves.csv"), "--x", "wall-time",
+                                      "--out", str(tmp_path / "o.png")])
+    with pytest.raises(SystemExit, match="has no wall_time_s at step 1000"):
+        overlay.main()
