@@ -26,7 +26,9 @@ written after every evaluation so that `report` shows them meanwhile.
 environment) and OUT.md (a table per environment: each contender's mean +- std at every
 evaluation, SBX's min-max over seeds, and whether iapo's mean lies inside it, with the chance it
 would if both learned alike; then each seed's mean return after the random phase and Welch's
-t-test of iapo's seeds against SBX's).
+t-test of iapo's seeds against SBX's), and OUT_curves.csv, the plotted means in the format of
+`iapo plot`'s curves (mean wall time over seeds), which `benchmarks/overlay_curves.py` draws
+beside iapo's own.
 """
 
 from __future__ import annotations
@@ -165,6 +167,12 @@ def _curves(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return steps, np.array([[row["eval_return_mean"] for row in r[:n]] for r in runs])
 
 
+def _mean_wall(folder: Path, n: int) -> np.ndarray:
+    """Each of the first n evaluations' training wall time, averaged over the seeds (s)."""
+    runs = [r for r in (_read_rows(p) for p in sorted(folder.glob("seed_*.csv"))) if r]
+    return np.array([[row["wall_time_s"] for row in r[:n]] for r in runs]).mean(0)
+
+
 def _seeds(n: int) -> str:
     return f"{n} seed" + ("" if n == 1 else "s")
 
@@ -251,7 +259,7 @@ def command_report(args) -> None:
     if not envs:
         sys.exit(f"learning.py report: no environment folders in {root}")
     fig, axes = new_figure(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
-    lines = []
+    lines, curve_rows = [], []
     meta = root / "machine.json"
     if meta.exists():
         m = json.loads(meta.read_text())
@@ -263,6 +271,9 @@ def command_report(args) -> None:
             mean, std = returns.mean(0), returns.std(0)
             ax.plot(steps, mean, label=f"{LABELS[c]} ({_seeds(returns.shape[0])})")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            wall = _mean_wall(root / env / c, len(steps))
+            curve_rows += [[env, LABELS[c], returns.shape[0], int(x), w, m, s, m, m - s, m + s]
+                           for x, w, m, s in zip(steps, wall, mean, std)]
         ax.axvline(args.random_steps, color="grey", linestyle=":", linewidth=1)  # the random phase ends
         ax.set_title(env)
         steps_axis(ax)
@@ -275,8 +286,11 @@ def command_report(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, out.with_suffix(".png"))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    curves_csv = out.with_name(out.stem + "_curves.csv")
+    write_csv_atomic(curves_csv, ["env", "label", "seeds", "step", "wall_time_s", "mean", "std", "center", "low", "high"],
+                     curve_rows)
     print("\n".join(lines))
-    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.md')}")
+    print(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.md')} and {curves_csv}")
 
 
 def main() -> None:

@@ -128,9 +128,9 @@ def test_return_against_wall_time(tmp_path, capsys):
     assert code == 2 and "no wall_time_s" in err and "Traceback" not in err
 
 
-def _overlay_script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "overlay_curves.py"
-    spec = importlib.util.spec_from_file_location("overlay_curves", path)
+def _overlay_script(name="overlay_curves"):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -156,4 +156,36 @@ def test_kept_curves_redraw_against_steps_and_wall_time(tmp_path, capsys, monkey
     monkeypatch.setattr(sys, "argv", ["overlay_curves.py", str(tmp_path / "b_curves.csv"), "--x", "wall-time",
                                       "--out", str(tmp_path / "o.png")])
     with pytest.raises(SystemExit, match="has no wall_time_s at step 1000"):
+        overlay.main()
+
+
+def test_sbx_curves_overlay_with_a_threshold(tmp_path, monkeypatch):
+    """benchmarks/learning.py report writes its mean curves in `iapo plot`'s format, and
+    overlay_curves.py draws them with a threshold line; a threshold for a task no curve has is refused."""
+    for seed, returns in enumerate([[10.0, 100.0], [30.0, 300.0]]):
+        path = tmp_path / "runs" / "InvertedPendulum-v5" / "sbx" / f"seed_{seed}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("step,eval_return_mean,eval_return_std,wall_time_s\n"
+                        + "".join(f"{1000 * (i + 1)},{r},0.0,{3600.0 * (i + 1) * (seed + 1)}\n"
+                                  for i, r in enumerate(returns)))
+    learning = _overlay_script("learning")
+    monkeypatch.setattr(learning, "save_figure", lambda fig, out: None)
+    monkeypatch.setattr(sys, "argv", ["learning.py", "report", str(tmp_path / "runs"), "--out", str(tmp_path / "s")])
+    learning.main()
+    with open(tmp_path / "s_curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["label"], r["seeds"], r["step"]) for r in rows] == [("SBX SAC", "2", "1000"), ("SBX SAC", "2", "2000")]
+    assert [float(r["mean"]) for r in rows] == [20, 200] and [float(r["std"]) for r in rows] == [10, 100]
+    assert [float(r["wall_time_s"]) for r in rows] == [5400, 10800]
+    overlay, drawn = _overlay_script(), []
+    monkeypatch.setattr(overlay, "save_figure", lambda fig, out: drawn.append(fig))
+    monkeypatch.setattr(sys, "argv", ["overlay_curves.py", str(tmp_path / "s_curves.csv"), "--x", "wall-time",
+                                      "--threshold", "InvertedPendulum-v5=1000", "--out", str(tmp_path / "o.png")])
+    overlay.main()
+    sbx, threshold = drawn[-1].axes[0].lines
+    assert list(sbx.get_xdata()) == pytest.approx([1.5, 3.0]) and list(sbx.get_ydata()) == [20, 200]
+    assert list(threshold.get_ydata()) == [1000, 1000] and threshold.get_label() == "threshold 1000"
+    monkeypatch.setattr(sys, "argv", ["overlay_curves.py", str(tmp_path / "s_curves.csv"),
+                                      "--threshold", "Hopper-v5=3000", "--out", str(tmp_path / "o.png")])
+    with pytest.raises(SystemExit, match="--threshold names Hopper-v5, which no curve has"):
         overlay.main()
