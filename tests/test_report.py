@@ -128,7 +128,7 @@ def test_return_against_wall_time(tmp_path, capsys):
     assert code == 2 and "no wall_time_s" in err and "Traceback" not in err
 
 
-def _overlay_script(name="overlay_curves"):
+def _benchmark_script(name="overlay_curves"):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -142,7 +142,7 @@ def test_kept_curves_redraw_against_steps_and_wall_time(tmp_path, capsys, monkey
     fake_run(tmp_path / "a" / "seed_0", [10, 20], seed=0, wall=[1800, 3600])
     fake_run(tmp_path / "a" / "seed_1", [30, 40], seed=1, wall=[3600, 7200])
     assert run_cli(["plot", str(tmp_path / "a"), "--out", str(tmp_path / "a.png")], capsys)[0] == 0
-    overlay, drawn = _overlay_script(), []
+    overlay, drawn = _benchmark_script(), []
     monkeypatch.setattr(overlay, "save_figure", lambda fig, out: drawn.append(fig))
     for x, want in (("steps", [1000, 2000]), ("wall-time", [0.75, 1.5])):
         monkeypatch.setattr(sys, "argv", ["overlay_curves.py", f"{tmp_path / 'a_curves.csv'}=kept", "--x", x,
@@ -168,7 +168,7 @@ def test_sbx_curves_overlay_with_a_threshold(tmp_path, monkeypatch):
         path.write_text("step,eval_return_mean,eval_return_std,wall_time_s\n"
                         + "".join(f"{1000 * (i + 1)},{r},0.0,{3600.0 * (i + 1) * (seed + 1)}\n"
                                   for i, r in enumerate(returns)))
-    learning = _overlay_script("learning")
+    learning = _benchmark_script("learning")
     monkeypatch.setattr(learning, "save_figure", lambda fig, out: None)
     monkeypatch.setattr(sys, "argv", ["learning.py", "report", str(tmp_path / "runs"), "--out", str(tmp_path / "s")])
     learning.main()
@@ -177,7 +177,7 @@ def test_sbx_curves_overlay_with_a_threshold(tmp_path, monkeypatch):
     assert [(r["label"], r["seeds"], r["step"]) for r in rows] == [("SBX SAC", "2", "1000"), ("SBX SAC", "2", "2000")]
     assert [float(r["mean"]) for r in rows] == [20, 200] and [float(r["std"]) for r in rows] == [10, 100]
     assert [float(r["wall_time_s"]) for r in rows] == [5400, 10800]
-    overlay, drawn = _overlay_script(), []
+    overlay, drawn = _benchmark_script(), []
     monkeypatch.setattr(overlay, "save_figure", lambda fig, out: drawn.append(fig))
     monkeypatch.setattr(sys, "argv", ["overlay_curves.py", str(tmp_path / "s_curves.csv"), "--x", "wall-time",
                                       "--threshold", "InvertedPendulum-v5=1000", "--out", str(tmp_path / "o.png")])
