@@ -45,6 +45,53 @@ def test_gap_over_training_for_both_agents(runs, tmp_path, capsys):
     assert (out / "improvement.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_gap_over_seeds_averages_the_runs_of_one_setting():
+    from iapo.analysis.gap import gap_over_seeds
+
+    def row(run, step, gap, j=1.0, iterations=5):
+        return {"run": run, "agent": "iterative", "iterations": iterations, "step": step, "gap_mean": gap,
+                "objective_mean": j}
+
+    rows = [row("k5/seed_0", 10, 0.1, 2.0), row("k5/seed_0", 20, 0.5), row("k5/seed_1", 10, 0.3, 4.0),
+            row("k2/seed_0", 10, 0.7, iterations=2), row("k5/seed_0", 10, 0.05, iterations=7)]
+    settings = {"k5/seed_0": "K=5", "k5/seed_1": "K=5", "k2/seed_0": "K=2"}
+    out = gap_over_seeds(rows, settings)
+    # in order of first appearance; step 20 has one of K = 5's two seeds only: left out; the
+    # extra-iterations rows apart
+    assert [(r["setting"], r["iterations"], r["step"], r["seeds"]) for r in out] == [
+        ("K=5", 5, 10, 2), ("K=2", 2, 10, 1), ("K=5", 7, 10, 1)]
+    assert math.isclose(out[0]["gap_mean"], 0.2) and math.isclose(out[0]["gap_std_over_seeds"], 0.1)
+    assert math.isclose(out[0]["objective_mean"], 3.0) and out[1]["gap_std_over_seeds"] == 0.0
+
+
+def test_gap_mean_over_seeds_from_the_cli(runs, tmp_path, capsys):
+    import json
+    import shutil
+
+    # a second seed of the direct run: the same snapshots under seed 1, so one setting of two seeds
+    second = tmp_path / "direct-seed1"
+    shutil.copytree(runs / "direct", second)
+    config = json.loads((second / "config.json").read_text())
+    (second / "config.json").write_text(json.dumps({**config, "seed": 1}))
+    out = tmp_path / "gap"
+    code, _, err = run_cli(["analyze", "gap", str(runs / "direct"), str(second) + "/", str(runs / "iterative"),
+                            "--out", str(out), "--states", "4", "--max-steps", "5", "--patience", "5",
+                            "--samples", "4", "--mean-over-seeds"], capsys)
+    assert code == 0, err
+    with open(out / "gap.csv") as f:
+        per_run = list(csv.DictReader(f))
+    with open(out / "gap_over_seeds.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["setting"].split()[0], r["step"], r["seeds"]) for r in rows] == [
+        ("direct", "150", "2"), ("direct", "300", "2"), ("iterative", "150", "1"), ("iterative", "300", "1")]
+    for r in rows:
+        mine = [float(p["gap_mean"]) for p in per_run if p["agent"] == r["agent"] and p["step"] == r["step"]]
+        assert len(mine) == int(r["seeds"])
+        assert math.isclose(float(r["gap_mean"]), np.mean(mine), rel_tol=1e-6)
+        assert math.isclose(float(r["gap_std_over_seeds"]), np.std(mine), rel_tol=1e-6, abs_tol=1e-12)
+    assert (out / "gap.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_gap_of_a_run_without_snapshots_is_a_one_line_error(runs, tmp_path, capsys):
     tiny = ["--hidden-sizes", "8", "--critic-hidden-sizes", "8", "--batch-size", "8", "--no-progress"]
     assert run_cli(smoke_args(tmp_path / "bare", "direct", tiny, steps=150) + ["--snapshot-every", "0"], capsys)[0] == 0

@@ -25,15 +25,12 @@ import gymnasium as gym
 import numpy as np
 import tyro
 
-from iapo.config import PRESENTATION_FIELDS, at_least_one, train_config_from_dict, upgrade
+from iapo.config import at_least_one
 from iapo.errors import ConfigError, IapoError
-from iapo.files import show_value, write_csv_atomic, write_text_atomic
+from iapo.files import write_csv_atomic, write_text_atomic
 from iapo.logger import read_metrics
 from iapo.plotting import new_figure, save_figure, steps_axis
-
-IGNORED = {"seed", "seeds", *PRESENTATION_FIELDS}  # not part of a group's identity
-# Part of the identity, but budget and bookkeeping: not named in labels.
-UNLABELLED = {"total_steps", "stop_return", "checkpoint_every", "snapshot_every", "eval_every", "eval_episodes"}
+from iapo.run import settings_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,42 +105,10 @@ def find_runs(dirs: list[Path]) -> list[Path]:
     return runs
 
 
-def _flatten(config: dict) -> dict:
-    """The configuration as one flat dict, the fields an older run lacks at their defaults."""
-    try:
-        config = upgrade(config)
-    except (ValueError, IapoError) as exc:
-        raise IapoError(f"not a run configuration: {exc}") from None
-    flat = {k: v for k, v in config.items() if k != "algo" and k not in IGNORED}
-    flat.update(config.get("algo", {}))
-    flat["pessimism"] = train_config_from_dict(config).algo.beta  # the beta in force (unset: the agent's default)
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
-
-
 def group_runs(runs: list[Path], max_step: int | None = None) -> list[Group]:
-    """Runs with the same configuration apart from the seed form a group; each group gets a label
-    naming its agent and the settings in which it differs from the other groups of its env."""
-    groups: dict[tuple, Group] = {}
-    for run in runs:
-        try:
-            config = json.loads((run / "config.json").read_text())
-            identity = _flatten(config)
-        except (OSError, ValueError, IapoError) as exc:
-            raise IapoError(f"{run / 'config.json'} is unreadable: {exc}") from None
-        key = tuple(sorted(identity.items(), key=lambda kv: kv[0]))
-        group = groups.setdefault(key, Group(identity.get("env", "?"), identity, []))
-        group.runs.append(run)
-        group.seeds.append(config.get("seed"))
-    result = list(groups.values())
-    for env in {g.env for g in result}:
-        same_env = [g for g in result if g.env == env]
-        keys = sorted({k for g in same_env for k in g.identity})
-        varying = [k for k in keys if k != "agent" and k not in UNLABELLED
-                   and len({repr(g.identity.get(k)) for g in same_env}) > 1]
-        for g in same_env:
-            parts = [str(g.identity.get("agent", "?"))]
-            parts += [f"{k}={show_value(g.identity.get(k))}" for k in varying]
-            g.label = " ".join(parts)
+    """Runs with the same configuration apart from the seed form a group (`run.settings_of`,
+    which also labels them); each group gets its seeds' evaluation curves."""
+    result = [Group(s.env, s.identity, s.runs, s.seeds, s.label) for s in settings_of(runs)]
     for g in result:
         _align(g, max_step)
     return sorted(result, key=lambda g: (g.env, g.label))

@@ -10,6 +10,7 @@ over training); a group of seeds trained together holds one such directory per s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -18,9 +19,10 @@ import jax
 
 from iapo import checkpoint
 from iapo.agent import Agent, AgentState
-from iapo.config import TrainConfig, train_config_from_dict
+from iapo.config import PRESENTATION_FIELDS, TrainConfig, train_config_from_dict, upgrade
 from iapo.envs import dims, make_env
 from iapo.errors import ConfigError, IapoError
+from iapo.files import show_value
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
@@ -107,3 +109,56 @@ def check_analysis_inputs(seed: int = 0, out: str | None = None, run_dirs: tuple
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
 
+
+# -- settings: the runs that differ only in the seed ----------------------------------------------
+IGNORED = {"seed", "seeds", *PRESENTATION_FIELDS}  # not part of a setting's identity
+# Part of the identity, but budget and bookkeeping: not named in labels.
+UNLABELLED = {"total_steps", "stop_return", "checkpoint_every", "snapshot_every", "eval_every", "eval_episodes"}
+
+
+@dataclasses.dataclass
+class Setting:
+    """Runs whose configurations agree apart from the seed."""
+    env: str
+    identity: dict  # the configuration shared by the runs, flattened
+    runs: list[Path]
+    seeds: list = dataclasses.field(default_factory=list)  # each run's seed, as its config.json says
+    label: str = ""  # the agent and the fields in which this setting differs from the others of its env
+
+
+def _flatten(config: dict) -> dict:
+    """The configuration as one flat dict, the fields an older run lacks at their defaults."""
+    try:
+        config = upgrade(config)
+    except (ValueError, IapoError) as exc:
+        raise IapoError(f"not a run configuration: {exc}") from None
+    flat = {k: v for k, v in config.items() if k != "algo" and k not in IGNORED}
+    flat.update(config.get("algo", {}))
+    flat["pessimism"] = train_config_from_dict(config).algo.beta  # the beta in force (unset: the agent's default)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
+
+
+def settings_of(runs: list[Path]) -> list[Setting]:
+    """The runs (directories with a config.json) grouped into settings, in order of first
+    appearance, each labelled with its agent and the settings in which it differs from the other
+    settings of its environment (what `iapo plot` and `iapo analyze gap --mean-over-seeds` draw)."""
+    settings: dict[tuple, Setting] = {}
+    for run in dict.fromkeys(runs):
+        try:
+            config = json.loads((run / "config.json").read_text())
+            identity = _flatten(config)
+        except (OSError, ValueError, IapoError) as exc:
+            raise IapoError(f"{run / 'config.json'} is unreadable: {exc}") from None
+        key = tuple(sorted(identity.items(), key=lambda kv: kv[0]))
+        setting = settings.setdefault(key, Setting(identity.get("env", "?"), identity, []))
+        setting.runs.append(run)
+        setting.seeds.append(config.get("seed"))
+    result = list(settings.values())
+    for env in {s.env for s in result}:
+        same_env = [s for s in result if s.env == env]
+        keys = sorted({k for s in same_env for k in s.identity})
+        varying = [k for k in keys if k != "agent" and k not in UNLABELLED
+                   and len({repr(s.identity.get(k)) for s in same_env}) > 1]
+        for s in same_env:
+            s.label = " ".join([str(s.identity.get("agent", "?"))] + [f"{k}={show_value(s.identity.get(k))}" for k in varying])
+    return result

@@ -26,14 +26,15 @@ from iapo.errors import ConfigError, IapoError
 from iapo.objective import Objective
 from iapo.optimizers.nonamortized import ascend_to_optimum
 from iapo.plotting import colors, new_figure, save_figure, steps_axis
-from iapo.run import check_analysis_inputs, load_agent, load_run_config, load_state, snapshots
+from iapo.run import check_analysis_inputs, load_agent, load_run_config, load_state, settings_of, snapshots
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Amortization gap over training (Fig. 6): at every snapshot of each run, for states the
     agent visits, gradient ascent on J from the agent's lambda until J stops improving; the
-    gap J(lambda*) - J(lambda_agent), mean +- std over states. Writes gap.csv, gap.json, gap.png."""
+    gap J(lambda*) - J(lambda_agent), mean +- std over states. Writes gap.csv, gap.json, gap.png
+    (and with --mean-over-seeds gap_over_seeds.csv)."""
 
     run_dirs: tyro.conf.Positional[tuple[str, ...]]
     """Run directories written by `iapo train` (direct and iterative runs plot together)."""
@@ -64,6 +65,12 @@ class Config:
 
     seed: int = 0
     """Seed of the states' rollouts and of the estimates."""
+
+    mean_over_seeds: bool = False
+    """Draw one curve per setting instead of one per run: runs that differ only in the seed (grouped
+    as `iapo plot` groups them), the mean over seeds of each seed's mean gap at the snapshots all
+    of them have, shaded +- its std over seeds (Fig. 6, 8). Also writes those numbers to
+    gap_over_seeds.csv."""
 
     def validate(self) -> None:
         check_analysis_inputs(self.seed, self.out, self.run_dirs)
@@ -135,17 +142,54 @@ def _run_label(row: dict) -> str:
     return f"{row['agent']}, seed {seed}"
 
 
-def plot_gap(rows: list[dict], out_path: Path) -> None:
-    """Gap mean +- std over training, one curve per run (Fig. 6)."""
+def _k_label(label: str, row: dict) -> str:
+    return label + (f", K = {row['iterations']} at evaluation" if row["agent"] == "iterative" else "")
+
+
+def run_settings(run_dirs: list[Path]) -> dict[str, str]:
+    """Each run's setting (`run.settings_of`: the label `iapo plot` gives its group of seeds),
+    keyed by the run as `gap_over_training` names it; settings whose labels coincide (they differ
+    only in fields the labels leave out) are told apart by a number."""
+    settings = settings_of(run_dirs)
+    labels = [s.label for s in settings]
+    named = {}
+    for i, setting in enumerate(settings):
+        label = setting.label if labels.count(setting.label) == 1 else f"{setting.label} [{i + 1}]"
+        named.update({str(run): label for run in setting.runs})
+    return named
+
+
+def gap_over_seeds(rows: list[dict], settings: dict[str, str]) -> list[dict]:
+    """One row per setting (`settings`: each run's setting label), iterations evaluated and
+    snapshot that all of the setting's runs have: the mean over seeds of the per-run mean gap
+    (and of J), and the std of the per-run mean gaps over seeds."""
+    out = []
+    for setting, agent, iterations in dict.fromkeys((settings[r["run"]], r["agent"], r["iterations"]) for r in rows):
+        mine = [r for r in rows if settings[r["run"]] == setting and r["iterations"] == iterations]
+        per_run = [{r["step"]: r for r in mine if r["run"] == run} for run in dict.fromkeys(r["run"] for r in mine)]
+        for step in sorted(set.intersection(*(set(steps) for steps in per_run))):
+            gaps = np.array([steps[step]["gap_mean"] for steps in per_run])
+            objective = np.array([steps[step]["objective_mean"] for steps in per_run])
+            out.append({"setting": setting, "agent": agent, "iterations": iterations, "step": step,
+                        "seeds": len(per_run), "gap_mean": float(gaps.mean()),
+                        "gap_std_over_seeds": float(gaps.std()), "objective_mean": float(objective.mean())})
+    return out
+
+
+def plot_gap(rows: list[dict], out_path: Path, over_seeds: bool = False) -> None:
+    """Gap over training (Fig. 6), one curve per run (`rows` from `gap_over_training`: mean +- std
+    over states), or with `over_seeds` one per setting (`rows` from `gap_over_seeds`: mean +- std
+    over seeds)."""
     fig, ax = new_figure(figsize=(6, 4))
-    for run, iterations in dict.fromkeys((r["run"], r["iterations"]) for r in rows):
-        mine = [r for r in rows if r["run"] == run and r["iterations"] == iterations]
+    key, spread = ("setting", "gap_std_over_seeds") if over_seeds else ("run", "gap_std")
+    for name, iterations in dict.fromkeys((r[key], r["iterations"]) for r in rows):
+        mine = [r for r in rows if r[key] == name and r["iterations"] == iterations]
         step = np.array([r["step"] for r in mine])
         mean = np.array([r["gap_mean"] for r in mine])
-        std = np.array([r["gap_std"] for r in mine])
-        label = _run_label(mine[0])
-        if mine[0]["agent"] == "iterative":
-            label += f", K = {mine[0]['iterations']} at evaluation"
+        std = np.array([r[spread] for r in mine])
+        label = _k_label(name if over_seeds else _run_label(mine[0]), mine[0])
+        if over_seeds:
+            label += f" ({mine[0]['seeds']} seeds)"
         line, = ax.plot(step, mean, marker="o", ms=3, label=label)
         ax.fill_between(step, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     steps_axis(ax)
@@ -164,6 +208,7 @@ def run(cfg: Config) -> Path:
     out = Path(cfg.out)
     kwargs = dict(states=cfg.states, samples=cfg.samples, seed=cfg.seed, lr=cfg.lr, optimizer=cfg.optimizer,
                   max_steps=cfg.max_steps, patience=cfg.patience)
+    settings = run_settings([Path(d) for d in cfg.run_dirs]) if cfg.mean_over_seeds else {}
     rows = []
     for run_dir in map(Path, cfg.run_dirs):
         rows += gap_over_training(run_dir, **kwargs)
@@ -175,7 +220,18 @@ def run(cfg: Config) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     (out / "gap.json").write_text(json.dumps(rows, indent=1) + "\n")
-    plot_gap(rows, out / "gap.png")
+    if cfg.mean_over_seeds:
+        over_seeds = gap_over_seeds(rows, settings)
+        if not over_seeds:
+            raise IapoError("--mean-over-seeds: the seeds of each setting share no snapshot step "
+                            "(gap.csv has each run's numbers)")
+        with open(out / "gap_over_seeds.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(over_seeds[0]))
+            writer.writeheader()
+            writer.writerows(over_seeds)
+        plot_gap(over_seeds, out / "gap.png", over_seeds=True)
+    else:
+        plot_gap(rows, out / "gap.png")
     iterative = [r for r in rows if r["objective_per_iterate"]]
     if iterative:
         with open(out / "improvement.csv", "w", newline="") as f:
