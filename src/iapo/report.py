@@ -15,7 +15,6 @@ seeds at the evaluation steps every seed has reached:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from pathlib import Path
@@ -30,7 +29,7 @@ from iapo.errors import ConfigError, IapoError
 from iapo.files import write_csv_atomic, write_text_atomic
 from iapo.logger import read_metrics
 from iapo.plotting import new_figure, save_figure, steps_axis
-from iapo.run import settings_of
+from iapo.run import Setting, settings_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +79,8 @@ def run(cfg: Config) -> tuple[Path, str]:
 
 
 @dataclasses.dataclass
-class Group:
-    env: str
-    identity: dict  # the configuration shared by the group's runs, flattened
-    runs: list[Path]
-    seeds: list = dataclasses.field(default_factory=list)  # each run's seed, as its config.json says
-    label: str = ""
+class Group(Setting):
+    """A setting's seeds with their evaluation curves."""
     steps: np.ndarray | None = None  # (T,) the evaluation steps every seed has reached
     returns: np.ndarray | None = None  # (S, T) evaluation return of each seed
     wall: np.ndarray | None = None  # (S, T) each seed's training wall time in seconds at those steps (NaN: not logged)
@@ -108,7 +103,7 @@ def find_runs(dirs: list[Path]) -> list[Path]:
 def group_runs(runs: list[Path], max_step: int | None = None) -> list[Group]:
     """Runs with the same configuration apart from the seed form a group (`run.settings_of`,
     which also labels them); each group gets its seeds' evaluation curves."""
-    result = [Group(s.env, s.identity, s.runs, s.seeds, s.label) for s in settings_of(runs)]
+    result = [Group(**dataclasses.asdict(s)) for s in settings_of(runs)]
     for g in result:
         _align(g, max_step)
     return sorted(result, key=lambda g: (g.env, g.label))
