@@ -189,3 +189,44 @@ def test_sbx_curves_overlay_with_a_threshold(tmp_path, monkeypatch):
                                       "--threshold", "Hopper-v5=3000", "--out", str(tmp_path / "o.png")])
     with pytest.raises(SystemExit, match="--threshold names Hopper-v5, which no curve has"):
         overlay.main()
+
+
+def test_published_sac_compares_like_steps(tmp_path, monkeypatch, capsys):
+    """benchmarks/published_sac.py sets each iapo setting beside the published seeds of the same
+    task (any version), at the evaluation nearest each asked step: means, sample stds, Welch's
+    test and whether iapo's mean is inside the published mean ± std."""
+    for seed, returns in enumerate([[10.0, 100.0], [30.0, 140.0], [20.0, 120.0]]):
+        fake_run(tmp_path / "runs" / f"seed_{seed}", returns, seed=seed)
+    theirs = [150.0, 200.0, 250.0, 100.0]
+    published = tmp_path / "pub.csv"
+    published.write_text("env,step,seed,return\n" + "".join(
+        f"Hopper-v4,{step},{s},{r if step == 1999 else 0.0}\n" for step in (1, 1999) for s, r in enumerate(theirs)))
+    script = _benchmark_script("published_sac")
+    drawn = []
+    monkeypatch.setattr(script, "save_figure", lambda fig, out: drawn.append(fig))
+    monkeypatch.setattr(sys, "argv", ["published_sac.py", str(tmp_path / "runs"), "--published", str(published),
+                                      "--steps", "2000", "3000", "--out", str(tmp_path / "cmp")])
+    script.main()
+    text = (tmp_path / "cmp.md").read_text()
+    p = stats.ttest_ind([100, 140, 120], theirs, equal_var=False).pvalue
+    row = f"| Hopper-v5 | direct | 120 ± 20 (3) | 100, 140, 120 | Hopper-v4 at 1999 | 175 ± 65 (4) | {p:.2g} | yes |"
+    assert row in text.splitlines()
+    assert "At 3 000 steps" in text and text.count("| Hopper-v5 |") == 1  # no evaluation near 3 000
+    ours, ref = drawn[0].axes[0].lines[0], drawn[0].axes[0].lines[1]
+    assert list(ours.get_ydata()) == [20, 120] and list(ref.get_ydata()) == [0, 175]
+    assert script.task_of("dm_control/cheetah-run-v0") == "cheetah-run" and script.task_of("Ant-v4") == "Ant"
+
+
+def test_env_versions_tells_identical_from_different():
+    """benchmarks/env_versions.py: HalfCheetah-v4 and -v5 step identically under the same actions;
+    the verdict names a terminal-step reward difference and a different observation size."""
+    script = _benchmark_script("env_versions")
+    row = script.compare("HalfCheetah", "v4", "v5", episodes=1, max_steps=50)
+    assert row["obs_diff"] == 0.0 and row["reward_diff"] == 0.0 and row["steps"] == [50]
+    assert script.verdict(row) == "identical"
+    terminal = dict(row, reward_diff=1.0)
+    assert script.verdict(terminal) == "same dynamics; the reward differs on the terminal step only"
+    bigger = dict(row, obs_dim_new=105, reward_diff=1.0, reward_diff_before_end=0.01)
+    assert script.verdict(bigger) == ("same dynamics; the observation differs in size; "
+                                      "the reward differs at every step")
+    assert script.verdict(dict(row, obs_diff=6.9)) == "different dynamics"

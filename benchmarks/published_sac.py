@@ -1,0 +1,162 @@
+"""iapo's runs beside published SAC learning curves, like with like where the protocols allow.
+
+    python benchmarks/published_sac.py RUN_OR_SWEEP_DIR ... --out docs/results/sac-published \
+        [--published docs/results/published-sac/sac-mujoco-v4.csv] [--steps 50000 100000]
+
+The published file holds each seed's evaluation return at the steps where it was evaluated
+(columns env, step, seed, return; docs/results/published-sac/README.md says where it comes from).
+iapo's runs are grouped into settings as `iapo plot` groups them (same configuration apart from
+the seed). A run's task is matched with the published curves of the same task name whatever the
+version (`Hopper-v5` with `Hopper-v4`: `benchmarks/env_versions.py` tells which versions simulate
+the same thing). At each of `--steps`, each side's evaluation nearest to it (within 1% of the step)
+is compared:
+
+- mean ± sample std over seeds, and each side's number of seeds;
+- Welch's t-test of iapo's seeds against the published seeds;
+- whether iapo's mean lies inside the published mean ± one std ("within their seed spread").
+
+Writes OUT.md (that table, with the command, the machine and the date) and OUT.png (one panel per
+task: each iapo setting's mean ± std over seeds, and the published mean ± std at its evaluations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import math
+import platform
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from iapo.errors import IapoError
+from iapo.plotting import colors, new_figure, save_figure, steps_axis
+from iapo.report import find_runs, group_runs
+
+
+def task_of(env: str) -> str:
+    """`Hopper-v5` -> `Hopper`; an id without a version is its own task."""
+    name = env.split(":")[-1].split("/")[-1]
+    head, sep, version = name.rpartition("-v")
+    return head if sep and version.isdigit() else name
+
+
+def read_published(path: Path) -> dict[str, dict]:
+    """{task: {"env": published id, "steps": (T,), "returns": (S, T)}} from the published file."""
+    by_env: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            by_env[row["env"]][int(row["step"])][int(row["seed"])] = float(row["return"])
+    result = {}
+    for env, steps in by_env.items():
+        order = sorted(steps)
+        seeds = sorted(set.intersection(*[set(steps[s]) for s in order]))
+        result[task_of(env)] = {
+            "env": env, "steps": np.array(order),
+            "returns": np.array([[steps[s][seed] for s in order] for seed in seeds]),
+        }
+    return result
+
+
+def nearest(steps: np.ndarray, step: int) -> int | None:
+    """The index of the evaluation nearest to `step`, if within 1% of it."""
+    if not len(steps):
+        return None
+    i = int(np.argmin(np.abs(steps - step)))
+    return i if abs(int(steps[i]) - step) <= 0.01 * step else None
+
+
+def welch(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    import scipy.stats
+
+    return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def stats(x: np.ndarray) -> str:
+    return f"{x.mean():.0f} ± {x.std(ddof=1):.0f}" if len(x) > 1 else f"{x.mean():.0f}"
+
+
+def table(groups, published, at_steps: list[int]) -> list[str]:
+    lines = []
+    for step in at_steps:
+        lines += [
+            f"### At {step:,} steps".replace(",", " "),
+            "",
+            "| task | iapo setting | iapo, mean ± std (seeds) | each iapo seed | published | published, mean ± std (seeds) "
+            "| Welch's p | iapo inside published mean ± std |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for g in groups:
+            ref = published.get(task_of(g.env))
+            i = nearest(g.steps, step)
+            if ref is None or i is None:
+                continue
+            j = nearest(ref["steps"], step)
+            if j is None:
+                continue
+            ours, theirs = g.returns[:, i], ref["returns"][:, j]
+            lo, hi = theirs.mean() - theirs.std(ddof=1), theirs.mean() + theirs.std(ddof=1)
+            lines.append(
+                f"| {g.env} | {g.label} | {stats(ours)} ({len(ours)}) | {', '.join(f'{v:.0f}' for v in ours)} "
+                f"| {ref['env']} at {int(ref['steps'][j])} | {stats(theirs)} ({len(theirs)}) | {welch(ours, theirs):.2g} "
+                f"| {'yes' if lo <= ours.mean() <= hi else 'no'} |"
+            )
+        lines.append("")
+    return lines
+
+
+def figure(groups, published, out: Path, max_step: int) -> None:
+    tasks = sorted({task_of(g.env) for g in groups})
+    fig, axes = new_figure(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        mine = [g for g in groups if task_of(g.env) == task]
+        for g, color in zip(mine, colors(len(mine) + 1)):
+            mean, std = g.returns.mean(axis=0), g.returns.std(axis=0, ddof=1) if len(g.runs) > 1 else 0 * g.steps
+            ax.plot(g.steps, mean, color=color, label=f"iapo {g.label} ({len(g.runs)} seeds)")
+            ax.fill_between(g.steps, mean - std, mean + std, color=color, alpha=0.2)
+        ref = published.get(task)
+        if ref is not None:
+            keep = ref["steps"] <= max_step
+            r = ref["returns"][:, keep]
+            ax.errorbar(ref["steps"][keep], r.mean(axis=0), yerr=r.std(axis=0, ddof=1), color="black", marker="o",
+                        capsize=3, linestyle="--", label=f"published SAC, {ref['env']} ({r.shape[0]} seeds)")
+        ax.set_title(task)
+        ax.set_ylabel("evaluation return")
+        steps_axis(ax)
+        ax.legend(fontsize=7)
+    save_figure(fig, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories, or folders holding them (sweeps)")
+    parser.add_argument("--published", default="docs/results/published-sac/sac-mujoco-v4.csv")
+    parser.add_argument("--steps", nargs="+", type=int, default=[50_000, 100_000])
+    parser.add_argument("--out", required=True, help="OUT.md and OUT.png are written")
+    args = parser.parse_args()
+    try:
+        published = read_published(Path(args.published))
+        groups = group_runs(find_runs([Path(r) for r in args.runs]))
+    except (OSError, KeyError, ValueError, IapoError) as exc:
+        sys.exit(f"published_sac: {exc}")
+    groups = [g for g in groups if g.steps is not None and len(g.steps)]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/published_sac.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"Written {datetime.date.today()} on {platform.machine()} by `{command}`; published curves: "
+        f"`{args.published}`.",
+        "",
+    ] + table(groups, published, args.steps)
+    out.with_suffix(".md").write_text("\n".join(lines))
+    figure(groups, published, out.with_suffix(".png"), max(args.steps))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
