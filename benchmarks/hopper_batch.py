@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from iapo.agent import Batch
+from iapo.replay import Batch
 
 OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
 

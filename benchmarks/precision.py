@@ -25,7 +25,8 @@ import jax.numpy as jnp
 
 from hopper_batch import ACT_DIM, OBS_DIM, random_batch
 from iapo import precision
-from iapo.agent import Agent, _update
+from iapo.agent import Agent
+from iapo.update import update
 from iapo.config import AgentConfig
 
 
@@ -66,7 +67,7 @@ def matmuls() -> None:
 
 def updates(rounds: int) -> None:
     batch = random_batch()
-    update = jax.jit(_update, static_argnums=0, donate_argnums=1)
+    step = jax.jit(update, static_argnums=0, donate_argnums=1)
     cases = {
         "direct, N = 1": dict(agent="direct", action_samples=1),
         "direct, N = 10": dict(agent="direct"),
@@ -78,14 +79,14 @@ def updates(rounds: int) -> None:
     best = {key: float("inf") for key in agents}
     for key, agent in agents.items():  # compile and warm up
         for _ in range(3):
-            states[key], _ = update(agent, states[key], batch)
+            states[key], _ = step(agent, states[key], batch)
         jax.block_until_ready(states[key])
     for _ in range(rounds):
         for key, agent in agents.items():
             repeats = 5 if key[0].startswith("iterative") else 40
             start = time.perf_counter()
             for _ in range(repeats):
-                states[key], _ = update(agent, states[key], batch)
+                states[key], _ = step(agent, states[key], batch)
             jax.block_until_ready(states[key])
             best[key] = min(best[key], (time.perf_counter() - start) / repeats * 1e3)
     print("| update | float32 (ms) | bfloat16 in J (ms) | speed-up |")

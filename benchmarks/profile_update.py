@@ -26,13 +26,14 @@ from pathlib import Path
 
 import jax
 
-from iapo.agent import Agent, _update
+from iapo.agent import Agent
+from iapo.update import update
 from iapo.config import AgentConfig
 
 from hopper_batch import ACT_DIM, OBS_DIM, random_batch
 
 # One update of a lone agent, compiled as training compiles it inside its step.
-update_seeds = jax.jit(_update, static_argnames="agent", donate_argnames="state")
+update_seeds = jax.jit(update, static_argnames="agent", donate_argnames="state")
 
 RUNTIME_EVENTS = ("Thunk", "Pjit", "api.py", "profiler", "Execut", "Await", "ParseArguments", "AllocateOutput",
                   "__hash__")

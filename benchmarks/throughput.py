@@ -45,7 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, _over_seeds, _update
+from iapo.agent import Agent
+from iapo.seeds import over_seeds
+from iapo.update import update
 from iapo.config import AgentConfig, TrainConfig
 from iapo.replay import batch_width
 from iapo.step import train_step
@@ -58,7 +60,7 @@ WARMUP = 30
 @functools.partial(jax.jit, static_argnames="agent", donate_argnames="state")
 def update_seeds(agent, state, batch):
     """The update alone (what `train_step` does besides acting), for its time and FLOPs."""
-    return _over_seeds(agent, functools.partial(_update, agent), state, batch)
+    return over_seeds(agent.seed_mapping, functools.partial(update, agent), state, batch)
 
 
 def matmul_peak(repeats: int = 3) -> float:

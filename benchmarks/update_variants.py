@@ -35,7 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, _over_seeds, _update
+from iapo.agent import Agent
+from iapo.seeds import over_seeds
+from iapo.update import update
 from iapo.config import AgentConfig
 
 from hopper_batch import ACT_DIM, OBS_DIM, random_batch
@@ -114,7 +116,7 @@ def seeds_together(config: AgentConfig, seeds: int, rounds: int, repeats: int) -
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
     inits = [agents["vmap"].init(jax.random.PRNGKey(seed)) for seed in range(seeds)]
     stack = functools.partial(jax.tree.map, lambda *xs: jnp.stack(xs))
-    lone = jax.jit(_update, static_argnums=0, donate_argnums=1)
+    lone = jax.jit(update, static_argnums=0, donate_argnums=1)
     together = jax.jit(update_seeds, static_argnums=0, donate_argnums=1)
 
     def one_by_one(agent, states, _):
@@ -128,7 +130,7 @@ def seeds_together(config: AgentConfig, seeds: int, rounds: int, repeats: int) -
 
 
 def update_seeds(agent, state, batch):
-    return _over_seeds(agent, functools.partial(_update, agent), state, batch)
+    return over_seeds(agent.seed_mapping, functools.partial(update, agent), state, batch)
 
 
 def main() -> None:
@@ -157,8 +159,8 @@ def main() -> None:
                          matmul_precision=args.matmul_precision)
     base = Agent(config, OBS_DIM, ACT_DIM)
     batch = random_batch()
-    lone = jax.jit(_update, static_argnums=0, donate_argnums=1)
-    vmapped = jax.jit(lambda agent, state, batch: jax.vmap(functools.partial(_update, agent))(state, batch),
+    lone = jax.jit(update, static_argnums=0, donate_argnums=1)
+    vmapped = jax.jit(lambda agent, state, batch: jax.vmap(functools.partial(update, agent))(state, batch),
                       static_argnums=0, donate_argnums=1)
     add_axis = functools.partial(jax.tree.map, lambda x: x[None])
     variants = {

@@ -3,9 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iapo import agent as agent_mod
+from iapo import update as update_mod
 from iapo import checkpoint
-from iapo.agent import Agent, Batch, act
+from iapo.agent import Agent, act
+from iapo.replay import Batch
 from iapo.config import AgentConfig
 from iapo.step import train_step
 
@@ -41,12 +42,12 @@ def _agent(kind, **kw):
 def test_update_compiles_once_and_key_advances(kind):
     agent = _agent(kind)
     state = agent.init(jax.random.PRNGKey(0))
-    before = agent_mod.TRACE_COUNT["update"]
+    before = update_mod.TRACE_COUNT["update"]
     keys = []
     for i in range(4):
         keys.append(np.asarray(state.key))
         state, info = update(agent, state, _batch(jax.random.PRNGKey(i)))
-    assert agent_mod.TRACE_COUNT["update"] - before == 1
+    assert update_mod.TRACE_COUNT["update"] - before == 1
     assert len({k.tobytes() for k in keys}) == 4
     assert int(state.updates) == 4
     assert all(np.all(np.isfinite(np.asarray(v))) for v in info.values())
@@ -78,8 +79,8 @@ def test_terminated_cuts_the_bootstrap_and_truncation_does_not():
     agent = _agent("direct")
     state = agent.init(jax.random.PRNGKey(0))
     batch = _batch(jax.random.PRNGKey(1))
-    y_cont = agent_mod._critic_target(agent, state, batch, jax.random.PRNGKey(2))
-    y_term = agent_mod._critic_target(agent, state, batch.replace(terminated=jnp.ones(16)), jax.random.PRNGKey(2))
+    y_cont = update_mod.critic_target(agent, state, batch, jax.random.PRNGKey(2))
+    y_term = update_mod.critic_target(agent, state, batch.replace(terminated=jnp.ones(16)), jax.random.PRNGKey(2))
     np.testing.assert_allclose(y_term, batch.reward)
     assert not np.allclose(y_cont, batch.reward)
 

@@ -16,13 +16,14 @@ import optax
 import pytest
 
 from iapo import distributions as dist
-from iapo.agent import Agent, AgentState, _critic_target, _update, act
+from iapo.agent import Agent, AgentState, act
 from iapo.config import AgentConfig, train_config_from_dict
 from iapo.model import make_model_based_value
 from iapo.objective import make_objective, pessimistic_value
 from iapo.optimizers import IterativeOptimizer
 from iapo.optimizers.iterative import normalize_input
 from iapo.optimizers.nonamortized import cem
+from iapo.update import critic_target, update
 
 from test_iterative import _perturbed, _quadratic_critic
 
@@ -128,7 +129,7 @@ def test_critic_target_against_hand_computed_numbers(std):
     next_obs = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]], np.float32)
     # row 0: terminated (no bootstrap); row 1: truncated by a time limit (bootstrapped)
     batch = _batch(reward=[1.0, 2.0], terminated=[1.0, 0.0], next_obs=next_obs)
-    y = np.asarray(_critic_target(agent, state, batch, jax.random.PRNGKey(0)))
+    y = np.asarray(critic_target(agent, state, batch, jax.random.PRNGKey(0)))
 
     v, u = np.array([0.2, -0.1, 0.4]), np.array([0.7, -0.3])
     s1 = next_obs[1]
@@ -139,7 +140,7 @@ def test_critic_target_against_hand_computed_numbers(std):
 
 
 def _batch(reward, terminated, next_obs):
-    from iapo.agent import Batch
+    from iapo.replay import Batch
 
     b = len(reward)
     return Batch(obs=jnp.zeros((b, OBS)), action=jnp.zeros((b, ACT)), reward=jnp.asarray(reward, jnp.float32),
@@ -167,7 +168,7 @@ def test_temperature_rises_when_the_kl_is_above_its_target_and_falls_below(above
     agent = StubAgent(AgentConfig(alpha_lr=lr), OBS, ACT, kl=target_kl + (1.0 if above else -1.0))
     state = _state(agent, _critic_params([0.0, 1.0]), _critic_params([0.0, 1.0]), 0.3)
     batch = _batch(reward=[0.0, 0.0], terminated=[0.0, 0.0], next_obs=np.zeros((2, OBS), np.float32))
-    new, _ = _update(agent, state, batch)
+    new, _ = update(agent, state, batch)
     step = float(new.log_alpha - state.log_alpha)
     # Adam's first step has length lr, with the sign of -d loss / d log alpha = alpha (KL - target).
     assert step == pytest.approx(lr if above else -lr, rel=1e-3)
@@ -316,7 +317,9 @@ def test_model_based_value_is_the_hand_computed_lambda_return(horizon):
     s0 = np.array([[0.5, -0.2, 1.0], [-1.0, 0.3, 0.0]], np.float32)
     a0 = np.array([[[0.1, 0.9], [-0.5, 0.2]]], np.float32)  # (M = 1, B = 2, d)
     log_pi0 = np.array([[-0.4, 0.3]], np.float32)
-    value = make_model_based_value(agent, state, jnp.asarray(s0), jax.random.PRNGKey(0), beta)
+    value = make_model_based_value(agent.rollouts, state.model_params, agent.objective_critic_params(state),
+                                   state.policy_params, jnp.exp(state.log_alpha), jnp.asarray(s0),
+                                   jax.random.PRNGKey(0), beta)
     got, aux = value(jnp.asarray(a0), jnp.asarray(log_pi0))
 
     m, v, u = LinearModel(), np.array([0.2, -0.1, 0.4]), np.array([0.7, -0.3])

@@ -149,3 +149,39 @@ def test_a_resumed_run_keeps_the_precision_it_began_with(began, tmp_path, monkey
     resumed = Trainer(config, resume=True)
     assert resumed.agent.matmul_precision == began
     resumed.run()
+
+
+def test_a_run_is_loaded_with_the_settings_it_ran_with(tmp_path, monkeypatch, capsys):
+    """config.json records what every "auto" setting resolved to where the run started, beside the
+    settings as asked for; `iapo.load`, `iapo evaluate` and the analyses' loader build the agent
+    with those on a machine where "auto" means something else (here: float32 multiplies and
+    ensembled critics instead of bfloat16 and separate ones)."""
+    import json
+
+    import iapo
+    from iapo import resolve
+    from iapo.run import load_agent
+    from test_cli import run_cli
+
+    monkeypatch.setenv(precision.AUTO_ENV, "bfloat16")
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "--env", "Pendulum-v1", "--agent", "iterative", "--iterations", "1",
+                            "--action-samples", "2", "--hidden-sizes", "16", "--critic-hidden-sizes", "16",
+                            "--batch-size", "8", "--seeds", "0", "1", "--total-steps", "40", "--random-steps", "20",
+                            "--eval-every", "40", "--eval-episodes", "1", "--no-progress", "--run-dir", str(run)], capsys)
+    assert code == 0, err
+    for path in (run, run / "seed_0", run / "seed_1"):
+        data = json.loads((path / "config.json").read_text())
+        assert data["algo"]["matmul_precision"] == "auto" and data["algo"]["critic_layout"] == "auto"
+        assert data["resolved"] == {"matmul_precision": "bfloat16", "seed_mapping": "map", "critic_layout": "separate",
+                                    "replay_sampling": "host"}
+    monkeypatch.setenv(precision.AUTO_ENV, "float32")
+    real_layout = resolve.critic_layout
+    monkeypatch.setattr(resolve, "critic_layout", lambda algo: "ensemble" if algo.critic_layout == "auto"
+                        else real_layout(algo))
+    _, agent, _, _ = load_agent(run / "seed_1")
+    assert agent.matmul_precision == "bfloat16" and agent.critic.separate
+    policy = iapo.load(run / "seed_0")
+    assert policy.agent.matmul_precision == "bfloat16" and policy.act(np.zeros(3, np.float32)).shape == (1,)
+    code, out, err = run_cli(["evaluate", str(run / "seed_0"), "--episodes", "1"], capsys)
+    assert code == 0 and "return" in out, err

@@ -113,8 +113,8 @@ def test_the_device_copy_holds_the_buffer_and_samples_only_its_transitions():
     import jax
 
     from iapo.replay import batch_width
-    from iapo.agent import SeedAxis
-    from iapo.step import mirror, replay_add, replay_sample
+    from iapo.replay import mirror, replay_add, replay_sample
+    from iapo.seeds import SeedAxis
 
     buffer = ReplayBuffer(61, 4, 3)
     _fill(buffer, 150, np.random.default_rng(1), 0.2)  # wrapped around, with episode ends

@@ -72,8 +72,10 @@ def test_a_resumed_group_keeps_the_seed_mapping_it_began_with(began, tmp_path, m
                        action_samples=2, batch_size=8)
     config = TrainConfig(env="Pendulum-v1", total_steps=60, random_steps=20, eval_every=30, eval_episodes=1,
                          checkpoint_every=30, seeds=(0, 1), run_dir=str(tmp_path / "run"), progress=False, algo=algo)
-    resolve = trainer_module.resolve_seed_mapping
-    monkeypatch.setattr(trainer_module, "resolve_seed_mapping", lambda c: began if c.seed_mapping == "auto" else resolve(c))
+    from iapo import resolve as resolve_module
+
+    resolve = resolve_module.seed_mapping
+    monkeypatch.setattr(resolve_module, "seed_mapping", lambda c: began if c.seed_mapping == "auto" else resolve(c))
     trainer = trainer_module.Trainer(config)
     assert trainer.agent.seed_mapping == began
     trainer.run()
@@ -83,7 +85,7 @@ def test_a_resumed_group_keeps_the_seed_mapping_it_began_with(began, tmp_path, m
         uninterrupted.append(checkpoint.read(path)["state"])
         path.unlink()
     other = "map" if began == "vmap" else "vmap"
-    monkeypatch.setattr(trainer_module, "resolve_seed_mapping", lambda c: other if c.seed_mapping == "auto" else resolve(c))
+    monkeypatch.setattr(resolve_module, "seed_mapping", lambda c: other if c.seed_mapping == "auto" else resolve(c))
     resumed = trainer_module.Trainer(config, resume=True)
     assert resumed.agent.seed_mapping == began
     resumed.run()
@@ -185,6 +187,7 @@ def test_resume_uses_the_newest_step_every_seed_has(group, tmp_path, capsys):
 @pytest.mark.parametrize("seed_mapping", ["vmap", "map"])
 def test_nothing_recompiles_after_the_first_steps(tmp_path, seed_mapping):
     from iapo import agent as agent_mod
+    from iapo import update as update_mod
     from iapo.config import AgentConfig, TrainConfig
     from iapo.trainer import Trainer
 
@@ -196,12 +199,12 @@ def test_nothing_recompiles_after_the_first_steps(tmp_path, seed_mapping):
         for _ in range(60):  # through the random phase into the first updates
             trainer.step()
         trainer.evaluate_and_log(1.0, 1.0)
-        before = dict(agent_mod.TRACE_COUNT)
+        before = {**agent_mod.TRACE_COUNT, **update_mod.TRACE_COUNT}
         for _ in range(100):
             trainer.step()
         trainer.evaluate_and_log(1.0, 1.0)
         trainer.save()
-        assert agent_mod.TRACE_COUNT == before
+        assert {**agent_mod.TRACE_COUNT, **update_mod.TRACE_COUNT} == before
     finally:
         trainer.close()
 
@@ -213,7 +216,9 @@ def test_train_step_is_the_updates_then_the_action(seeds, seed_mapping):
     the unpacked batches, then the training action for the next observations."""
     import jax
 
-    from iapo.agent import Agent, Batch, _act, _update
+    from iapo.agent import Agent, choose_action
+    from iapo.replay import Batch
+    from iapo.update import update as update_fn
     from iapo.replay import batch_width
     from iapo.step import train_step
     from iapo.config import AgentConfig
@@ -223,8 +228,8 @@ def test_train_step_is_the_updates_then_the_action(seeds, seed_mapping):
     rng = np.random.default_rng(0)
     lead = (seeds,)  # (a lone seed too has the seed axis, as in training)
     stack = lambda xs: jax.tree.map(lambda *x: np.stack(x), *xs)  # noqa: E731
-    update = jax.jit(_update, static_argnums=0)
-    act = jax.jit(_act, static_argnums=0)
+    update = jax.jit(update_fn, static_argnums=0)
+    act = jax.jit(choose_action, static_argnums=0)
 
     def update_seeds(state, batch):  # seed by seed, without the seed axis
         out = [update(agent, *jax.tree.map(lambda x: x[i], (state, batch))) for i in range(seeds)]

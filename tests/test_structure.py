@@ -12,14 +12,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "iapo"
 # Lower numbers are lower layers. A module may import modules of lower layers, and modules of its
 # own layer only inside its own package (e.g. optimizers.iterative -> optimizers.direct).
 LAYERS = {
-    0: ["errors", "signals", "plotting"],
+    0: ["errors", "signals", "plotting", "kinds", "seeds"],
     1: ["config", "files", "precision"],
-    2: ["distributions", "networks", "helptext"],
+    2: ["distributions", "networks", "helptext", "replay", "resolve", "rundir"],
     3: ["objective"],
     4: ["model", "optimizers", "optimizers.direct", "optimizers.flow", "optimizers.iterative",
         "optimizers.nonamortized"],
     5: ["agent"],
-    6: ["replay", "envs", "env_state", "checkpoint", "logger"],
+    6: ["update", "envs", "env_state", "checkpoint", "logger"],
     7: ["step", "run", "rollout"],
     8: ["trainer", "analysis", "analysis.common"],
     9: ["api", "evaluate", "sweep", "report", "analysis.gap", "analysis.iterations", "analysis.landscape",

@@ -19,8 +19,8 @@ import yaml
 from tyro.constructors import PrimitiveConstructorSpec
 
 from iapo.errors import ConfigError
+from iapo.kinds import KINDS, AgentKind, kind
 
-AgentKind = Literal["direct", "iterative", "direct-flow", "gradient", "cem"]
 Critics = Literal["target", "online"]
 InputNorm = Literal["reference", "joint", "none", "log"]
 PessimismStd = Literal["biased", "unbiased"]
@@ -188,7 +188,7 @@ class AgentConfig:
         """The pessimism beta in force (the field, or the paper's default for the agent)."""
         if self.pessimism is not None:
             return self.pessimism
-        return 2.5 if self.agent == "iterative" else 1.0
+        return kind(self.agent).default_pessimism
 
     @property
     def acting_beta(self) -> float:
@@ -444,13 +444,17 @@ def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
     field."""
     if not isinstance(data, dict) or not isinstance(data.get("algo", {}), dict):
         raise ConfigError(f"a run configuration is a JSON object with an \"algo\" object, not {json.dumps(data)[:60]}")
+    # What a run's "auto" settings resolved to (config.json's "resolved", `rundir`) is a record of
+    # the machine it started on, not a setting.
+    data = {k: v for k, v in data.items() if k != "resolved"}
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     agent_data = dict(data.get("algo", {}))
     if agent_data and legacy:  # (an empty algo dict is a partial config, not an older one)
-        if "acting_pessimism" not in agent_data and agent_data.get("agent") in ("gradient", "cem") \
-                and agent_data.get("pessimism") is None:
-            agent_data["pessimism"] = 2.5  # their default beta before 0.2
+        old = KINDS.get(agent_data.get("agent"))
+        if "acting_pessimism" not in agent_data and old is not None and agent_data.get("pessimism") is None \
+                and old.pessimism_before_0_2 != old.default_pessimism:
+            agent_data["pessimism"] = old.pessimism_before_0_2  # its default beta before 0.2
         agent_data = {**LEGACY_AGENT_FIELDS, **agent_data}
     unknown = (set(agent_data) - agent_fields) | (set(data) - train_fields)
     if unknown:

@@ -23,7 +23,9 @@ model's reward and the predicted states.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -79,38 +81,55 @@ def lambda_return_weights(horizon: int, trace: float) -> list[float]:
     return [0.0] + [(1.0 - trace) * trace ** (n - 1) for n in range(1, horizon)] + [trace ** (horizon - 1)]
 
 
-def make_model_based_value(agent, state, obs: jax.Array, key: jax.Array, beta: float):
+@dataclasses.dataclass(frozen=True)
+class Rollouts:
+    """What the model-based value's rollouts are made of: the model, the critics (as evaluated
+    inside J) and the policy optimizer that acts at predicted states, and their settings."""
+
+    model: DynamicsModel
+    critic_apply: Callable  # (params, obs, actions) -> (2, ...) the twin critics
+    optimizer: Any  # the agent's policy optimizer (optimize, sample)
+    act_dim: int
+    horizon: int  # H
+    trace: float  # Retrace's l
+    gamma: float
+    action_samples: int  # N of the rollout policy's objective
+    pessimism_std: str
+
+
+def make_model_based_value(rollouts: Rollouts, model_params, critic_params, policy_params, alpha: jax.Array,
+                           obs: jax.Array, key: jax.Array, beta: float):
     """value(actions (M, B, d), log_pi (M, B)) -> (Q_MB - alpha KL (M, B), aux): the integrand of
     J with the model-based action value at states `obs` (B, obs_dim), the critics' estimates
-    (and the rollout policy's objective) with pessimism `beta`."""
-    cfg = agent.config
-    alpha = sg(jnp.exp(state.log_alpha))
-    critic_params = sg(agent.objective_critic_params(state))
-    policy_params = sg(state.policy_params)
-    model_params = sg(state.model_params)
-    act_dim = agent.act_dim
+    (and the rollout policy's objective) with pessimism `beta`. Every parameter is a constant."""
+    cfg = rollouts
+    alpha = sg(alpha)
+    critic_params = sg(critic_params)
+    policy_params = sg(policy_params)
+    model_params = sg(model_params)
+    act_dim = cfg.act_dim
 
     def q_hat(s, a):
-        return pessimistic_value(agent.objective_critic.apply(critic_params, s, a), beta, cfg.pessimism_std)
+        return pessimistic_value(cfg.critic_apply(critic_params, s, a), beta, cfg.pessimism_std)
 
     def rollout_action(s: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
         """a ~ pi(s) and its KL, for predicted states s (..., obs_dim), all held constant."""
         flat = s.reshape(-1, s.shape[-1])
         k_opt, k_sample = jax.random.split(k)
-        objective = make_objective(agent.objective_critic.apply, critic_params, flat, alpha, beta, cfg.action_samples,
+        objective = make_objective(cfg.critic_apply, critic_params, flat, alpha, beta, cfg.action_samples,
                                    cfg.pessimism_std)
-        lam, _ = agent.optimizer.optimize(policy_params, flat, objective, k_opt)
-        a, log_pi = agent.optimizer.sample(policy_params, flat, sg(lam), k_sample)
+        lam, _ = cfg.optimizer.optimize(policy_params, flat, objective, k_opt)
+        a, log_pi = cfg.optimizer.sample(policy_params, flat, sg(lam), k_sample)
         return sg(a).reshape(*s.shape[:-1], act_dim), sg(dist.kl_sample(log_pi, act_dim)).reshape(s.shape[:-1])
 
-    weights = lambda_return_weights(cfg.horizon, cfg.retrace_lambda)
+    weights = lambda_return_weights(cfg.horizon, cfg.trace)
 
     def value(actions: jax.Array, log_pi: jax.Array) -> tuple[jax.Array, dict]:
         s = jnp.broadcast_to(obs, (*actions.shape[:-1], obs.shape[-1]))  # (M, B, obs_dim)
         q_mb = weights[0] * q_hat(s, actions) if weights[0] else 0.0  # G_0, used only for H = 0
         ret, discount, a = jnp.zeros(actions.shape[:-1]), 1.0, actions
         for t, k in enumerate(jax.random.split(key, cfg.horizon)):
-            delta, r = agent.model.apply(model_params, s, a)
+            delta, r = cfg.model.apply(model_params, s, a)
             s = s + delta
             ret = ret + discount * r
             discount *= cfg.gamma

@@ -1,4 +1,8 @@
-"""A preallocated replay buffer of transitions in host memory, each observation stored once.
+"""Replay: the buffer of transitions in host memory (`ReplayBuffer`), the `Batch` the update
+reads, a transition packed as one row (`batch_width`, `unpack_batch`), and the buffer's copy in
+device memory (`DeviceReplay`, `mirror`, `replay_add`, `replay_sample`) for sampling there.
+
+The host buffer is preallocated, each observation stored once.
 
 Transition t (counted from 0 over the whole run) lives in slot t mod (capacity + 1). Row `obs[s]`
 is the observation the transition in slot s started from; its next observation is the following
@@ -20,13 +24,25 @@ cover its contents, so a checkpoint only writes what was added since the one bef
 
 from __future__ import annotations
 
+import flax.struct
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Batch
+from iapo.seeds import SeedAxis
 
 TERMINATED = np.uint8(1)  # the episode ended in a terminal state: no bootstrapping
 EPISODE_END = np.uint8(2)  # the episode ended here (terminated or truncated)
 _MIN_FINALS = 64
+
+
+class Batch(flax.struct.PyTreeNode):
+    """A batch of transitions, as the update reads them."""
+    obs: jax.Array  # (B, obs_dim)
+    action: jax.Array  # (B, d) in (-1, 1)
+    reward: jax.Array  # (B,)
+    next_obs: jax.Array  # (B, obs_dim)
+    terminated: jax.Array  # (B,) 1.0 where the episode truly ended (no bootstrap)
 
 
 def batch_width(obs_dim: int, act_dim: int) -> int:
@@ -258,3 +274,46 @@ class ReplayBuffer:
             self.final_t[: len(final_t)] = final_t
             self.final_obs[: len(final_t)] = final_obs
             self.finals_added = self.finals_live = len(final_t)
+
+
+# -- the device copy ---------------------------------------------------------------------------
+class DeviceReplay(flax.struct.PyTreeNode):
+    """A seed's replay buffer in device memory: transition t (counted over the run) in row
+    t mod C of `rows` (C, width), packed as `ReplayBuffer.pack` packs it, next observation
+    included (twice the observation memory of the host buffer, which stores each one once)."""
+
+    rows: jax.Array  # (C, width)
+    added: jax.Array  # () int32: transitions added over the run
+    key: jax.Array  # (2,) uint32: the sampling key
+
+
+def mirror(buffers: list[ReplayBuffer], stops: list[int], keys, axis: SeedAxis) -> DeviceReplay:
+    """The device copy of each host buffer's transitions before its `stops` entry (those still in
+    it), with sampling keys `keys`, in `axis`'s form. The rows are gathered on the host into one
+    array and sent once."""
+    capacity = buffers[0].capacity
+    width = batch_width(buffers[0].obs.shape[1], buffers[0].action.shape[1])
+    rows = np.zeros((len(buffers), capacity, width), np.float32)
+    for buffer, stop, out in zip(buffers, stops, rows):
+        t = np.arange(max(buffer.first, stop - capacity), stop)
+        out[t % capacity] = buffer.pack(t, np.empty((len(t), width), np.float32))
+    rows, added = axis.native((rows, np.asarray(stops, np.int32)))
+    # (a copy of the keys: the step donates the replay, and the caller keeps its keys)
+    return DeviceReplay(rows=jnp.asarray(rows), added=jnp.asarray(added), key=jnp.array(keys, copy=True))
+
+
+def replay_add(replay: DeviceReplay, row: jax.Array) -> DeviceReplay:
+    """Add one packed transition (width,)."""
+    capacity = replay.rows.shape[0]
+    rows = jax.lax.dynamic_update_slice(replay.rows, row[None].astype(replay.rows.dtype),
+                                        (replay.added % capacity, jnp.zeros((), replay.added.dtype)))
+    return replay.replace(rows=rows, added=replay.added + 1)
+
+
+def replay_sample(replay: DeviceReplay, batch_size: int) -> tuple[DeviceReplay, jax.Array]:
+    """B transitions drawn uniformly, with replacement, from those in the buffer: (B, width)."""
+    capacity = replay.rows.shape[0]
+    key, k = jax.random.split(replay.key)
+    size = jnp.minimum(replay.added, capacity)
+    t = replay.added - size + jax.random.randint(k, (batch_size,), 0, size)
+    return replay.replace(key=key), replay.rows[t % capacity]

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, AgentState, SeedAxis, act, act_seeds
+from iapo.agent import Agent, AgentState, act, act_seeds
+from iapo.seeds import SeedAxis
 
 # policy(obs (E, obs_dim) float32, key) -> (actions (E, d), next key, per-env info (E,) or None)
 Policy = Callable[[np.ndarray, Any], tuple[np.ndarray, Any, np.ndarray | None]]

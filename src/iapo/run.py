@@ -23,25 +23,21 @@ from iapo.config import PRESENTATION_FIELDS, TrainConfig, train_config_from_dict
 from iapo.envs import dims, make_env
 from iapo.errors import ConfigError, IapoError
 from iapo.files import show_value
+from iapo.resolve import apply
+from iapo.rundir import read_config
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
-    """The `TrainConfig` of the run in `run_dir` (an older version's at the values that reproduce
-    its runs); a one-line IapoError when `run_dir` is not a run directory."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not run_dir.is_dir():
-        raise IapoError(f"{run_dir} is not a run directory")
-    try:
-        return train_config_from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise IapoError(f"{run_dir} holds no config.json: not a run directory") from None
-    except IsADirectoryError:
-        raise IapoError(f"{path} is a folder, not a run configuration") from None
-    except OSError as exc:
-        raise IapoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, TypeError, ConfigError) as exc:
-        raise ConfigError(f"{path} is not a valid run configuration: {exc}") from None
+    """The `TrainConfig` of the run in `run_dir` as it was asked for (an older version's at the
+    values that reproduce its runs); a one-line IapoError when `run_dir` is not a run directory."""
+    return read_config(run_dir)[0]
+
+
+def load_run_config_as_run(run_dir: Path) -> TrainConfig:
+    """The run's `TrainConfig` with its "auto" settings at what they resolved to when it started
+    (a run of a version that did not record them: what they mean on this machine)."""
+    config, resolved = read_config(run_dir)
+    return apply(config, resolved)
 
 
 def make_agent(config: TrainConfig) -> Agent:
@@ -56,7 +52,7 @@ def load_agent(run_dir: Path, step: int | None = None) -> tuple[TrainConfig, Age
     """(config, agent, state, step) of the newest checkpoint in `run_dir`, or of the snapshot (or
     checkpoint) at `step`. A group of seeds is refused: one of its seeds' folders is a run."""
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
+    config = load_run_config_as_run(run_dir)
     if config.seeds is not None:
         raise IapoError(
             f"{run_dir} holds seeds {' '.join(map(str, config.seeds))} trained together; "

@@ -12,20 +12,20 @@ call, `sampler(agent, state, obs, key)`:
   save; the copy is rebuilt from it (`mirror`) on the first policy step and after a resume.
 
 Both compiled steps run the same body on the step's batches (`_updates_and_act`), mapped over a
-leading seed axis (`agent._over_seeds`), or for one seed on arrays without it (`agent.SeedAxis`).
+leading seed axis (`seeds.over_seeds`), or for one seed on arrays without it (`seeds.SeedAxis`).
 """
 
 from __future__ import annotations
 
 import functools
 
-import flax.struct
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from iapo.agent import Agent, AgentState, SeedAxis, _act, _over_seeds, _update
-from iapo.replay import ReplayBuffer, batch_width, unpack_batch
+from iapo.agent import Agent, AgentState, choose_action
+from iapo.replay import DeviceReplay, ReplayBuffer, batch_width, mirror, replay_add, replay_sample, unpack_batch
+from iapo.seeds import SeedAxis, over_seeds
+from iapo.update import update
 
 
 def _updates_and_act(agent: Agent, state: AgentState, batches: jax.Array, obs: jax.Array, key: jax.Array):
@@ -34,10 +34,10 @@ def _updates_and_act(agent: Agent, state: AgentState, batches: jax.Array, obs: j
     action (1, d), key)."""
 
     def body(state, packed):
-        return _update(agent, state, unpack_batch(packed, agent.obs_dim, agent.act_dim))
+        return update(agent, state, unpack_batch(packed, agent.obs_dim, agent.act_dim))
 
     state, infos = jax.lax.scan(body, state, batches)
-    action, key = _act(agent, state, obs, key)
+    action, key = choose_action(agent, state, obs, key)
     return state, infos, action, key
 
 
@@ -46,49 +46,7 @@ def train_step(agent: Agent, state: AgentState, batches: jax.Array, obs: jax.Arr
     """The updates on `batches` ([S,] U, B, width), U packed batches updated on in turn, then the
     training action for the next states `obs` ([S,] 1, obs_dim) with the updated state.
     Returns (state, infos ([S,] U, ...), actions ([S,] 1, d), keys ([S,] 2))."""
-    return _over_seeds(agent, functools.partial(_updates_and_act, agent), state, batches, obs, key)
-
-
-class DeviceReplay(flax.struct.PyTreeNode):
-    """A seed's replay buffer in device memory: transition t (counted over the run) in row
-    t mod C of `rows` (C, width), packed as `ReplayBuffer.pack` packs it, next observation
-    included (twice the observation memory of the host buffer, which stores each one once)."""
-
-    rows: jax.Array  # (C, width)
-    added: jax.Array  # () int32: transitions added over the run
-    key: jax.Array  # (2,) uint32: the sampling key
-
-
-def mirror(buffers: list[ReplayBuffer], stops: list[int], keys, axis: SeedAxis) -> DeviceReplay:
-    """The device copy of each host buffer's transitions before its `stops` entry (those still in
-    it), with sampling keys `keys`, in `axis`'s form. The rows are gathered on the host into one
-    array and sent once."""
-    capacity = buffers[0].capacity
-    width = batch_width(buffers[0].obs.shape[1], buffers[0].action.shape[1])
-    rows = np.zeros((len(buffers), capacity, width), np.float32)
-    for buffer, stop, out in zip(buffers, stops, rows):
-        t = np.arange(max(buffer.first, stop - capacity), stop)
-        out[t % capacity] = buffer.pack(t, np.empty((len(t), width), np.float32))
-    rows, added = axis.native((rows, np.asarray(stops, np.int32)))
-    # (a copy of the keys: the step donates the replay, and the caller keeps its keys)
-    return DeviceReplay(rows=jnp.asarray(rows), added=jnp.asarray(added), key=jnp.array(keys, copy=True))
-
-
-def replay_add(replay: DeviceReplay, row: jax.Array) -> DeviceReplay:
-    """Add one packed transition (width,)."""
-    capacity = replay.rows.shape[0]
-    rows = jax.lax.dynamic_update_slice(replay.rows, row[None].astype(replay.rows.dtype),
-                                        (replay.added % capacity, jnp.zeros((), replay.added.dtype)))
-    return replay.replace(rows=rows, added=replay.added + 1)
-
-
-def replay_sample(replay: DeviceReplay, batch_size: int) -> tuple[DeviceReplay, jax.Array]:
-    """B transitions drawn uniformly, with replacement, from those in the buffer: (B, width)."""
-    capacity = replay.rows.shape[0]
-    key, k = jax.random.split(replay.key)
-    size = jnp.minimum(replay.added, capacity)
-    t = replay.added - size + jax.random.randint(k, (batch_size,), 0, size)
-    return replay.replace(key=key), replay.rows[t % capacity]
+    return over_seeds(agent.seed_mapping, functools.partial(_updates_and_act, agent), state, batches, obs, key)
 
 
 @functools.partial(jax.jit, static_argnames=("agent", "updates"), donate_argnames=("state", "replay"))
@@ -106,8 +64,8 @@ def train_step_on_device(agent: Agent, state: AgentState, replay: DeviceReplay, 
     # rows would be sliced out and written back, a copy of the buffer every step.
     draw = jax.vmap(add_and_draw) if replay.added.ndim else add_and_draw
     replay, batches = draw(replay, row)  # batches ([S,] U, B, width)
-    state, infos, actions, key = _over_seeds(agent, functools.partial(_updates_and_act, agent), state, batches, obs,
-                                             key)
+    state, infos, actions, key = over_seeds(agent.seed_mapping, functools.partial(_updates_and_act, agent), state,
+                                            batches, obs, key)
     return state, replay, infos, actions, key
 
 

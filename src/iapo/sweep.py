@@ -36,11 +36,12 @@ from typing import Annotated, Literal
 import tyro
 
 from iapo import checkpoint, signals
-from iapo.config import (AgentConfig, AgentKind, TrainConfig, parse_seeds, read_config_file, to_dict,
+from iapo.config import (AgentConfig, TrainConfig, parse_seeds, read_config_file, to_dict,
                          train_config_from_dict, upgrade)
 from iapo.envs import check_env_id
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.files import lock_run_dir, show_value, unlock_run_dir, write_json_atomic
+from iapo.kinds import KINDS, AgentKind
 from iapo.trainer import Trainer
 
 MANIFEST = "sweep.json"
@@ -206,7 +207,7 @@ def build_trials(cfg: SweepConfig) -> list[Trial]:
         raise ConfigError("--envs must name at least one environment")
     if not cfg.agents:
         raise ConfigError("--agents must name at least one agent")
-    agents = typing.get_args(typing.get_type_hints(AgentConfig)["agent"])
+    agents = tuple(KINDS)
     for agent in cfg.agents:
         if agent not in agents:
             raise ConfigError(f"--agents: unknown agent {agent!r} (choose from {', '.join(agents)})")

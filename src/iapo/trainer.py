@@ -21,18 +21,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo import checkpoint, precision, signals
-from iapo.agent import Agent, SeedAxis, act_seeds, pretrain_model_seeds, resolve_seed_mapping
+from iapo import checkpoint, resolve, signals
+from iapo.agent import Agent, act_seeds
 from iapo.config import PRESENTATION_FIELDS, TrainConfig, to_dict, upgrade
 from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import check_env_id, dims, make_env
 from iapo.errors import ConfigError, IapoError, RunDirError
-from iapo.files import LOCK_NAME, lock_run_dir, unlock_run_dir, write_json_atomic
+from iapo.files import LOCK_NAME, lock_run_dir, unlock_run_dir
 from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
 from iapo.replay import ReplayBuffer
 from iapo.rollout import rollout, seeds_policy
 from iapo.run import load_run_config
+from iapo.rundir import read_config, write_config
+from iapo.seeds import SeedAxis, stack
 from iapo.step import DeviceSampler, HostSampler
+from iapo.update import pretrain_model_seeds
 
 
 class NumericError(IapoError):
@@ -112,10 +115,6 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
-def write_config(run_dir: Path, config: TrainConfig) -> None:
-    write_json_atomic(run_dir / "config.json", to_dict(config))
-
-
 def _mean_infos(infos: list[dict]) -> dict:
     if not infos:
         return {}
@@ -174,6 +173,7 @@ class SeedRun:
 
     def __init__(self, config: TrainConfig, run_dir: Path, in_group: bool = False):
         self.config = config
+        self.resolved: dict[str, str] = {}  # what the run's "auto" settings resolved to (the Trainer's)
         self.run_dir = run_dir
         self.in_group = in_group
         self.env = make_env(config.env)
@@ -187,7 +187,7 @@ class SeedRun:
         self.logger: RunLogger | None = None
 
     def start(self) -> None:
-        write_config(self.run_dir, self.config)
+        write_config(self.run_dir, self.config, self.resolved)
         self.loop.obs, _ = self.env.reset(seed=self.config.seed)
         missing = uncaptured(self.env)
         if missing:  # (the same words for every seed of a group: said once)
@@ -284,9 +284,9 @@ class SeedRun:
 class Trainer:
     """Trains one seed, or several together (`config.seeds`): the agent states of all seeds are
     stacked on a leading seed axis (S, ...) and one call updates, or acts for, all of them
-    (vmapped or one after the other: `agent._over_seeds`), while each seed has its own
+    (vmapped or one after the other: `seeds.over_seeds`), while each seed has its own
     environments, replay buffer, RNGs, metrics and checkpoints. The loop builds and reads per-seed arrays with the seed axis; `self.axis`
-    (`agent.SeedAxis`) is the one place that gives a lone seed's device arrays without it.
+    (`seeds.SeedAxis`) is the one place that gives a lone seed's device arrays without it.
     `run()` trains to the end."""
 
     def __init__(self, config: TrainConfig, resume: bool = False, on_evaluation=None):
@@ -296,10 +296,11 @@ class Trainer:
         self.on_evaluation = on_evaluation
         self._clock: tuple[float, float] | None = None  # (wall seconds before this process, its start)
         check_env_id(config.env)
-        # `auto` precision and seed mapping are decided here, once, before anything is written: a
-        # resumed run takes the ones its checkpoint names.
-        matmul_precision = precision.resolve(config.algo.matmul_precision)
-        seed_mapping = resolve_seed_mapping(config.algo)
+        # Every "auto" setting is decided here, once, before anything is written, and recorded in
+        # config.json; a resumed run takes what it recorded (older versions': what its checkpoint
+        # names, `_restore`).
+        recorded = read_config(config.run_dir)[1] if resume else {}
+        self.resolved = {**resolve.resolve(config), **recorded}
         self.config = config
         self.run_dir = Path(config.run_dir)
         self.group = config.seeds is not None
@@ -328,8 +329,7 @@ class Trainer:
             for run in self.runs:
                 run.run_dir.mkdir(exist_ok=True)
         obs_dim, self.act_dim = dims(self.runs[0].env)
-        self.agent = Agent(dataclasses.replace(config.algo, matmul_precision=matmul_precision, seed_mapping=seed_mapping),
-                           obs_dim, self.act_dim)
+        self.agent = Agent(resolve.apply(config, self.resolved).algo, obs_dim, self.act_dim)
         roots = [jax.random.PRNGKey(seed) for seed in seeds]
         self.templates = [self.agent.init(jax.random.fold_in(root, 0)) for root in roots]
         self.axis = SeedAxis(len(seeds))
@@ -337,25 +337,29 @@ class Trainer:
         self.act_key = self.axis.stack([jax.random.fold_in(root, 1) for root in roots])
         self.eval_key = self.axis.stack([jax.random.fold_in(root, 2) for root in roots])
         self.action = None  # ([S,] 1, d): the next training action, from the last step's device call
-        replay_on_device = config.replay_sampling == "device" or (
-            config.replay_sampling == "auto" and jax.default_backend() != "cpu")
+        replay_on_device = self.resolved["replay_sampling"] == "device"
         replay_key = self.axis.stack([jax.random.fold_in(root, 3) for root in roots])  # device sampling's keys
         self.infos: list[dict] = []  # update infos ([S,] U, ...) of the steps since the last evaluation
         self.info_steps: list[int | None] = []  # the step of each
         self.checked = 0  # infos[:checked] were found finite
         if resume:
-            replay_on_device, replay_key = self._restore(replay_on_device, replay_key)
+            replay_on_device, replay_key = self._restore(replay_on_device, replay_key, recorded)
         buffers = [run.buffer for run in self.runs]
         if replay_on_device:
             self.sampler = DeviceSampler(buffers, config.updates_per_step, replay_key, self.axis)
         else:
             self.sampler = HostSampler(buffers, [run.rng for run in self.runs], config.algo.batch_size,
                                        config.updates_per_step, replay_key, self.axis)
+        for run in self.runs:
+            run.resolved = self.resolved
         if not resume:
             if self.group:
-                write_config(self.run_dir, config)
+                write_config(self.run_dir, config, self.resolved)
             for run in self.runs:
                 run.start()
+        elif not recorded:  # a run of a version that did not record them: from now on it does
+            for path in ([self.run_dir] if self.group else []) + [run.run_dir for run in self.runs]:
+                write_config(path, read_config(path)[0], self.resolved)
         label = f"seeds {' '.join(map(str, seeds))}" if self.group else f"seed {config.seed}"
         self.title = f"{config.env} · {config.algo.agent} · {label}"
         for run in self.runs:
@@ -438,10 +442,11 @@ class Trainer:
         for i, run in enumerate(self.runs):
             checkpoint.save_snapshot(run.run_dir, run.loop.step, self._seed(self.state, i))
 
-    def _restore(self, replay_on_device: bool, replay_key: jax.Array) -> tuple[bool, jax.Array]:
+    def _restore(self, replay_on_device: bool, replay_key: jax.Array, recorded: dict) -> tuple[bool, jax.Array]:
         """Restore every seed from the newest step at which all of them have a usable checkpoint.
         Returns where to sample the replay and the sampling keys (S, 2): as the run did, where its
-        configuration leaves it to `auto`."""
+        configuration leaves it to `auto` (`recorded`: what config.json says the run's "auto"
+        settings resolved to; none for a run of an older version)."""
         steps = set.intersection(*[{s for s, _ in checkpoint.list_checkpoints(r.run_dir)} for r in self.runs])
         if not steps:
             where = ", ".join(str(r.run_dir / "checkpoints") for r in self.runs)
@@ -468,22 +473,26 @@ class Trainer:
         self.act_key = self.axis.stack([jnp.asarray(extra["act_key"]) for _, extra in loaded])
         if all("replay_key" in extra for _, extra in loaded):  # (checkpoints of older versions have none)
             replay_key = self.axis.stack([jnp.asarray(extra["replay_key"]) for _, extra in loaded])
-        if self.config.replay_sampling == "auto":  # keep sampling where the run sampled before (older versions: host)
-            replay_on_device = bool(loaded[0][1].get("replay_on_device", False))
-        # Keep the precision the run began with (older versions: float32), and how its seeds
-        # were mapped (older: vmap), where the configuration leaves them to `auto`.
-        began = self.agent.config
-        if self.config.algo.matmul_precision == "auto":
-            began = dataclasses.replace(began, matmul_precision=str(loaded[0][1].get("matmul_precision", "float32")))
-        if self.config.algo.seed_mapping == "auto":
-            began = dataclasses.replace(began, seed_mapping=str(loaded[0][1].get("seed_mapping", "vmap")))
-        if began != self.agent.config:
-            self.agent = Agent(began, self.agent.obs_dim, self.act_dim)
+        if not recorded:
+            # A run of a version that did not record its "auto" settings in config.json: keep
+            # sampling where it sampled (older versions: on the host), the precision it began
+            # with (older: float32) and how its seeds were mapped (older: vmap), as its checkpoint
+            # names them.
+            extra = loaded[0][1]
+            named = {"replay_sampling": "device" if extra.get("replay_on_device", False) else "host",
+                     "matmul_precision": str(extra.get("matmul_precision", "float32")),
+                     "seed_mapping": str(extra.get("seed_mapping", "vmap"))}
+            asked = to_dict(self.config)
+            self.resolved.update({k: v for k, v in named.items() if asked.get(k, asked["algo"].get(k)) == "auto"})
+            replay_on_device = self.resolved["replay_sampling"] == "device"
+            began = resolve.apply(self.config, self.resolved).algo
+            if began != self.agent.config:
+                self.agent = Agent(began, self.agent.obs_dim, self.act_dim)
         actions = [run.loop.action for run in self.runs]  # absent from checkpoints of older versions
         self.action = None if any(a is None for a in actions) else self.axis.stack([jnp.asarray(a) for a in actions])
         infos = [extra["loop"]["infos"] for _, extra in loaded]
         # One update per entry, in the layout of a step's infos: ([S,] U = 1, ...).
-        self.infos = [self.axis.native(jax.tree.map(lambda x: x[:, None], _stack(per_update)))
+        self.infos = [self.axis.native(jax.tree.map(lambda x: x[:, None], stack(per_update)))
                       for per_update in zip(*infos)]
         self.info_steps = [None] * len(self.infos)
         self.checked = len(self.infos)  # checked before they were saved
@@ -534,7 +543,7 @@ class Trainer:
         left = cfg.algo.model_pretrain_updates
         while left:
             n = min(left, 100)
-            batches = self.axis.stack([_stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for _ in range(n)])
+            batches = self.axis.stack([stack([run.buffer.sample(run.rng, cfg.algo.batch_size) for _ in range(n)])
                                        for run in self.runs])  # ([S,] n, B, ...)
             self.state, loss = pretrain_model_seeds(self.agent, self.state, batches)
             left -= n
@@ -706,11 +715,6 @@ class Trainer:
         unlock_run_dir(self.run_dir)
         if errors:
             raise errors[0]
-
-
-def _stack(trees: list):
-    """Stack pytrees of the same structure on a new leading (seed) axis."""
-    return jax.tree.map(lambda *xs: np.stack(xs) if isinstance(xs[0], np.ndarray) else jnp.stack(xs), *trees)
 
 
 def _identity(config: dict) -> dict:

@@ -23,6 +23,7 @@ import tyro
 from iapo.analysis.common import agent_states, objective_per_iterate
 from iapo.config import at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
+from iapo.kinds import kind
 from iapo.objective import Objective
 from iapo.optimizers.nonamortized import ascend_to_optimum
 from iapo.plotting import colors, new_figure, save_figure, steps_axis
@@ -110,11 +111,11 @@ def gap_over_training(run_dir: Path, states: int = 100, extra_iterations: int = 
                       seed: int = 0, **ascent) -> list[dict]:
     """The amortization gap at every snapshot of a run: one row per snapshot."""
     config, agent, _, _ = load_agent(run_dir)
-    if agent.config.agent == "direct-flow":
+    if not kind(agent.config.agent).gaussian_policy:
         raise IapoError(f"{run_dir} is a direct-flow run: its policy is not a tanh-Gaussian of one lambda, "
                         "so it has no amortization gap in lambda")
     iterations = None
-    if agent.config.agent == "iterative":
+    if kind(agent.config.agent).learned_iterations:
         iterations = agent.config.acting_iterations + extra_iterations
     rows = []
     for step, path in snapshots(run_dir).items():
@@ -143,7 +144,7 @@ def _run_label(row: dict) -> str:
 
 
 def _k_label(label: str, row: dict) -> str:
-    return label + (f", K = {row['iterations']} at evaluation" if row["agent"] == "iterative" else "")
+    return label + (f", K = {row['iterations']} at evaluation" if kind(row["agent"]).learned_iterations else "")
 
 
 def run_settings(run_dirs: list[Path]) -> dict[str, str]:
@@ -212,7 +213,7 @@ def run(cfg: Config) -> Path:
     rows = []
     for run_dir in map(Path, cfg.run_dirs):
         rows += gap_over_training(run_dir, **kwargs)
-        if cfg.extra_iterations and load_run_config(run_dir).algo.agent == "iterative":
+        if cfg.extra_iterations and kind(load_run_config(run_dir).algo.agent).learned_iterations:
             rows += gap_over_training(run_dir, extra_iterations=cfg.extra_iterations, **kwargs)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "gap.csv", "w", newline="") as f:

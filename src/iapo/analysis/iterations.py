@@ -18,6 +18,7 @@ from iapo.analysis.common import agent_states, objective_per_iterate
 from iapo.config import at_least_one
 from iapo.envs import make_env
 from iapo.errors import IapoError
+from iapo.kinds import kind
 from iapo.plotting import new_figure, save_figure
 from iapo.rollout import evaluate
 from iapo.run import check_analysis_inputs, load_agent
@@ -62,7 +63,7 @@ def run(cfg: Config) -> Path:
     run_dir, out, max_iterations, episodes, states, seed = (Path(cfg.run_dir), Path(cfg.out), cfg.max_iterations,
                                                             cfg.episodes, cfg.states, cfg.seed)
     config, agent, state, step = load_agent(run_dir, cfg.step)
-    if agent.config.agent != "iterative":
+    if not kind(agent.config.agent).learned_iterations:
         raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
     obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
     js = np.mean(np.asarray(objective_per_iterate(agent, state, obs, jax.random.PRNGKey(seed), max_iterations)), 1)

@@ -18,6 +18,7 @@ import tyro
 from iapo.analysis.common import agent_states, objective_surface
 from iapo.config import at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
+from iapo.kinds import kind
 from iapo.optimizers.nonamortized import ascend_to_optimum
 from iapo.plotting import new_figure, save_figure
 from iapo.run import check_analysis_inputs, load_agent
@@ -83,7 +84,7 @@ def run(cfg: Config) -> Path:
     cfg.validate()
     run_dir, out, state_index, dims, seed = Path(cfg.run_dir), Path(cfg.out), cfg.state, tuple(cfg.dims), cfg.seed
     config, agent, state, step = load_agent(run_dir, cfg.step)
-    if agent.config.agent != "iterative":
+    if not kind(agent.config.agent).learned_iterations:
         raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
     d = agent.act_dim
     if d < 2:
@@ -107,7 +108,7 @@ def run(cfg: Config) -> Path:
     if cfg.direct is not None:
         direct_run = Path(cfg.direct)
         _, direct_agent, direct_state, _ = load_agent(direct_run)
-        if direct_agent.config.agent != "direct" or direct_agent.act_dim != d:
+        if not _is_direct(direct_agent.config.agent) or direct_agent.act_dim != d:
             raise IapoError(f"{direct_run} is not a direct run on {config.env}")
         lam_direct, _ = direct_agent.optimizer.optimize(direct_state.policy_params, obs, None, key)
         result["direct"] = np.asarray(lam_direct)[0, list(dims)].tolist()
@@ -133,3 +134,9 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_title(f"{result['env']}, step {result['step']}, state {result['state_index']}")
     ax.legend(loc="best", fontsize="small")
     save_figure(fig, path)
+
+
+def _is_direct(name: str) -> bool:
+    """A direct policy network of one tanh-Gaussian λ per state, whose estimate the figure marks."""
+    k = kind(name)
+    return k.amortized and not k.iterates and k.gaussian_policy

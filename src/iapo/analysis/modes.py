@@ -21,6 +21,7 @@ from iapo import distributions as dist
 from iapo.analysis.common import agent_states, objective_surface
 from iapo.config import at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
+from iapo.kinds import kind
 from iapo.plotting import new_figure, save_figure
 from iapo.run import check_analysis_inputs, load_agent
 
@@ -109,7 +110,7 @@ def run(cfg: Config) -> Path:
     run_dir, out, states, runs, init_spread, seed = (Path(cfg.run_dir), Path(cfg.out), cfg.states, cfg.runs,
                                                      cfg.init_spread, cfg.seed)
     config, agent, state, step = load_agent(run_dir, cfg.step)
-    if agent.config.agent != "iterative":
+    if not kind(agent.config.agent).learned_iterations:
         raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
     obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
     key = jax.random.PRNGKey(seed)

@@ -20,6 +20,7 @@ import tyro
 from iapo.analysis.common import agent_states, objective_per_iterate
 from iapo.config import at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
+from iapo.kinds import kind
 from iapo.optimizers.nonamortized import cem, gradient_ascent
 from iapo.plotting import new_figure, save_figure
 from iapo.run import check_analysis_inputs, load_agent
@@ -107,7 +108,7 @@ def run(cfg: Config) -> Path:
     run_dir, out, states, iterations, seed = Path(cfg.run_dir), Path(cfg.out), cfg.states, cfg.iterations, cfg.seed
     adam_lr, cem_samples, cem_elites, cem_smoothing = cfg.adam_lr, cfg.cem_samples, cfg.cem_elites, cfg.cem_smoothing
     config, agent, state, step = load_agent(run_dir, cfg.step)
-    if agent.config.agent != "iterative":
+    if not kind(agent.config.agent).learned_iterations:
         raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
     obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
     key = jax.random.PRNGKey(seed)

@@ -25,6 +25,7 @@ from iapo import distributions as dist
 from iapo.config import at_least_one
 from iapo.env_state import extend_time_limit, get_state, set_state
 from iapo.envs import make_env
+from iapo.kinds import kind
 from iapo.objective import pessimistic_value
 from iapo.plotting import new_figure, save_figure, steps_axis
 from iapo.rollout import rollout, visited_states
@@ -161,7 +162,7 @@ def run(cfg: Config) -> Path:
             vb = value_bias(config.env, agent, state, config.algo.gamma, states, horizon, seed + step)
             kl = float("nan")
             # at the states the older policy visited; a flow policy is not a Gaussian of lambda: no closed form
-            if previous is not None and agent.config.agent != "direct-flow":
+            if previous is not None and kind(agent.config.agent).gaussian_policy:
                 old_state, old_obs = previous
                 key = jax.random.PRNGKey(seed)
                 _, _, lam_old = policy_sample(agent, old_state, jnp.asarray(old_obs), key)

@@ -18,6 +18,7 @@ as agents (`gradient`, `cem`) they run from lambda_0 at every state.
 from __future__ import annotations
 
 from iapo.config import AgentConfig
+from iapo.kinds import kind
 from iapo.optimizers.direct import DirectOptimizer
 from iapo.optimizers.flow import FlowOptimizer
 from iapo.optimizers.iterative import IterativeOptimizer
@@ -31,15 +32,16 @@ __all__ = ["DirectOptimizer", "FlowOptimizer", "IterativeOptimizer", "NonAmortiz
 
 def make_policy_optimizer(config: AgentConfig, act_dim: int) -> PolicyOptimizer:
     bounds = (config.log_scale_min, config.log_scale_max)
-    if config.agent == "direct":
-        return DirectOptimizer(act_dim, tuple(config.hidden_sizes), bounds)
-    if config.agent == "direct-flow":
-        return FlowOptimizer(act_dim, tuple(config.hidden_sizes), bounds, config.flow_transforms,
-                             tuple(config.flow_hidden_sizes))
-    if config.agent in ("gradient", "cem"):
+    traits = kind(config.agent)
+    if not traits.amortized:  # gradient, cem
         return NonAmortizedOptimizer(config.agent, act_dim, config.iterations, config.optimizer_lr, config.cem_samples,
                                      config.cem_elites, config.cem_smoothing, config.init_mean, config.init_scale,
                                      bounds)
+    if not traits.iterates:  # direct, direct-flow
+        if not traits.gaussian_policy:
+            return FlowOptimizer(act_dim, tuple(config.hidden_sizes), bounds, config.flow_transforms,
+                                 tuple(config.flow_hidden_sizes))
+        return DirectOptimizer(act_dim, tuple(config.hidden_sizes), bounds)
     return IterativeOptimizer(
         act_dim=act_dim,
         hidden_sizes=tuple(config.hidden_sizes),
