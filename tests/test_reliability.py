@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from iapo.files import LOCK_NAME
+from iapo.rundir import LOCK as LOCK_NAME
 
 from test_cli import run_cli
 
@@ -459,12 +459,13 @@ def test_an_environment_that_cannot_be_captured_is_said_and_resumed_deterministi
 def test_a_sweep_worker_waits_for_a_live_worker_of_the_same_trial(tmp_path):
     """run_trial takes the trial's lock with wait=True: it goes on only once the other process,
     here one holding the lock for 2 s, has ended."""
-    from iapo.files import lock_run_dir, unlock_run_dir
+    from iapo.rundir import lock as lock_run_dir
+    from iapo.rundir import unlock as unlock_run_dir
 
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from iapo.files import lock_run_dir
-        lock_run_dir({str(tmp_path)!r})
+        from iapo.rundir import lock
+        lock({str(tmp_path)!r})
         print("locked", flush=True)
         time.sleep(2)
     """)], stdout=subprocess.PIPE, text=True)

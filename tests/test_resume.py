@@ -236,7 +236,7 @@ def test_a_config_of_an_older_version_compares_at_todays_defaults():
     import json
 
     from iapo.config import TrainConfig, to_dict
-    from iapo.trainer import _identity
+    from iapo.config import run_identity as _identity
 
     today = json.loads(json.dumps(to_dict(TrainConfig())))
     older = {k: v for k, v in today.items() if k != "replay_sampling"}

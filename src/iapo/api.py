@@ -27,6 +27,7 @@ from iapo.envs import make_env
 from iapo.errors import ConfigError
 from iapo.logger import read_metrics
 from iapo.run import load_agent
+from iapo.rundir import METRICS, run_dirs
 from iapo.trainer import make_trainer
 
 
@@ -124,11 +125,11 @@ def train(config: TrainConfig | str | Path | None = None, *, callback: Callable[
     trainer = make_trainer(config, on_evaluation=callback)
     run_dir = trainer.run()
     config = trainer.config
-    dirs = [run_dir / f"seed_{s}" for s in config.seeds] if config.seeds is not None else [run_dir]
+    dirs = run_dirs(dataclasses.replace(config, run_dir=str(run_dir)))
     seeds = list(config.seeds) if config.seeds is not None else [config.seed]
     metrics = []
     for seed, path in zip(seeds, dirs):
-        columns = read_metrics(path / "metrics.csv")
+        columns = read_metrics(path / METRICS)
         n = len(next(iter(columns.values()), []))
         metrics += [{"seed": seed, **{k: (int(v[i]) if k in ("step", "episodes", "updates") else float(v[i]))
                                       for k, v in columns.items()}} for i in range(n)]

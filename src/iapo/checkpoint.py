@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import re
 import warnings
 from pathlib import Path
 
@@ -25,14 +24,11 @@ import jax
 import numpy as np
 
 from iapo.errors import IapoError
+from iapo.rundir import CHECKPOINT_FILE, CHECKPOINTS, PARTS, SNAPSHOT_FILE, SNAPSHOTS, checkpoint_file, snapshot_file
 
 FORMAT_VERSION = 3
 KEEP = 2
 _MAGIC = b"IAPO-CKPT"
-_NAME = re.compile(r"^ckpt_(\d{9})\.ckpt$")
-PARTS = "parts"  # folder of the parts that checkpoints share
-SNAPSHOTS = "snapshots"  # folder of the agent's copies kept through training
-_SNAPSHOT = re.compile(r"^agent_(\d{9})\.ckpt$")
 
 
 class CheckpointError(IapoError):
@@ -48,15 +44,15 @@ class MismatchError(CheckpointError):
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"ckpt_{step:09d}.ckpt"
+    return Path(run_dir) / CHECKPOINTS / checkpoint_file(step)
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of the run's checkpoints, oldest first."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_FILE.fullmatch(p.name))]
     return sorted(found)
 
 
@@ -94,7 +90,7 @@ def _write_atomic(path: Path, obj) -> str:
 def write_part(run_dir: Path, name: str, obj) -> dict:
     """Write a part of a checkpoint (a piece of the replay buffer) that later checkpoints share;
     returns the reference to pass to `save`."""
-    return {"name": name, "sha256": _write_atomic(Path(run_dir) / "checkpoints" / PARTS / f"{name}.part", obj)}
+    return {"name": name, "sha256": _write_atomic(Path(run_dir) / CHECKPOINTS / PARTS / f"{name}.part", obj)}
 
 
 def save(run_dir: Path, step: int, state, extra: dict | None = None, parts: list[dict] = ()) -> Path:
@@ -118,7 +114,7 @@ def save(run_dir: Path, step: int, state, extra: dict | None = None, parts: list
 
 
 def snapshot_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / SNAPSHOTS / f"agent_{step:09d}.ckpt"
+    return Path(run_dir) / SNAPSHOTS / snapshot_file(step)
 
 
 def save_snapshot(run_dir: Path, step: int, state) -> Path:
@@ -135,7 +131,7 @@ def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
     folder = Path(run_dir) / SNAPSHOTS
     if not folder.is_dir():
         return []
-    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _SNAPSHOT.match(p.name)))
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := SNAPSHOT_FILE.fullmatch(p.name)))
 
 
 def _remove_unreferenced_parts(run_dir: Path, others: list[Path], refs: list[dict]) -> None:
@@ -145,7 +141,7 @@ def _remove_unreferenced_parts(run_dir: Path, others: list[Path], refs: list[dic
             names |= {r["name"] for r in read(other).get("parts", [])}
         except CheckpointError:
             return  # cannot tell what a damaged checkpoint needs: remove nothing
-    folder = run_dir / "checkpoints" / PARTS
+    folder = run_dir / CHECKPOINTS / PARTS
     if folder.is_dir():
         for f in folder.iterdir():
             if f.suffix == ".part" and f.stem not in names:
@@ -185,7 +181,7 @@ def read_parts(run_dir: Path, payload: dict) -> list:
     """The verified parts a checkpoint's payload references, in its order."""
     out = []
     for ref in payload.get("parts", []):
-        path = Path(run_dir) / "checkpoints" / PARTS / f"{ref['name']}.part"
+        path = Path(run_dir) / CHECKPOINTS / PARTS / f"{ref['name']}.part"
         digest, data = _verified(path, "checkpoint part")
         if digest.decode() != ref["sha256"]:
             raise CheckpointError(f"checkpoint part {path} is not the one its checkpoint was written with")

@@ -550,3 +550,21 @@ def _positive_int(flag: str, value: int, allow_zero: bool = False) -> None:
         raise ConfigError(f"--{flag} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
     if value > 10**12:
         raise ConfigError(f"--{flag} is too large: {value}")
+
+
+def run_identity(config: dict) -> dict:
+    """The fields of a config.json's contents that define a run (not where it lives or how it is
+    shown), with the fields a config of an older version lacks at their defaults (which reproduce
+    that version's runs): two runs compute the same thing exactly when these agree."""
+    if "env" in config and "algo" in config:  # (not an empty or partial dict)
+        try:
+            config = upgrade(config)
+        except ConfigError:  # unknown fields: compared as written
+            pass
+    config = json.loads(json.dumps(config))
+    return {k: v for k, v in config.items() if k not in PRESENTATION_FIELDS}
+
+
+def show_value(value) -> str:
+    """A config value as flags and names spell it: tuples as 256x256."""
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)

@@ -12,6 +12,7 @@ import numpy as np
 from iapo.errors import IapoError
 from iapo.files import write_csv_atomic
 from iapo.plotting import new_figure, save_figure, steps_axis
+from iapo.rundir import CURVE, METRICS, TENSORBOARD, WANDB
 
 # The columns of metrics.csv, in order, with their meaning (also in the README, "What a run directory holds").
 COLUMNS = {
@@ -55,7 +56,7 @@ class RunLogger:
 
         self.run_dir = Path(run_dir)
         self.title = title
-        self.csv_path = self.run_dir / "metrics.csv"
+        self.csv_path = self.run_dir / METRICS
         if resume_after is not None and self.csv_path.exists():
             _truncate_rows(self.csv_path, resume_after)
         new = not self.csv_path.exists()
@@ -64,7 +65,7 @@ class RunLogger:
         if new:
             self._writer.writeheader()
         purge = None if resume_after is None else resume_after + 1
-        self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
+        self._tb = SummaryWriter(str(self.run_dir / TENSORBOARD), purge_step=purge)
         self._wandb = None if wandb is None else _wandb_run(self.run_dir, wandb)
 
     def scalars(self, step: int, values: dict, prefix: str = "updates") -> None:
@@ -103,7 +104,7 @@ class RunLogger:
             if per_iteration is not None and per_iteration.size > 1:
                 values |= {f"objective_per_iteration/iteration_{k}": float(v) for k, v in enumerate(per_iteration)}
             self._wandb.log(values, step=step)
-        plot_learning_curve(self.csv_path, self.run_dir / "learning_curve.png", self.title)
+        plot_learning_curve(self.csv_path, self.run_dir / CURVE, self.title)
 
     def close(self) -> None:
         try:
@@ -133,7 +134,7 @@ def _wandb_run(run_dir: Path, settings: dict):
     check_wandb()
     import wandb
 
-    id_file = run_dir / "wandb" / "iapo-run-id"
+    id_file = run_dir / WANDB / "iapo-run-id"
     if id_file.exists():
         run_id = id_file.read_text().strip()
     else:

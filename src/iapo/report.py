@@ -29,6 +29,7 @@ from iapo.errors import ConfigError, IapoError
 from iapo.files import write_csv_atomic, write_text_atomic
 from iapo.logger import read_metrics
 from iapo.plotting import new_figure, save_figure, steps_axis
+from iapo.rundir import CONFIG, METRICS
 from iapo.run import Setting, settings_of
 
 
@@ -93,7 +94,7 @@ def find_runs(dirs: list[Path]) -> list[Path]:
         d = Path(d)
         if not d.is_dir():
             raise IapoError(f"{d} is not a directory")
-        found = sorted(p.parent for p in d.rglob("metrics.csv") if (p.parent / "config.json").exists())
+        found = sorted(p.parent for p in d.rglob(METRICS) if (p.parent / CONFIG).exists())
         if not found:
             raise IapoError(f"{d} holds no runs (no metrics.csv with a config.json under it)")
         runs += [r for r in found if r not in runs]
@@ -115,9 +116,9 @@ def _align(group: Group, max_step: int | None = None) -> None:
     curves = []
     for run in group.runs:
         try:
-            m = read_metrics(run / "metrics.csv")
+            m = read_metrics(run / METRICS)
         except (OSError, ValueError, KeyError) as exc:
-            raise IapoError(f"{run / 'metrics.csv'} is unreadable: {exc}") from None
+            raise IapoError(f"{run / METRICS} is unreadable: {exc}") from None
         if not m or "step" not in m or "eval_return_mean" not in m:
             curves.append({})
             continue

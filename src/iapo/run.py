@@ -19,12 +19,11 @@ import jax
 
 from iapo import checkpoint
 from iapo.agent import Agent, AgentState
-from iapo.config import PRESENTATION_FIELDS, TrainConfig, train_config_from_dict, upgrade
+from iapo.config import PRESENTATION_FIELDS, TrainConfig, show_value, train_config_from_dict, upgrade
 from iapo.envs import dims, make_env
 from iapo.errors import ConfigError, IapoError
-from iapo.files import show_value
 from iapo.resolve import apply
-from iapo.rundir import read_config
+from iapo.rundir import CONFIG, read_config, seed_dir
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
@@ -56,7 +55,7 @@ def load_agent(run_dir: Path, step: int | None = None) -> tuple[TrainConfig, Age
     if config.seeds is not None:
         raise IapoError(
             f"{run_dir} holds seeds {' '.join(map(str, config.seeds))} trained together; "
-            f"name one of them: {run_dir / f'seed_{config.seeds[0]}'}"
+            f"name one of them: {seed_dir(run_dir, config.seeds[0])}"
         )
     agent = make_agent(config)
     if step is None:
@@ -141,10 +140,10 @@ def settings_of(runs: list[Path]) -> list[Setting]:
     settings: dict[tuple, Setting] = {}
     for run in dict.fromkeys(runs):
         try:
-            config = json.loads((run / "config.json").read_text())
+            config = json.loads((run / CONFIG).read_text())
             identity = _flatten(config)
         except (OSError, ValueError, IapoError) as exc:
-            raise IapoError(f"{run / 'config.json'} is unreadable: {exc}") from None
+            raise IapoError(f"{run / CONFIG} is unreadable: {exc}") from None
         key = tuple(sorted(identity.items(), key=lambda kv: kv[0]))
         setting = settings.setdefault(key, Setting(identity.get("env", "?"), identity, []))
         setting.runs.append(run)

@@ -35,12 +35,12 @@ from typing import Annotated, Literal
 
 import tyro
 
-from iapo import checkpoint, signals
-from iapo.config import (AgentConfig, TrainConfig, parse_seeds, read_config_file, to_dict,
+from iapo import checkpoint, rundir, signals
+from iapo.config import (AgentConfig, TrainConfig, parse_seeds, read_config_file, show_value, to_dict,
                          train_config_from_dict, upgrade)
 from iapo.envs import check_env_id
 from iapo.errors import ConfigError, IapoError, RunDirError
-from iapo.files import lock_run_dir, show_value, unlock_run_dir, write_json_atomic
+from iapo.files import write_json_atomic
 from iapo.kinds import KINDS, AgentKind
 from iapo.trainer import Trainer
 
@@ -233,13 +233,9 @@ def build_trials(cfg: SweepConfig) -> list[Trial]:
 
 
 # -- a trial's state on disk ---------------------------------------------------------------------
-def seed_dirs(config: TrainConfig) -> list[Path]:
-    return [Path(config.run_dir) / f"seed_{s}" for s in config.seeds]
-
-
 def common_checkpoint(config: TrainConfig) -> int | None:
     """The newest step at which every seed of the trial has a checkpoint, or None."""
-    steps = [{s for s, _ in checkpoint.list_checkpoints(d)} for d in seed_dirs(config)]
+    steps = [{s for s, _ in checkpoint.list_checkpoints(d)} for d in rundir.run_dirs(config)]
     common = set.intersection(*steps)  # (a trial has at least one seed)
     return max(common) if common else None
 
@@ -250,7 +246,7 @@ def is_done(config: TrainConfig) -> bool:
     step = common_checkpoint(config)
     if step is None:
         return False
-    paths = [checkpoint.checkpoint_path(d, step) for d in seed_dirs(config)]
+    paths = [checkpoint.checkpoint_path(d, step) for d in rundir.run_dirs(config)]
     if not all(path.stat().st_size > 0 for path in paths):
         return False
     if step == config.total_steps:
@@ -266,9 +262,9 @@ def is_done(config: TrainConfig) -> bool:
 def _last_eval(config: TrainConfig) -> tuple[int, float | None]:
     """(step, mean eval return over the seeds) of the newest row every seed has logged."""
     last = []
-    for d in seed_dirs(config):
+    for d in rundir.run_dirs(config):
         try:
-            with open(d / "metrics.csv", newline="") as f:
+            with open(d / rundir.METRICS, newline="") as f:
                 rows = list(csv.DictReader(f))
         except OSError:
             return 0, None
@@ -295,7 +291,7 @@ def check_trial_dir(trial: Trial) -> None:
     """Refuse a trial directory that holds a run of a different configuration."""
     path = trial.dir / "trial.json"
     if not path.exists():
-        if (trial.dir / "config.json").exists():
+        if (trial.dir / rundir.CONFIG).exists():
             raise RunDirError(f"{trial.dir} holds a run that is not this sweep's trial; choose another --out")
         return
     try:
@@ -339,7 +335,7 @@ def run_trial(trial_dir: str) -> str:
     trial_dir = Path(trial_dir)
     # A worker of an earlier sweep (its driver killed) may still train this trial: wait for it,
     # then go on from where it stopped; never two writers.
-    lock_run_dir(trial_dir, wait=True, label="trial")
+    rundir.lock(trial_dir, wait=True, label="trial")
     try:
         config = train_config_from_dict(json.loads((trial_dir / "trial.json").read_text()))
         config = dataclasses.replace(config, run_dir=str(trial_dir), progress=False)
@@ -360,7 +356,7 @@ def run_trial(trial_dir: str) -> str:
             Trainer(dataclasses.replace(config, overwrite=True)).run()
         return "done" if is_done(config) else "stopped"
     finally:
-        unlock_run_dir(trial_dir)  # (a Ray worker process lives on to run other trials)
+        rundir.unlock(trial_dir)  # (a Ray worker process lives on to run other trials)
 
 
 def stop_when_orphaned(parent: int, period: float = 1.0) -> threading.Thread:

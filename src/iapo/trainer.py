@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
-import shutil
 import signal
 import sys
 import threading
@@ -23,15 +21,15 @@ import numpy as np
 
 from iapo import checkpoint, resolve, signals
 from iapo.agent import Agent, act_seeds
-from iapo.config import PRESENTATION_FIELDS, TrainConfig, to_dict, upgrade
+from iapo.config import TrainConfig, run_identity, to_dict
 from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import check_env_id, dims, make_env
-from iapo.errors import ConfigError, IapoError, RunDirError
-from iapo.files import LOCK_NAME, lock_run_dir, unlock_run_dir
+from iapo.errors import ConfigError, IapoError
 from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
 from iapo.replay import ReplayBuffer
 from iapo.rollout import rollout, seeds_policy
 from iapo.run import load_run_config
+from iapo import rundir
 from iapo.rundir import read_config, write_config
 from iapo.seeds import SeedAxis, stack
 from iapo.step import DeviceSampler, HostSampler
@@ -41,78 +39,8 @@ from iapo.update import pretrain_model_seeds
 class NumericError(IapoError):
     """A loss, parameter, action or observation stopped being finite."""
 
-# Files and folders of a run; `--overwrite` removes these and nothing else.
-RUN_FILES = ("config.json", "metrics.csv", "learning_curve.png", "tensorboard", "checkpoints", "snapshots", "wandb")
 TIMING_COLUMNS = ("env_steps_per_s", "wall_time_s")  # the only columns that differ on a rerun
 EVAL_SEED_OFFSET = 10_000
-
-
-# What iapo writes in a run directory, by path relative to it (a seed's folder of a group holds the
-# same); `--overwrite` deletes these and nothing else.
-_OWN_FILES = [re.compile(p) for p in (
-    r"config\.json(\.tmp)?", r"metrics\.csv(\.tmp)?", r"learning_curve\.png(\.tmp)?", re.escape(LOCK_NAME),
-    r"\.iapo-write-test", r"checkpoints/ckpt_\d{9}\.ckpt(\.tmp)?", r"checkpoints/parts/replay_\d{12}_\d{12}\.part(\.tmp)?",
-    r"snapshots/agent_\d{9}\.ckpt(\.tmp)?", r"tensorboard/events\.out\.tfevents\.[^/]+", r"wandb/.+",
-)]
-
-
-def foreign_file(run_dir: Path, path: Path) -> Path | None:
-    """A file at or under `path` (a file or folder of `run_dir` by one of iapo's names, or a
-    seed's folder of a group) that iapo did not write, if there is one."""
-    base = path if path.is_dir() and path.name.startswith("seed_") else run_dir
-    files = sorted(p for p in path.rglob("*") if not p.is_dir()) if path.is_dir() else [path]
-    for file in files:
-        if not any(pattern.fullmatch(file.relative_to(base).as_posix()) for pattern in _OWN_FILES):
-            return file
-    return None
-
-
-def prepare_run_dir(config: TrainConfig) -> Path:
-    """Check that the run directory can take this run and lock it for this process (see
-    `files.lock_run_dir`); with --overwrite, clear the old run."""
-    run_dir = Path(config.run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"--run-dir {run_dir} is a file, not a directory")
-    if (run_dir / LOCK_NAME).exists():  # a live writer is named before anything else is said
-        lock_run_dir(run_dir, note=False)
-    try:
-        old_config = run_dir / "config.json"
-        existing = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
-        if run_dir.is_dir():
-            existing += [p for p in run_dir.glob("seed_*") if (p / "config.json").exists()]
-        for path in existing:  # refuse to call a folder of other files a run, or to delete them
-            stranger = foreign_file(run_dir, path)
-            if stranger is not None:
-                raise RunDirError(f"--run-dir {run_dir} holds {stranger}, which iapo did not write; move it away "
-                                  "or choose another --run-dir")
-        if existing and not config.overwrite:
-            try:
-                same = _identity(json.loads(old_config.read_text())) == _identity(to_dict(config))
-            except (OSError, ValueError):
-                same = False
-            what = "a run with this configuration" if same else "a different run"
-            raise RunDirError(
-                f"--run-dir {run_dir} already holds {what}; pass --overwrite to replace it, "
-                "or choose another --run-dir"
-            )
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            probe = run_dir / ".iapo-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise RunDirError(f"--run-dir {run_dir} is not writable: {exc.strerror or exc}") from None
-        lock_run_dir(run_dir)
-    except RunDirError:
-        unlock_run_dir(run_dir)
-        raise
-    if config.overwrite:
-        for path in existing:
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    return run_dir
 
 
 def _mean_infos(infos: list[dict]) -> dict:
@@ -223,7 +151,7 @@ class SeedRun:
         buffer, start = self.buffer, max(self.replay_saved, self.buffer.first)
         self.replay_parts = [r for r in self.replay_parts if r["stop"] > buffer.first]
         if buffer.added > start:
-            ref = checkpoint.write_part(self.run_dir, f"replay_{start:012d}_{buffer.added:012d}",
+            ref = checkpoint.write_part(self.run_dir, rundir.part_name(start, buffer.added),
                                         buffer.export(start, buffer.added))
             self.replay_parts.append({**ref, "stop": buffer.added})
         self.replay_saved = buffer.added
@@ -238,7 +166,7 @@ class SeedRun:
         }
 
     def restore(self, step: int, extra: dict) -> None:
-        if _identity(extra.get("config", {})) != _identity(to_dict(self.config)):
+        if run_identity(extra.get("config", {})) != run_identity(to_dict(self.config)):
             raise checkpoint.MismatchError(
                 f"the checkpoint of step {step} in {self.run_dir} belongs to another configuration than its config.json"
             )
@@ -308,7 +236,7 @@ class Trainer:
         self.runs: list[SeedRun] = []
         for seed in seeds:  # the environments are made (and checked) before any file is written
             if self.group:
-                seed_dir = self.run_dir / f"seed_{seed}"
+                seed_dir = rundir.seed_dir(self.run_dir, seed)
                 seed_config = dataclasses.replace(config, seed=seed, seeds=None, run_dir=str(seed_dir))
             else:
                 seed_dir, seed_config = self.run_dir, config
@@ -317,9 +245,9 @@ class Trainer:
             check_wandb()  # (before anything is written)
         # One writer per run directory (a group's: its root) while this run lasts.
         if resume:
-            lock_run_dir(self.run_dir)
+            rundir.lock(self.run_dir)
         else:
-            prepare_run_dir(config)
+            rundir.prepare(config)
             if config.total_steps <= config.random_steps:
                 warnings.warn(f"--total-steps {config.total_steps} is not above --random-steps {config.random_steps}: "
                               "the run acts at random throughout and does no update", stacklevel=2)
@@ -365,7 +293,7 @@ class Trainer:
         for run in self.runs:
             wandb = None
             if config.wandb_project:
-                wandb = {"project": config.wandb_project, "name": f"{self.run_dir.name}/seed_{run.config.seed}",
+                wandb = {"project": config.wandb_project, "name": f"{self.run_dir.name}/{rundir.seed_dir('', run.config.seed)}",
                          "group": self.run_dir.name, "config": to_dict(run.config)}
             run.logger = RunLogger(run.run_dir, f"{config.env} · {config.algo.agent} · seed {run.config.seed}",
                                    resume_after=run.loop.step if resume else None, wandb=wandb)
@@ -449,7 +377,7 @@ class Trainer:
         settings resolved to; none for a run of an older version)."""
         steps = set.intersection(*[{s for s, _ in checkpoint.list_checkpoints(r.run_dir)} for r in self.runs])
         if not steps:
-            where = ", ".join(str(r.run_dir / "checkpoints") for r in self.runs)
+            where = ", ".join(str(r.run_dir / rundir.CHECKPOINTS) for r in self.runs)
             raise checkpoint.CheckpointError(
                 f"no checkpoint in {where}: the run stopped before its first one; start it again with the same "
                 "command and --overwrite")
@@ -587,8 +515,8 @@ class Trainer:
             rows.append(row)
         self.infos, self.info_steps, self.checked, self.logged = [], [], 0, 0
         if self.group:
-            plot_seed_curves([r.run_dir / "metrics.csv" for r in self.runs],
-                             [f"seed {r.config.seed}" for r in self.runs], self.run_dir / "learning_curve.png", self.title)
+            plot_seed_curves([r.run_dir / rundir.METRICS for r in self.runs],
+                             [f"seed {r.config.seed}" for r in self.runs], self.run_dir / rundir.CURVE, self.title)
         return rows
 
     def log_updates(self) -> None:
@@ -689,7 +617,7 @@ class Trainer:
     def summary(self) -> str:
         """One line for the end of a run: final and best evaluation return (mean over seeds),
         steps, wall time of this process, run directory."""
-        curves = [read_metrics(run.run_dir / "metrics.csv") for run in self.runs]
+        curves = [read_metrics(run.run_dir / rundir.METRICS) for run in self.runs]
         if not all(curves) or not all(len(c.get("step", ())) for c in curves):
             return f"{self.title}: no evaluation yet; run written to {self.run_dir}"
         n = min(len(c["step"]) for c in curves)
@@ -698,7 +626,7 @@ class Trainer:
         return (f"{self.title}: final return {mean[-1]:.1f} at step {int(curves[0]['step'][n - 1])}, best "
                 f"{mean[best]:.1f} at step {int(curves[0]['step'][best])}; {self.step_count} steps, "
                 f"{_format_time(getattr(self, 'wall_seconds', 0.0))} wall time; run written to {self.run_dir} "
-                f"(learning curve: {self.run_dir / 'learning_curve.png'})")
+                f"(learning curve: {self.run_dir / rundir.CURVE})")
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal is not None:  # a second signal: stop now
@@ -712,21 +640,9 @@ class Trainer:
                 run.close(quiet)
             except IapoError as exc:
                 errors.append(exc)
-        unlock_run_dir(self.run_dir)
+        rundir.unlock(self.run_dir)
         if errors:
             raise errors[0]
-
-
-def _identity(config: dict) -> dict:
-    """The fields that define a run (not where it lives or how it is shown), with the fields a
-    config of an older version lacks at their defaults (which reproduce that version's runs)."""
-    if "env" in config and "algo" in config:  # (not an empty or partial dict)
-        try:
-            config = upgrade(config)
-        except ConfigError:  # unknown fields: compared as written
-            pass
-    config = json.loads(json.dumps(config))
-    return {k: v for k, v in config.items() if k not in PRESENTATION_FIELDS}
 
 
 def _first_nonfinite(info: dict) -> str:
@@ -760,7 +676,7 @@ def check_resume(config: TrainConfig) -> None:
               if getattr(config.algo, f.name) != getattr(defaults.algo, f.name)]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise ConfigError(f"--resume takes every setting from {Path(config.resume) / 'config.json'}; drop {flags} "
+        raise ConfigError(f"--resume takes every setting from {Path(config.resume) / rundir.CONFIG}; drop {flags} "
                           "(other settings make a new run: start one with --run-dir)")
 
 

@@ -27,6 +27,7 @@ from iapo.kinds import kind
 from iapo.objective import Objective
 from iapo.optimizers.nonamortized import ascend_to_optimum
 from iapo.plotting import colors, new_figure, save_figure, steps_axis
+from iapo.rundir import seed_of
 from iapo.run import check_analysis_inputs, load_agent, load_run_config, load_state, settings_of, snapshots
 
 
@@ -139,7 +140,7 @@ def _run_label(row: dict) -> str:
     seed = row.get("seed")
     if seed is None:
         name = Path(row["run"]).name
-        seed = name[len("seed_"):] if name.startswith("seed_") else name
+        seed = seed_of(Path(row["run"])) or name
     return f"{row['agent']}, seed {seed}"
 
 
