@@ -236,13 +236,13 @@ def test_a_config_of_an_older_version_compares_at_todays_defaults():
     import json
 
     from iapo.config import TrainConfig, to_dict
-    from iapo.config import run_identity as _identity
+    from iapo.config import run_identity
 
     today = json.loads(json.dumps(to_dict(TrainConfig())))
     older = {k: v for k, v in today.items() if k != "replay_sampling"}
     older["algo"] = {k: v for k, v in today["algo"].items() if k != "horizon"}
-    assert _identity(older) == _identity(today)
-    assert _identity({**today, "replay_sampling": "device"}) != _identity(today)
+    assert run_identity(older) == run_identity(today)
+    assert run_identity({**today, "replay_sampling": "device"}) != run_identity(today)
     assert _identity({**today, "no_such_field": 1}) != _identity(today)
     assert _identity({}) != _identity(today)  # no configuration is not the default one
 

@@ -27,6 +27,13 @@ PessimismStd = Literal["biased", "unbiased"]
 ValueKind = Literal["model-free", "model-based"]
 
 
+# The reference's numbers that several modules take as defaults (ALGORITHM.md), written once.
+LOG_SCALE_BOUNDS = (-5.0, 2.0)  # soft bounds on the policy's log sigma
+ADAM_LR = 1e-2  # Adam's step size on lambda: the `gradient` agent and the efficiency comparison (Fig. 4c)
+CEM_SAMPLES, CEM_ELITES, CEM_SMOOTHING = 100, 10, 0.01  # CEM: samples, elites, step toward the refit
+COMPARISON_STEPS = 250  # iterations of Adam and CEM in the efficiency comparison (Fig. 4c)
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """The algorithm: policy optimizer, critics, objective and their optimizers."""
@@ -132,16 +139,16 @@ class AgentConfig:
     flow_hidden_sizes: tuple[int, ...] = (64, 64)
     """direct-flow: hidden widths of each transform's masked network."""
 
-    optimizer_lr: float = 1e-2
+    optimizer_lr: float = ADAM_LR
     """gradient agent: Adam's step size on lambda (reference comparison: 1e-2)."""
 
-    cem_samples: int = 100
+    cem_samples: int = CEM_SAMPLES
     """cem agent: samples per iteration (reference: 100)."""
 
-    cem_elites: int = 10
+    cem_elites: int = CEM_ELITES
     """cem agent: best samples the Gaussian is refit to (reference: 10)."""
 
-    cem_smoothing: float = 0.01
+    cem_smoothing: float = CEM_SMOOTHING
     """cem agent: step toward the refit, new = (1 - s) old + s fit (reference: 0.01)."""
 
     critic_hidden_sizes: tuple[int, ...] = (256, 256)
@@ -153,10 +160,10 @@ class AgentConfig:
     init_scale: float = 0.5
     """Initial standard deviation (before the tanh) of lambda_0 (reference: 0.5)."""
 
-    log_scale_min: float = -5.0
+    log_scale_min: float = LOG_SCALE_BOUNDS[0]
     """Lower soft bound on log sigma of the policy."""
 
-    log_scale_max: float = 2.0
+    log_scale_max: float = LOG_SCALE_BOUNDS[1]
     """Upper soft bound on log sigma of the policy."""
 
     gamma: float = 0.99

@@ -18,7 +18,7 @@ import numpy as np
 import tyro
 
 from iapo.analysis.common import agent_states, objective_per_iterate
-from iapo.config import at_least_one, positive_finite
+from iapo.config import ADAM_LR, CEM_ELITES, CEM_SAMPLES, CEM_SMOOTHING, COMPARISON_STEPS, at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
 from iapo.optimizers.nonamortized import cem, gradient_ascent
@@ -44,19 +44,19 @@ class Config:
     states: int = 100
     """States, visited by the agent."""
 
-    iterations: int = 250
+    iterations: int = COMPARISON_STEPS
     """Iterations of each optimizer."""
 
-    adam_lr: float = 1e-2
+    adam_lr: float = ADAM_LR
     """Adam's step size (reference 1e-2)."""
 
-    cem_samples: int = 100
+    cem_samples: int = CEM_SAMPLES
     """CEM's samples per iteration (reference 100)."""
 
-    cem_elites: int = 10
+    cem_elites: int = CEM_ELITES
     """CEM's elites refitted to (reference 10)."""
 
-    cem_smoothing: float = 0.01
+    cem_smoothing: float = CEM_SMOOTHING
     """CEM's step toward the refit (reference 0.01)."""
 
     seed: int = 0

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from iapo import distributions as dist
+from iapo.config import LOG_SCALE_BOUNDS
 from iapo.networks import DirectPolicyNet
 from iapo.objective import Objective
 
@@ -31,7 +32,7 @@ class LambdaPolicy:
 class DirectOptimizer(LambdaPolicy):
     act_dim: int
     hidden_sizes: tuple[int, ...] = (256, 256)
-    log_scale_bounds: tuple[float, float] = (-5.0, 2.0)
+    log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS
 
     @property
     def net(self) -> DirectPolicyNet:

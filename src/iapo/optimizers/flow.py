@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo import distributions as dist
+from iapo.config import LOG_SCALE_BOUNDS
 from iapo.networks import DirectPolicyNet
 from iapo.objective import MonteCarloObjective
 from iapo.optimizers.direct import LambdaPolicy
@@ -90,7 +91,7 @@ class FlowPolicy(nn.Module):
     act_dim: int
     transforms: int = 2
     flow_hidden_sizes: tuple[int, ...] = (64, 64)
-    log_scale_bounds: tuple[float, float] = (-5.0, 2.0)
+    log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS
 
     def setup(self):
         self.base = DirectPolicyNet(self.hidden_sizes, self.act_dim)
@@ -145,7 +146,7 @@ class FlowOptimizer(LambdaPolicy):
 
     act_dim: int
     hidden_sizes: tuple[int, ...] = (256, 256)
-    log_scale_bounds: tuple[float, float] = (-5.0, 2.0)
+    log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS
     transforms: int = 2
     flow_hidden_sizes: tuple[int, ...] = (64, 64)
 

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from iapo import distributions as dist
+from iapo.config import LOG_SCALE_BOUNDS
 from iapo.networks import IterativeNet
 from iapo.objective import Objective, value_and_grad
 from iapo.optimizers.direct import LambdaPolicy
@@ -67,7 +68,7 @@ def normalize_input(x: jax.Array, form: str) -> jax.Array:
 class IterativeOptimizer(LambdaPolicy):
     act_dim: int
     hidden_sizes: tuple[int, ...] = (256, 256)
-    log_scale_bounds: tuple[float, float] = (-5.0, 2.0)
+    log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS
     iterations: int = 5
     init_mean: float = 0.0
     init_scale: float = 0.5

@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import optax
 
 from iapo import distributions as dist
+from iapo.config import ADAM_LR, CEM_ELITES, CEM_SAMPLES, CEM_SMOOTHING, COMPARISON_STEPS, LOG_SCALE_BOUNDS
 from iapo.objective import MonteCarloObjective, Objective, value_and_grad
 from iapo.optimizers.direct import LambdaPolicy
 
 
 def ascent_step(objective: Objective, opt: optax.GradientTransformation,
-                log_scale_bounds: tuple[float, float] = (-5.0, 2.0)):
+                log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS):
     """One step of `opt` up the gradient of J on lambda: step(lam (B, 2d), opt_state, key) ->
     (new lam, new opt_state, J(lam) (B,)), log sigma clipped into `log_scale_bounds`. The one
     ascent on lambda: Adam for the `gradient` agent and the efficiency comparison, SGD or Adam
@@ -41,8 +42,8 @@ def ascent_step(objective: Objective, opt: optax.GradientTransformation,
 
 
 def gradient_ascent(
-    objective: Objective, lam0: jax.Array, key: jax.Array, steps: int = 250, lr: float = 1e-2,
-    log_scale_bounds: tuple[float, float] = (-5.0, 2.0),
+    objective: Objective, lam0: jax.Array, key: jax.Array, steps: int = COMPARISON_STEPS, lr: float = ADAM_LR,
+    log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS,
 ) -> tuple[jax.Array, jax.Array]:
     """Adam ascent of J from lam0 (B, 2d), fresh samples at every step.
 
@@ -64,7 +65,7 @@ def gradient_ascent(
 def ascend_to_optimum(
     objective: Objective, lam0: jax.Array, key: jax.Array, lr: float = 1e-4, optimizer: str = "sgd",
     max_steps: int = 5_000, patience: int = 100, tol: float = 1e-4,
-    log_scale_bounds: tuple[float, float] = (-5.0, 2.0),
+    log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS,
 ) -> tuple[jax.Array, jax.Array]:
     """Gradient ascent on J from lam0 (B, 2d) (reference: SGD, lr 1e-4) until the batch's mean
     estimated J has not risen by more than `tol` for `patience` steps (or `max_steps`). Each
@@ -98,9 +99,9 @@ def ascend_to_optimum(
 
 
 def cem(
-    integrand, objective: Objective, lam0: jax.Array, key: jax.Array, steps: int = 250, samples: int = 100,
-    elites: int = 10, smoothing: float = 0.01, var_floor: float = 1e-6,
-    log_scale_bounds: tuple[float, float] = (-5.0, 2.0),
+    integrand, objective: Objective, lam0: jax.Array, key: jax.Array, steps: int = COMPARISON_STEPS,
+    samples: int = CEM_SAMPLES, elites: int = CEM_ELITES, smoothing: float = CEM_SMOOTHING, var_floor: float = 1e-6,
+    log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS,
 ) -> tuple[jax.Array, jax.Array]:
     """Cross-entropy method on lambda from lam0 (B, 2d).
 
@@ -144,13 +145,13 @@ class NonAmortizedOptimizer(LambdaPolicy):
     method: str  # "gradient" or "cem"
     act_dim: int
     iterations: int = 5
-    lr: float = 1e-2
-    samples: int = 100
-    elites: int = 10
-    smoothing: float = 0.01
+    lr: float = ADAM_LR
+    samples: int = CEM_SAMPLES
+    elites: int = CEM_ELITES
+    smoothing: float = CEM_SMOOTHING
     init_mean: float = 0.0
     init_scale: float = 0.5
-    log_scale_bounds: tuple[float, float] = (-5.0, 2.0)
+    log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS
 
     def init(self, key: jax.Array, obs_dim: int):
         del key, obs_dim
