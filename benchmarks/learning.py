@@ -4,7 +4,7 @@
         --out runs/learning
     python benchmarks/learning.py report runs/learning --out docs/results/sac-sbx
 
-Contenders (`--contenders`, default all three):
+Contenders (`--contenders`, default all four):
 
 - `iapo-float32`: `configs/sac.yaml` (the direct agent with one action sample, beta = 1 so J and
   the targets use min(Q1, Q2), the online critics in J as SAC has them), `--matmul-precision float32`;
@@ -13,8 +13,10 @@ Contenders (`--contenders`, default all three):
 - `sbx`: SBX's SAC with the same hyperparameters: batch 256, 2x256 networks, Adam 3e-4 for
   every network and the temperature, gamma 0.99, tau 0.005, 5 000 uniformly random steps, one
   update per step, automatic temperature with target entropy -dim(A), initial temperature 1.
+- `sb3`: Stable-Baselines3's SAC (PyTorch), the same settings as `sbx`: its layers start from
+  PyTorch's initialization where SBX's and iapo's start from Flax's.
 
-Both are evaluated by the same code (`iapo.rollout.rollout`): every `--eval-every` steps,
+All are evaluated by the same code (`iapo.rollout.rollout`): every `--eval-every` steps,
 `--eval-episodes` episodes of the deterministic policy (tanh of the mean) in environments of
 their own, reset the first time with seeds seed + 10 000 + i and continuing their random
 streams afterwards, as `iapo train` evaluates. iapo's seeds train together in one process; SBX's
@@ -50,8 +52,9 @@ from iapo.plotting import new_figure, save_figure, steps_axis
 from iapo.trainer import EVAL_SEED_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTENDERS = ("iapo-float32", "iapo-auto", "sbx")
-LABELS = {"iapo-float32": "iapo SAC (float32)", "iapo-auto": "iapo SAC (auto precision)", "sbx": "SBX SAC"}
+CONTENDERS = ("iapo-float32", "iapo-auto", "sbx", "sb3")
+LABELS = {"iapo-float32": "iapo SAC (float32)", "iapo-auto": "iapo SAC (auto precision)", "sbx": "SBX SAC",
+          "sb3": "SB3 SAC (PyTorch)"}
 COLUMNS = ("step", "eval_return_mean", "eval_return_std", "wall_time_s")
 
 
@@ -100,13 +103,18 @@ def run_iapo(env: str, seeds: list[int], steps: int, out: Path, precision: str, 
     print(f"{env}: iapo-{precision}, seeds {seeds}, {steps} steps in {time.perf_counter() - start:.0f} s")
 
 
-def run_sbx(env: str, seed: int, steps: int, out: Path, args) -> None:
+def run_sb(family: str, env: str, seed: int, steps: int, out: Path, args) -> None:
+    """SBX's SAC (`family` "sbx", JAX) or Stable-Baselines3's (`"sb3"`, PyTorch, with PyTorch's
+    initialization of its layers), with the same hyperparameters."""
     import gymnasium as gym
-    from sbx import SAC
 
     from iapo.rollout import rollout
 
-    path = out / env / "sbx" / f"seed_{seed}.csv"
+    if family == "sbx":
+        from sbx import SAC
+    else:
+        from stable_baselines3 import SAC
+    path = out / env / family / f"seed_{seed}.csv"
     if _finished(path, steps):
         return
     model = SAC("MlpPolicy", gym.make(env), learning_rate=3e-4, buffer_size=1_000_000, learning_starts=5_000,
@@ -128,7 +136,7 @@ def run_sbx(env: str, seed: int, steps: int, out: Path, args) -> None:
         seeds = [None] * len(eval_envs)  # later evaluations continue each env's random stream
         rows.append({"step": done, "eval_return_mean": float(np.mean(result.returns)),
                      "eval_return_std": float(np.std(result.returns)), "wall_time_s": time.perf_counter() - start})
-        print(f"{env}: sbx seed {seed} step {done}: {rows[-1]['eval_return_mean']:.1f}", flush=True)
+        print(f"{env}: {family} seed {seed} step {done}: {rows[-1]['eval_return_mean']:.1f}", flush=True)
         _write_rows(path, rows)  # after every evaluation, so that `report` can show an unfinished run
 
 
@@ -149,9 +157,9 @@ def command_run(args) -> None:
                                     "backend": jax.default_backend(), "command": " ".join(sys.argv)}, indent=1))
     for env in args.envs:
         for contender in args.contenders:
-            if contender == "sbx":
+            if contender in ("sbx", "sb3"):
                 for seed in args.seeds:
-                    run_sbx(env, seed, args.steps, out, args)
+                    run_sb(contender, env, seed, args.steps, out, args)
             else:
                 run_iapo(env, args.seeds, args.steps, out, contender.split("-", 1)[1], args)
 
