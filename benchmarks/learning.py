@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 
-from iapo.files import write_csv_atomic
-from iapo.plotting import new_figure, save_figure, steps_axis
+from iapo.atomic import write_csv_atomic
+from iapo.figures import new_figure, save_figure, steps_axis
 from iapo.trainer import EVAL_SEED_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import csv
 import sys
 from pathlib import Path
 
-from iapo.plotting import new_figure, save_figure, steps_axis
+from iapo.figures import new_figure, save_figure, steps_axis
 
 
 def main() -> None:

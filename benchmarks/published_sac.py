@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from iapo.errors import IapoError
-from iapo.plotting import colors, new_figure, save_figure, steps_axis
-from iapo.report import find_runs, group_runs
+from iapo.figures import colors, new_figure, save_figure, steps_axis
+from iapo.plot import find_runs, group_runs
 
 
 def task_of(env: str) -> str:
@@ -87,7 +87,7 @@ def table(groups, published, at_steps: list[int]) -> list[str]:
         lines += [
             f"### At {step:,} steps".replace(",", " "),
             "",
-            "| task | iapo setting | iapo, mean ± std (seeds) | each iapo seed | published | published, mean ± std (seeds) "
+            "| task | iapo setting | iapo, mean ± sample std (seeds) | each iapo seed | published | published, mean ± sample std (seeds) "
             "| Welch's p | iapo inside published mean ± std |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]

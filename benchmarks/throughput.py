@@ -50,7 +50,7 @@ from iapo.seeds import over_seeds
 from iapo.update import update
 from iapo.config import AgentConfig, TrainConfig
 from iapo.replay import batch_width
-from iapo.step import train_step
+from iapo.train_step import train_step
 from iapo.trainer import Trainer
 
 RANDOM_STEPS = 5_000

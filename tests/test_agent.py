@@ -8,7 +8,7 @@ from iapo import checkpoint
 from iapo.agent import Agent, act
 from iapo.replay import Batch
 from iapo.config import AgentConfig
-from iapo.step import train_step
+from iapo.train_step import train_step
 
 OBS, ACT = 5, 2
 

@@ -11,7 +11,7 @@ import pytest
 
 from iapo.agent import Agent
 from iapo.config import AgentConfig
-from iapo.model import DynamicsModel, lambda_return_weights, model_loss
+from iapo.dynamics import DynamicsModel, lambda_return_weights, model_loss
 from test_cli import run_cli
 
 

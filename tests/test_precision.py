@@ -160,7 +160,7 @@ def test_a_run_is_loaded_with_the_settings_it_ran_with(tmp_path, monkeypatch, ca
 
     import iapo
     from iapo import resolve
-    from iapo.run import load_agent
+    from iapo.saved import load_agent
     from test_cli import run_cli
 
     monkeypatch.setenv(precision.AUTO_ENV, "bfloat16")

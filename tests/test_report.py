@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from iapo import report
+from iapo import plot
 from iapo.config import AgentConfig, TrainConfig, to_dict
 from test_cli import run_cli
 
@@ -76,7 +76,7 @@ def test_groups_label_the_settings_that_differ(tmp_path):
         for seed in (0, 1):
             fake_run(tmp_path / f"k{k}" / f"seed_{seed}", [i, i], agent="iterative", seed=seed, iterations=k)
     fake_run(tmp_path / "other_env", [0, 0], env="Ant-v5")
-    groups = report.group_runs(report.find_runs([tmp_path]))
+    groups = plot.group_runs(plot.find_runs([tmp_path]))
     assert [(g.env, g.label, len(g.runs)) for g in groups] == [
         ("Ant-v5", "direct", 1), ("Hopper-v5", "iterative iterations=1", 2),
         ("Hopper-v5", "iterative iterations=2", 2), ("Hopper-v5", "iterative iterations=5", 2)]
@@ -87,19 +87,19 @@ def test_iqm_and_its_bootstrap():
     percentile bootstrap over seeds (checked against one computed here)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10, 4))
-    center, low, high = report.iqm_interval(x, reps=20000)
+    center, low, high = plot.iqm_interval(x, reps=20000)
     np.testing.assert_allclose(center, stats.trim_mean(x, 0.25, axis=0))
     resampled = x[rng.integers(0, 10, size=(20000, 10))]  # (reps, S, T)
     expected = np.percentile(stats.trim_mean(resampled, 0.25, axis=1), [2.5, 97.5], axis=0)
     np.testing.assert_allclose(low, expected[0], atol=0.03)  # (Monte Carlo error of 20 000 resamples)
     np.testing.assert_allclose(high, expected[1], atol=0.03)  # (Monte Carlo error of 20 000 resamples)
-    center, low, high = report.iqm_interval(np.ones((5, 3)), reps=50)
+    center, low, high = plot.iqm_interval(np.ones((5, 3)), reps=50)
     np.testing.assert_allclose(np.c_[center, low, high], 1)
 
 
 def test_default_threshold_is_the_registered_one():
-    assert report.thresholds_for(["Hopper-v5", "Pendulum-v1"], ()) == {"Hopper-v5": 3800.0, "Pendulum-v1": None}
-    assert report.thresholds_for(["Hopper-v5"], ("100",)) == {"Hopper-v5": 100.0}
+    assert plot.thresholds_for(["Hopper-v5", "Pendulum-v1"], ()) == {"Hopper-v5": 3800.0, "Pendulum-v1": None}
+    assert plot.thresholds_for(["Hopper-v5"], ("100",)) == {"Hopper-v5": 100.0}
 
 
 def test_plot_errors(tmp_path, capsys):

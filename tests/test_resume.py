@@ -235,16 +235,15 @@ def test_a_config_of_an_older_version_compares_at_todays_defaults():
     """A run written before a config field existed resumes: the field counts at its default."""
     import json
 
-    from iapo.config import TrainConfig, to_dict
-    from iapo.config import run_identity
+    from iapo.config import TrainConfig, run_identity, to_dict
 
     today = json.loads(json.dumps(to_dict(TrainConfig())))
     older = {k: v for k, v in today.items() if k != "replay_sampling"}
     older["algo"] = {k: v for k, v in today["algo"].items() if k != "horizon"}
     assert run_identity(older) == run_identity(today)
     assert run_identity({**today, "replay_sampling": "device"}) != run_identity(today)
-    assert _identity({**today, "no_such_field": 1}) != _identity(today)
-    assert _identity({}) != _identity(today)  # no configuration is not the default one
+    assert run_identity({**today, "no_such_field": 1}) != run_identity(today)
+    assert run_identity({}) != run_identity(today)  # no configuration is not the default one
 
 
 def test_wall_time_goes_on_across_a_resume(tmp_path):

@@ -121,7 +121,7 @@ def _returns(run_dir):
 
 
 def test_stop_return_ends_the_run_once_every_seed_reaches_it(group, tmp_path):
-    from iapo.run import load_run_config
+    from iapo.saved import load_run_config
     from iapo.sweep import is_done
 
     steps, returns = _returns(group)
@@ -220,7 +220,7 @@ def test_train_step_is_the_updates_then_the_action(seeds, seed_mapping):
     from iapo.replay import Batch
     from iapo.update import update as update_fn
     from iapo.replay import batch_width
-    from iapo.step import train_step
+    from iapo.train_step import train_step
     from iapo.config import AgentConfig
 
     agent = Agent(AgentConfig(agent="iterative", hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), batch_size=8,

@@ -12,17 +12,17 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "iapo"
 # Lower numbers are lower layers. A module may import modules of lower layers, and modules of its
 # own layer only inside its own package (e.g. optimizers.iterative -> optimizers.direct).
 LAYERS = {
-    0: ["errors", "signals", "plotting", "kinds", "seeds"],
-    1: ["config", "files", "precision"],
+    0: ["errors", "signals", "figures", "kinds", "seeds"],
+    1: ["config", "atomic", "precision"],
     2: ["distributions", "networks", "helptext", "replay", "resolve", "rundir"],
     3: ["objective"],
-    4: ["model", "optimizers", "optimizers.direct", "optimizers.flow", "optimizers.iterative",
+    4: ["dynamics", "optimizers", "optimizers.direct", "optimizers.flow", "optimizers.iterative",
         "optimizers.nonamortized"],
     5: ["agent"],
     6: ["update", "envs", "env_state", "checkpoint", "logger"],
-    7: ["step", "run", "rollout"],
+    7: ["train_step", "saved", "rollout"],
     8: ["trainer", "analysis", "analysis.common"],
-    9: ["api", "evaluate", "sweep", "report", "analysis.gap", "analysis.iterations", "analysis.landscape",
+    9: ["api", "evaluate", "sweep", "plot", "analysis.gap", "analysis.iterations", "analysis.landscape",
         "analysis.modes", "analysis.optimizers", "analysis.overestimation", "analysis.transfer"],
     10: ["cli"],
 }

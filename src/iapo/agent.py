@@ -18,7 +18,7 @@ import optax
 
 from iapo import precision, resolve
 from iapo.config import AgentConfig
-from iapo.model import DynamicsModel, Rollouts, make_model_based_value
+from iapo.dynamics import DynamicsModel, Rollouts, make_model_based_value
 from iapo.networks import TwinCritic
 from iapo.objective import MonteCarloObjective
 from iapo.optimizers import PolicyOptimizer, make_policy_optimizer

@@ -26,7 +26,7 @@ from iapo.config import AgentConfig, TrainConfig, read_config_file
 from iapo.envs import make_env
 from iapo.errors import ConfigError
 from iapo.logger import read_metrics
-from iapo.run import load_agent
+from iapo.saved import load_agent
 from iapo.rundir import METRICS, run_dirs
 from iapo.trainer import make_trainer
 

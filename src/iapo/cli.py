@@ -61,7 +61,7 @@ def _config_file(args: list[str]) -> str | None:
 
 
 def _command(args: list[str]) -> int:
-    from iapo import evaluate, helptext, report, sweep, trainer
+    from iapo import evaluate, helptext, plot, sweep, trainer
     from iapo.config import TrainConfig, read_config_file
 
     if args[:1] == ["train"]:  # (parsed on its own: a --config file gives the flags' defaults)
@@ -74,7 +74,7 @@ def _command(args: list[str]) -> int:
                        default=default)
     else:
         cfg = tyro.extras.subcommand_cli_from_dict(
-            {"train": TrainConfig, "evaluate": evaluate.Config, "sweep": sweep.SweepConfig, "plot": report.Config,
+            {"train": TrainConfig, "evaluate": evaluate.Config, "sweep": sweep.SweepConfig, "plot": plot.Config,
              "analyze": Analyze},  # (`iapo analyze ...` is parsed by `_analyze`; listed here for --help)
             args=args,
             prog="iapo",
@@ -85,8 +85,8 @@ def _command(args: list[str]) -> int:
         trainer.run(cfg)
     elif isinstance(cfg, sweep.SweepConfig):
         return sweep.run(cfg)
-    elif isinstance(cfg, report.Config):
-        figure, table = report.run(cfg)
+    elif isinstance(cfg, plot.Config):
+        figure, table = plot.run(cfg)
         print(f"{table}\ncurves written to {figure} (table: {figure.with_suffix('.md')}, {figure.with_suffix('.csv')})")
     else:
         mean, std, n = evaluate.run(cfg)

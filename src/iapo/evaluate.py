@@ -15,7 +15,7 @@ from iapo.config import at_least_one
 from iapo.envs import make_env, use_offscreen_gl
 from iapo.errors import ConfigError, IapoError
 from iapo.rollout import agent_policy, evaluate, rollout
-from iapo.run import check_analysis_inputs, load_agent
+from iapo.saved import check_analysis_inputs, load_agent
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from iapo.errors import IapoError
-from iapo.files import write_csv_atomic
-from iapo.plotting import new_figure, save_figure, steps_axis
+from iapo.atomic import write_csv_atomic
+from iapo.figures import new_figure, save_figure, steps_axis
 from iapo.rundir import CURVE, METRICS, TENSORBOARD, WANDB
 
 # The columns of metrics.csv, in order, with their meaning (also in the README, "What a run directory holds").

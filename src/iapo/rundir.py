@@ -30,7 +30,7 @@ from pathlib import Path
 
 from iapo.config import TrainConfig, run_identity, to_dict, train_config_from_dict
 from iapo.errors import ConfigError, IapoError, RunDirError
-from iapo.files import write_json_atomic
+from iapo.atomic import write_json_atomic
 
 CONFIG = "config.json"
 RESOLVED = "resolved"  # config.json's record of what the "auto" settings resolved to

@@ -40,7 +40,7 @@ from iapo.config import (AgentConfig, TrainConfig, parse_seeds, read_config_file
                          train_config_from_dict, upgrade)
 from iapo.envs import check_env_id
 from iapo.errors import ConfigError, IapoError, RunDirError
-from iapo.files import write_json_atomic
+from iapo.atomic import write_json_atomic
 from iapo.kinds import KINDS, AgentKind
 from iapo.trainer import Trainer
 

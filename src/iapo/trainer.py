@@ -28,11 +28,11 @@ from iapo.errors import ConfigError, IapoError
 from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
 from iapo.replay import ReplayBuffer
 from iapo.rollout import rollout, seeds_policy
-from iapo.run import load_run_config
+from iapo.saved import load_run_config
 from iapo import rundir
 from iapo.rundir import read_config, write_config
 from iapo.seeds import SeedAxis, stack
-from iapo.step import DeviceSampler, HostSampler
+from iapo.train_step import DeviceSampler, HostSampler
 from iapo.update import pretrain_model_seeds
 
 

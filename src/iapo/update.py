@@ -20,7 +20,7 @@ import optax
 
 from iapo import distributions as dist
 from iapo.agent import Agent, AgentState
-from iapo.model import model_loss
+from iapo.dynamics import model_loss
 from iapo.objective import pessimistic_value
 from iapo.replay import Batch
 from iapo.seeds import over_seeds

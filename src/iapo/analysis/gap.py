@@ -26,9 +26,9 @@ from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
 from iapo.objective import Objective
 from iapo.optimizers.nonamortized import ascend_to_optimum
-from iapo.plotting import colors, new_figure, save_figure, steps_axis
+from iapo.figures import colors, new_figure, save_figure, steps_axis
 from iapo.rundir import seed_of
-from iapo.run import check_analysis_inputs, load_agent, load_run_config, load_state, settings_of, snapshots
+from iapo.saved import check_analysis_inputs, load_agent, load_run_config, load_state, settings_of, snapshots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +149,7 @@ def _k_label(label: str, row: dict) -> str:
 
 
 def run_settings(run_dirs: list[Path]) -> dict[str, str]:
-    """Each run's setting (`run.settings_of`: the label `iapo plot` gives its group of seeds),
+    """Each run's setting (`saved.settings_of`: the label `iapo plot` gives its group of seeds),
     keyed by the run as `gap_over_training` names it; settings whose labels coincide (they differ
     only in fields the labels leave out) are told apart by a number."""
     settings = settings_of(run_dirs)

@@ -19,9 +19,9 @@ from iapo.config import at_least_one
 from iapo.envs import make_env
 from iapo.errors import IapoError
 from iapo.kinds import kind
-from iapo.plotting import new_figure, save_figure
+from iapo.figures import new_figure, save_figure
 from iapo.rollout import evaluate
-from iapo.run import check_analysis_inputs, load_agent
+from iapo.saved import check_analysis_inputs, load_agent
 
 
 @dataclasses.dataclass(frozen=True)

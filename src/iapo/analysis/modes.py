@@ -22,8 +22,8 @@ from iapo.analysis.common import agent_states, objective_surface
 from iapo.config import at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
-from iapo.plotting import new_figure, save_figure
-from iapo.run import check_analysis_inputs, load_agent
+from iapo.figures import new_figure, save_figure
+from iapo.saved import check_analysis_inputs, load_agent
 
 
 @dataclasses.dataclass(frozen=True)

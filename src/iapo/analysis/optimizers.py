@@ -22,8 +22,8 @@ from iapo.config import ADAM_LR, CEM_ELITES, CEM_SAMPLES, CEM_SMOOTHING, COMPARI
 from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
 from iapo.optimizers.nonamortized import cem, gradient_ascent
-from iapo.plotting import new_figure, save_figure
-from iapo.run import check_analysis_inputs, load_agent
+from iapo.figures import new_figure, save_figure
+from iapo.saved import check_analysis_inputs, load_agent
 
 
 @dataclasses.dataclass(frozen=True)

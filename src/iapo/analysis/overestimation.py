@@ -27,9 +27,9 @@ from iapo.env_state import extend_time_limit, get_state, set_state
 from iapo.envs import make_env
 from iapo.kinds import kind
 from iapo.objective import pessimistic_value
-from iapo.plotting import new_figure, save_figure, steps_axis
+from iapo.figures import new_figure, save_figure, steps_axis
 from iapo.rollout import rollout, visited_states
-from iapo.run import check_analysis_inputs, load_agent, load_state, snapshots
+from iapo.saved import check_analysis_inputs, load_agent, load_state, snapshots
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,9 +25,9 @@ from iapo.agent import Agent
 from iapo.config import at_least_one
 from iapo.envs import make_env
 from iapo.errors import IapoError
-from iapo.plotting import new_figure, save_figure, steps_axis
+from iapo.figures import new_figure, save_figure, steps_axis
 from iapo.rollout import evaluate
-from iapo.run import check_analysis_inputs, load_agent, load_state, snapshots
+from iapo.saved import check_analysis_inputs, load_agent, load_state, snapshots
 
 POLICY_FIELDS = ("agent", "hidden_sizes", "flow_transforms", "flow_hidden_sizes")  # what the optimizer's shape depends on
 # How the optimizer runs: these travel with it into the host, so it acts there as it was trained

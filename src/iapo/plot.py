@@ -26,11 +26,11 @@ import tyro
 
 from iapo.config import at_least_one
 from iapo.errors import ConfigError, IapoError
-from iapo.files import write_csv_atomic, write_text_atomic
+from iapo.atomic import write_csv_atomic, write_text_atomic
 from iapo.logger import read_metrics
-from iapo.plotting import new_figure, save_figure, steps_axis
+from iapo.figures import new_figure, save_figure, steps_axis
 from iapo.rundir import CONFIG, METRICS
-from iapo.run import Setting, settings_of
+from iapo.saved import Setting, settings_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,7 @@ def find_runs(dirs: list[Path]) -> list[Path]:
 
 
 def group_runs(runs: list[Path], max_step: int | None = None) -> list[Group]:
-    """Runs with the same configuration apart from the seed form a group (`run.settings_of`,
+    """Runs with the same configuration apart from the seed form a group (`saved.settings_of`,
     which also labels them); each group gets its seeds' evaluation curves."""
     result = [Group(**dataclasses.asdict(s)) for s in settings_of(runs)]
     for g in result:
