@@ -20,7 +20,7 @@ LAYERS = {
         "optimizers.nonamortized"],
     5: ["agent"],
     6: ["update", "envs", "env_state", "checkpoint", "logger"],
-    7: ["train_step", "saved", "rollout"],
+    7: ["train_step", "saved", "rollout", "seed_run"],
     8: ["trainer", "analysis", "analysis.common"],
     9: ["api", "evaluate", "sweep", "plot", "analysis.gap", "analysis.iterations", "analysis.landscape",
         "analysis.modes", "analysis.optimizers", "analysis.overestimation", "analysis.transfer"],

@@ -15,3 +15,7 @@ class EnvError(IapoError):
 
 class RunDirError(IapoError):
     """The run directory cannot be used (holds another run, is a file, is not writable)."""
+
+
+class NumericError(IapoError):
+    """A loss, parameter, action or observation stopped being finite."""
