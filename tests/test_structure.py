@@ -1,32 +1,17 @@
-"""The package's import graph follows its layers (docs/architecture.md): every import of an iapo
-module goes down, never up or around, there is no cycle, and only the command line imports inside
-a function (a command's module, when that command runs)."""
+"""The package's import graph follows its layers, as docs/architecture.md's table gives them (this
+test reads them from there): every import of an iapo module goes down, never up or around, there
+is no cycle, and only the command line imports inside a function (a command's module, when that
+command runs)."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "iapo"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 
-# Lower numbers are lower layers. A module may import modules of lower layers, and modules of its
-# own layer only inside its own package (e.g. optimizers.iterative -> optimizers.direct).
-LAYERS = {
-    0: ["errors", "signals", "figures", "kinds", "seeds"],
-    1: ["config", "atomic", "precision"],
-    2: ["distributions", "networks", "helptext", "replay", "resolve", "rundir"],
-    3: ["objective"],
-    4: ["dynamics", "optimizers", "optimizers.direct", "optimizers.flow", "optimizers.iterative",
-        "optimizers.nonamortized"],
-    5: ["agent"],
-    6: ["update", "envs", "env_state", "checkpoint", "logger"],
-    7: ["train_step", "saved", "rollout", "seed_run"],
-    8: ["trainer", "analysis", "analysis.common"],
-    9: ["api", "evaluate", "sweep", "plot", "analysis.gap", "analysis.iterations", "analysis.landscape",
-        "analysis.modes", "analysis.optimizers", "analysis.overestimation", "analysis.transfer"],
-    10: ["cli"],
-}
-LEVEL = {name: level for level, names in LAYERS.items() for name in names}
 
 
 def _modules() -> dict[str, Path]:
@@ -56,9 +41,50 @@ def _imports(path: Path, known: set[str]):
                 yield name[5:], node.lineno, id(node) in nested
 
 
+def _layer_table() -> str:
+    """The table of layers in docs/architecture.md: from its header row to the first blank line."""
+    text = DOC.read_text()
+    start = text.index("| layer | modules |")
+    end = text.find("\n\n", start)
+    return text[start:end if end >= 0 else None]
+
+
+def _doc_layers() -> tuple[dict[str, int], list[str]]:
+    """The layer of every module, read from docs/architecture.md's table (the one place that says
+    them): a row `| N | `a`, `pkg/`, `pkg.*` | ... |` puts module a, package pkg with all its
+    modules, or pkg's modules not named elsewhere, in layer N. Lower numbers are lower layers. Also
+    the names the table gives that are no module."""
+    modules = set(_modules()) - {""}
+    rows = [(int(m.group(1)), re.findall(r"`([^`]+)`", m.group(2)))
+            for m in re.finditer(r"^\| (\d+) \| (.+?) \|", _layer_table(), flags=re.M)]
+    level: dict[str, int] = {}
+    unknown = []
+    for wildcard in (False, True):  # modules named one by one first, then `pkg.*`
+        for n, tokens in rows:
+            for token in tokens:
+                if token.endswith(".*") != wildcard:
+                    continue
+                if token.endswith(".*"):
+                    names = [m for m in modules if m.startswith(token[:-1]) and m not in level]
+                elif token.endswith("/"):
+                    names = [m for m in modules if m == token[:-1] or m.startswith(token[:-1] + ".")]
+                else:
+                    names = [token] if token in modules else []
+                if not names:
+                    unknown.append(token)
+                level.update({name: n for name in names})
+    return level, unknown
+
+
+LEVEL, UNKNOWN = _doc_layers()
+
+
 def test_every_module_has_a_layer():
+    """Every module of the package is in docs/architecture.md's table of layers, and the table
+    names no module the package does not have."""
     missing = sorted(set(_modules()) - set(LEVEL) - {""})
-    assert not missing, f"modules without a layer in this test (and docs/architecture.md): {missing}"
+    assert not missing, f"modules without a layer in docs/architecture.md: {missing}"
+    assert not UNKNOWN, f"docs/architecture.md's layers name what is no module: {UNKNOWN}"
 
 
 def test_imports_go_down_the_layers():
