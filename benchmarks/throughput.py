@@ -172,7 +172,7 @@ class Iapo:
         """Milliseconds per step spent in the environment, replay sampling, and the one device
         call that updates and acts (sending the batch, reading the action back)."""
         t = self.trainer
-        obs = t._obs()  # (S, 1, obs_dim), as the sampler takes it
+        obs = t.observations()  # (S, 1, obs_dim), as the sampler takes it
         native_obs = t.axis.native(obs)  # as train_step takes it
 
         def timed(fn) -> float:

@@ -292,7 +292,7 @@ class Trainer:
         return replay_on_device, replay_key
 
     # -- one step ----------------------------------------------------------------------------
-    def _obs(self) -> np.ndarray:
+    def observations(self) -> np.ndarray:
         """The seeds' current observations, (S, 1, obs_dim)."""
         return np.stack([run.loop.obs for run in self.runs])[:, None].astype(np.float32)
 
@@ -308,7 +308,7 @@ class Trainer:
             actions = [run.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32) for run in self.runs]
         else:
             if self.action is None:  # the first policy step (or updates_per_step = 0)
-                self.action, self.act_key = act_seeds(self.agent, self.state, self.axis.native(self._obs()),
+                self.action, self.act_key = act_seeds(self.agent, self.state, self.axis.native(self.observations()),
                                                       self.act_key)
             actions = np.asarray(self.action).reshape(len(self.runs), self.act_dim)
             self.action = None
@@ -321,7 +321,7 @@ class Trainer:
         if step == cfg.random_steps + 1 and self.agent.model_based and cfg.algo.model_pretrain_updates:
             self.pretrain_model()
         if step > cfg.random_steps and cfg.updates_per_step:
-            self.state, info, self.action, self.act_key = self.sampler(self.agent, self.state, self._obs(), self.act_key)
+            self.state, info, self.action, self.act_key = self.sampler(self.agent, self.state, self.observations(), self.act_key)
             self.infos.append(info)
             self.info_steps.append(step)
         for run in self.runs:
