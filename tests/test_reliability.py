@@ -74,7 +74,7 @@ def _orphan_test(tmp_path, kill_before_ready: bool):
         if {kill_before_ready!r}:  # the driver dies while this worker is still starting
             while os.getppid() == int(sys.argv[1]):
                 time.sleep(0.05)
-        from iapo.sweep import stop_when_orphaned
+        from iapo.trial import stop_when_orphaned
         stop_when_orphaned(int(sys.argv[1]), period=0.1)
         pathlib.Path({str(ready)!r}).touch()
         time.sleep(120)
@@ -308,7 +308,7 @@ def test_warnings_are_one_plain_line_and_a_run_without_updates_says_so(tmp_path)
 def test_a_sweep_trial_whose_final_checkpoint_is_empty_is_not_finished(tmp_path):
     from iapo import checkpoint
     from iapo.config import TrainConfig
-    from iapo.sweep import is_done
+    from iapo.trial import is_done
 
     config = TrainConfig(env="Pendulum-v1", seeds=(0, 1), total_steps=100, run_dir=str(tmp_path))
     for seed in (0, 1):

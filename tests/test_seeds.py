@@ -122,7 +122,7 @@ def _returns(run_dir):
 
 def test_stop_return_ends_the_run_once_every_seed_reaches_it(group, tmp_path):
     from iapo.saved import load_run_config
-    from iapo.sweep import is_done
+    from iapo.trial import is_done
 
     steps, returns = _returns(group)
     lowest, highest = returns.min(axis=0), returns.max(axis=0)  # (evaluations,) over the seeds

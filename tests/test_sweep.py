@@ -15,7 +15,10 @@ import ray
 from iapo.checkpoint import list_checkpoints
 from iapo.errors import ConfigError
 from iapo.logger import read_metrics
-from iapo.sweep import Sweep, SweepConfig, build_trials, common_checkpoint, parse_seeds, parse_settings
+from iapo.config import parse_seeds
+from iapo.grid import SweepConfig, build_trials, parse_settings
+from iapo.sweep import Sweep
+from iapo.trial import common_checkpoint
 from test_cli import run_cli
 
 TINY_SET = ("random-steps=100", "eval-every=100", "eval-episodes=1", "hidden-sizes=16x16",
@@ -173,7 +176,7 @@ def test_trials_sharing_a_gpu_each_take_a_share_of_its_memory(tmp_path, monkeypa
     """A local sweep running two trials at once gives each process XLA's client memory fraction
     0.45 (JAX would otherwise preallocate 75% of the GPU per process); a user's setting stands."""
     from iapo import sweep as sweep_mod
-    from iapo.sweep import trial_environment
+    from iapo.trial import trial_environment
 
     started = []
 
