@@ -17,7 +17,8 @@ import pytest
 
 from iapo import distributions as dist
 from iapo.agent import Agent, AgentState, act
-from iapo.config import AgentConfig, train_config_from_dict
+from iapo.config import AgentConfig
+from iapo.configfile import train_config_from_dict
 from iapo.dynamics import make_model_based_value
 from iapo.objective import make_objective, pessimistic_value
 from iapo.optimizers import IterativeOptimizer

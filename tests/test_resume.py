@@ -235,7 +235,9 @@ def test_a_config_of_an_older_version_compares_at_todays_defaults():
     """A run written before a config field existed resumes: the field counts at its default."""
     import json
 
-    from iapo.config import TrainConfig, run_identity, to_dict
+    from iapo.config import TrainConfig, to_dict
+
+    from iapo.configfile import run_identity
 
     today = json.loads(json.dumps(to_dict(TrainConfig())))
     older = {k: v for k, v in today.items() if k != "replay_sampling"}

@@ -10,7 +10,7 @@ import yaml
 
 from iapo import helptext
 from iapo.cli import main
-from iapo.config import read_config_file
+from iapo.configfile import read_config_file
 from test_cli import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -14,7 +14,7 @@ __version__ = "0.3.0"
 _NAMES = {
     "load": "iapo.api", "train": "iapo.api", "make_config": "iapo.api", "Policy": "iapo.api",
     "TrainResult": "iapo.api", "TrainConfig": "iapo.config", "AgentConfig": "iapo.config",
-    "read_config_file": "iapo.config",
+    "read_config_file": "iapo.configfile",
     "IapoError": "iapo.errors", "ConfigError": "iapo.errors",
 }
 __all__ = sorted(_NAMES)

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo.agent import act
-from iapo.config import AgentConfig, TrainConfig, read_config_file
+from iapo.config import AgentConfig, TrainConfig
+from iapo.configfile import read_config_file
 from iapo.envs import make_env
 from iapo.errors import ConfigError
 from iapo.logger import read_metrics

@@ -62,7 +62,8 @@ def _config_file(args: list[str]) -> str | None:
 
 def _command(args: list[str]) -> int:
     from iapo import evaluate, helptext, plot, sweep, trainer
-    from iapo.config import TrainConfig, read_config_file
+    from iapo.config import TrainConfig
+    from iapo.configfile import read_config_file
 
     if args[:1] == ["train"]:  # (parsed on its own: a --config file gives the flags' defaults)
         path = _config_file(args[1:])

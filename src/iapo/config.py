@@ -7,19 +7,14 @@ which is which); where the two differ, the choice is a field.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import types
-import typing
-from pathlib import Path
 from typing import Annotated, Literal
 
 import tyro
-import yaml
 from tyro.constructors import PrimitiveConstructorSpec
 
 from iapo.errors import ConfigError
-from iapo.kinds import KINDS, AgentKind, kind
+from iapo.kinds import AgentKind, kind
 
 Critics = Literal["target", "online"]
 InputNorm = Literal["reference", "joint", "none", "log"]
@@ -407,128 +402,6 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-# Fields whose default changed: a config written before the field existed means the value
-# below (the behaviour of the version that wrote it), so that its run resumes as it began.
-LEGACY_AGENT_FIELDS = {"input_norm": "joint", "acting_pessimism": None}
-
-
-def _conforms(value, hint) -> bool:
-    """Whether a value read from JSON fits a field's type (Literal, unions, tuples of ints,
-    int, float, bool, str, None)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return value in args
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if origin is tuple:
-        return isinstance(value, (list, tuple)) and all(_conforms(v, args[0]) for v in value)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    return True
-
-
-def _check_types(cls, data: dict) -> None:
-    hints = typing.get_type_hints(cls)
-    for name, value in data.items():
-        if name != "algo" and not _conforms(value, hints[name]):
-            hint = hints[name]
-            shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-            raise ConfigError(f"config field {name} = {json.dumps(value)} is not of type {shown}")
-
-
-def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
-    """Rebuild a TrainConfig from its `config.json` form (lists back to tuples); with `legacy`,
-    the fields of `LEGACY_AGENT_FIELDS` that an older config lacks take their values from there,
-    every other missing field its default. A value of the wrong type is a ConfigError naming the
-    field."""
-    if not isinstance(data, dict) or not isinstance(data.get("algo", {}), dict):
-        raise ConfigError(f"a run configuration is a JSON object with an \"algo\" object, not {json.dumps(data)[:60]}")
-    # What a run's "auto" settings resolved to (config.json's "resolved", `rundir`) is a record of
-    # the machine it started on, not a setting.
-    data = {k: v for k, v in data.items() if k != "resolved"}
-    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    agent_data = dict(data.get("algo", {}))
-    if agent_data and legacy:  # (an empty algo dict is a partial config, not an older one)
-        old = KINDS.get(agent_data.get("agent"))
-        if "acting_pessimism" not in agent_data and old is not None and agent_data.get("pessimism") is None \
-                and old.pessimism_before_0_2 != old.default_pessimism:
-            agent_data["pessimism"] = old.pessimism_before_0_2  # its default beta before 0.2
-        agent_data = {**LEGACY_AGENT_FIELDS, **agent_data}
-    unknown = (set(agent_data) - agent_fields) | (set(data) - train_fields)
-    if unknown:
-        raise ConfigError(f"config has unknown fields: {', '.join(sorted(unknown))}")
-    _check_types(AgentConfig, agent_data)
-    _check_types(TrainConfig, data)
-    for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes", "model_hidden_sizes"):
-        if name in agent_data:
-            agent_data[name] = tuple(agent_data[name])
-    rest = {k: v for k, v in data.items() if k != "algo"}
-    if rest.get("seeds") is not None:
-        rest["seeds"] = tuple(rest["seeds"])
-    return TrainConfig(algo=AgentConfig(**agent_data), **rest)
-
-
-# Fields that say how a run is started or shown, not what it computes (not part of its identity).
-PRESENTATION_FIELDS = ("run_dir", "progress", "quiet", "overwrite", "resume", "config", "log_every", "wandb_project")
-
-
-def read_config_file(path: str | Path) -> TrainConfig:
-    """The TrainConfig in a YAML or JSON file: every field of `TrainConfig`, the algorithm's under
-    `algo` or beside the others (as flags are given); missing ones at their defaults. Unknown
-    fields and values of the wrong type are one-line ConfigErrors."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
-                          f"{str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path} must hold a mapping of fields, not {type(data).__name__}")
-    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
-    algo = dict(data.get("algo") or {})
-    rest = {}
-    for name, value in data.items():
-        if name in agent_fields:
-            algo[name] = value
-        elif name != "algo":
-            rest[name] = value
-    if isinstance(rest.get("seeds"), str):  # ("0-4", as on the command line)
-        rest["seeds"] = list(parse_seeds((rest["seeds"],)))
-    # A run's own config.json (every field iapo has always written): read as that version ran it.
-    written = isinstance(data.get("algo"), dict) and "agent" in data["algo"] and \
-        {"env", "seed", "seeds", "total_steps", "run_dir", "random_steps", "eval_every"} <= set(data)
-    try:
-        config = train_config_from_dict({**rest, "algo": algo}, legacy=written)
-    except ConfigError as exc:
-        raise ConfigError(f"--config {path}: {exc}") from None
-    if written:  # (how that run was started, not what it computes: not carried over)
-        config = dataclasses.replace(config, overwrite=False, resume=None)
-    return dataclasses.replace(config, config=None)
-
-
-def upgrade(data: dict) -> dict:
-    """A config.json's contents as this version writes them: the fields that a config of an older
-    version lacks at the values that reproduce its runs (`train_config_from_dict`), in JSON's
-    types (lists, not tuples). A dict that is not a run configuration raises ConfigError."""
-    try:
-        return json.loads(json.dumps(to_dict(train_config_from_dict(data))))
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def at_least_one(cfg, *names: str) -> None:
     """A one-line error for the first of the fields `names` of `cfg` below 1."""
     for name in names:
@@ -557,19 +430,6 @@ def _positive_int(flag: str, value: int, allow_zero: bool = False) -> None:
         raise ConfigError(f"--{flag} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
     if value > 10**12:
         raise ConfigError(f"--{flag} is too large: {value}")
-
-
-def run_identity(config: dict) -> dict:
-    """The fields of a config.json's contents that define a run (not where it lives or how it is
-    shown), with the fields a config of an older version lacks at their defaults (which reproduce
-    that version's runs): two runs compute the same thing exactly when these agree."""
-    if "env" in config and "algo" in config:  # (not an empty or partial dict)
-        try:
-            config = upgrade(config)
-        except ConfigError:  # unknown fields: compared as written
-            pass
-    config = json.loads(json.dumps(config))
-    return {k: v for k, v in config.items() if k not in PRESENTATION_FIELDS}
 
 
 def show_value(value) -> str:

@@ -13,7 +13,9 @@ from typing import Annotated, Literal
 
 import tyro
 
-from iapo.config import AgentConfig, TrainConfig, parse_seeds, read_config_file, show_value
+from iapo.config import AgentConfig, TrainConfig, parse_seeds, show_value
+
+from iapo.configfile import read_config_file
 from iapo.errors import ConfigError
 from iapo.kinds import KINDS, AgentKind
 

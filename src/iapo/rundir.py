@@ -28,7 +28,9 @@ import socket
 import time
 from pathlib import Path
 
-from iapo.config import TrainConfig, run_identity, to_dict, train_config_from_dict
+from iapo.config import TrainConfig, to_dict
+
+from iapo.configfile import run_identity, train_config_from_dict
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.atomic import write_json_atomic
 

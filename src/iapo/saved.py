@@ -19,7 +19,8 @@ import jax
 
 from iapo import checkpoint
 from iapo.agent import Agent, AgentState
-from iapo.config import PRESENTATION_FIELDS, TrainConfig, show_value, train_config_from_dict, upgrade
+from iapo.config import TrainConfig, show_value
+from iapo.configfile import PRESENTATION_FIELDS, train_config_from_dict, upgrade
 from iapo.envs import dims, make_env
 from iapo.errors import ConfigError, IapoError
 from iapo.resolve import apply

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from iapo import checkpoint, rundir
-from iapo.config import TrainConfig, run_identity, to_dict
+from iapo.config import TrainConfig, to_dict
+from iapo.configfile import run_identity
 from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import dims, make_env
 from iapo.errors import IapoError, NumericError

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from iapo import checkpoint, rundir, signals
 from iapo.atomic import write_json_atomic
-from iapo.config import TrainConfig, to_dict, train_config_from_dict, upgrade
+from iapo.config import TrainConfig, to_dict
+from iapo.configfile import train_config_from_dict, upgrade
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.grid import Trial
 from iapo.trainer import Trainer
