@@ -1,18 +1,25 @@
-"""What several analyses share: the states an agent visits, J at each iterate of its iterative
-optimizer, and J over a grid of two dimensions of the policy mean. (The ascent on lambda to the
+"""What several analyses share: the `--step` flag of those that read one agent, the states an
+agent visits, J at each iterate of its iterative optimizer, and J over a grid of two dimensions
+of the policy mean. (The ascent on lambda to the
 optimum of J is `optimizers.nonamortized.ascend_to_optimum`, beside the other ascent.)"""
 
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 
 from iapo.agent import Agent, AgentState
 from iapo.envs import make_env
 from iapo.rollout import agent_policy, visited_states
+
+# `--step`: which of a run's saved agents an analysis of one agent reads.
+SnapshotStep = Annotated[int | None, tyro.conf.arg(
+    metavar="STEP", help="The snapshot (or checkpoint) to analyse; unset means the newest checkpoint.")]
 
 
 def agent_states(env_id: str, agent: Agent, state: AgentState, n: int, seed: int) -> np.ndarray:

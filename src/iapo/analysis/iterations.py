@@ -7,14 +7,13 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from iapo.analysis.common import agent_states, objective_per_iterate
+from iapo.analysis.common import SnapshotStep, agent_states, objective_per_iterate
 from iapo.config import at_least_one
 from iapo.envs import make_env
 from iapo.errors import IapoError
@@ -45,8 +44,7 @@ class Config:
     states: int = 100
     """States, visited by the agent, at which J is estimated."""
 
-    step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
-    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+    step: SnapshotStep = None
 
     seed: int = 12345
     """Seed of the evaluation environments and of the states' rollouts."""

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from iapo.analysis.common import agent_states, objective_surface
+from iapo.analysis.common import SnapshotStep, agent_states, objective_surface
 from iapo.config import at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
@@ -57,8 +57,7 @@ class Config:
     states: int = 100
     """States collected by the agent, to choose --state from."""
 
-    step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
-    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+    step: SnapshotStep = None
 
     seed: int = 0
     """Seed of the states' rollouts and of the samples."""

@@ -10,7 +10,6 @@ import itertools
 import json
 import math
 from pathlib import Path
-from typing import Annotated
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,7 @@ import numpy as np
 import tyro
 
 from iapo import distributions as dist
-from iapo.analysis.common import agent_states, objective_surface
+from iapo.analysis.common import SnapshotStep, agent_states, objective_surface
 from iapo.config import at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
@@ -57,8 +56,7 @@ class Config:
     samples: int = 100
     """Action samples per grid point."""
 
-    step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
-    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+    step: SnapshotStep = None
 
     seed: int = 0
     """Seed of the states' rollouts and of the runs."""

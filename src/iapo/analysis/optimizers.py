@@ -10,14 +10,13 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Annotated
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from iapo.analysis.common import agent_states, objective_per_iterate
+from iapo.analysis.common import SnapshotStep, agent_states, objective_per_iterate
 from iapo.config import ADAM_LR, CEM_ELITES, CEM_SAMPLES, CEM_SMOOTHING, COMPARISON_STEPS, at_least_one, positive_finite
 from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
@@ -38,8 +37,7 @@ class Config:
     out: str = "analysis/optimizers"
     """Folder for the figure and its numbers."""
 
-    step: Annotated[int | None, tyro.conf.arg(metavar="STEP")] = None
-    """The snapshot (or checkpoint) to analyse; unset means the newest checkpoint."""
+    step: SnapshotStep = None
 
     states: int = 100
     """States, visited by the agent."""
