@@ -27,8 +27,8 @@ from pathlib import Path
 import jax
 
 from iapo.agent import Agent
-from iapo.update import update
 from iapo.config import AgentConfig
+from iapo.update import update
 
 from hopper_batch import ACT_DIM, OBS_DIM, random_batch
 

@@ -230,3 +230,14 @@ def test_env_versions_tells_identical_from_different():
     assert script.verdict(bigger) == ("same dynamics; the observation differs in size; "
                                       "the reward differs at every step")
     assert script.verdict(dict(row, obs_diff=6.9)) == "different dynamics"
+
+
+def test_update_cost_counts_the_update(monkeypatch):
+    """benchmarks/update_cost.py reads the task's sizes and counts the compiled update's FLOPs:
+    more action samples in J, more FLOPs; a time is measured."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    script = _benchmark_script("update_cost")
+    one = script.cost("Pendulum-v1", "direct", action_samples=1, batch=8, repeats=1)
+    four = script.cost("Pendulum-v1", "direct", action_samples=4, batch=8, repeats=1)
+    assert (one["obs_dim"], one["act_dim"], one["precision"]) == (3, 1, "float32")
+    assert 0 < one["gflop"] < four["gflop"] and one["ms"] > 0
