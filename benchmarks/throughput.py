@@ -266,6 +266,10 @@ def main() -> None:
                                                             matmul_precision="bfloat16")),
             ("iapo iterative K=5, bfloat16", lambda: Iapo("iapo iterative K=5, bfloat16", args.env, root, 1,
                                                           agent="iterative", matmul_precision="bfloat16")),
+            *[(f"iapo iterative K=5, 5 seeds{suffix}",
+               lambda suffix=suffix, precision=precision: Iapo(f"iapo iterative K=5, 5 seeds{suffix}", args.env, root, 5,
+                                                               agent="iterative", matmul_precision=precision))
+              for suffix, precision in (("", "float32"), (", bfloat16", "bfloat16"))],
             # Seeds trained together (`iapo train --seeds 0 1`): one vmapped update for both, or one seed
             # after the other inside the compiled call (`--seed-mapping`; auto: map for this agent on a CPU).
             *[(f"iapo iterative K=5, 2 seeds, {how}{suffix}",

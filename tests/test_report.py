@@ -241,3 +241,22 @@ def test_update_cost_counts_the_update(monkeypatch):
     four = script.cost("Pendulum-v1", "direct", action_samples=4, batch=8, repeats=1)
     assert (one["obs_dim"], one["act_dim"], one["precision"]) == (3, 1, "float32")
     assert 0 < one["gflop"] < four["gflop"] and one["ms"] > 0
+
+
+def test_the_gpu_script_runs_in_its_cpu_mode(tmp_path):
+    """benchmarks/gpu.sh --cpu runs every step of the GPU check on a tiny task (so that the script
+    cannot rot between the sessions that are lent a GPU) and writes its results file, each step
+    ending with exit status 0."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+    done = subprocess.run(["bash", str(script), "--cpu"], env={**os.environ, "OUT": str(tmp_path)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    text = (tmp_path / "gpu-results-cpu.txt").read_text()
+    for section in ("## tests of the device paths", "## the update's cost", "## training throughput"):
+        assert section in text
+    statuses = [line for line in text.splitlines() if line.startswith("(exit ")]
+    assert len(statuses) == 5 and all(line == "(exit 0)" for line in statuses), statuses
+    assert '"agent": "iterative"' in text and "| iapo direct |" in text
