@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from iapo import distributions as dist
 from iapo.objective import make_objective, pessimistic_value, value_and_grad
@@ -84,3 +85,55 @@ def test_separate_critics_are_the_ensemble_computed_another_way():
     grads = [jax.grad(lambda p, c=c: jnp.sum(c.apply(p, obs, action) ** 2))(params) for c in (ensemble, separate)]
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _concatenated_critics(hidden_sizes):
+    """The twin critics as they were before `networks.PairDense`: an MLP on the concatenation
+    [s, a] broadcast to every action sample (the same parameter tree)."""
+    import flax.linen as nn
+
+    class ConcatMLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for i, width in enumerate(hidden_sizes):
+                x = nn.relu(nn.Dense(width, name=f"Dense_{i}")(x))
+            return nn.Dense(1, name=f"Dense_{len(hidden_sizes)}")(x)
+
+    class ConcatCritic(nn.Module):
+        @nn.compact
+        def __call__(self, obs, action):
+            obs = jnp.broadcast_to(obs, (*action.shape[:-1], obs.shape[-1]))
+            return ConcatMLP(name="MLP_0")(jnp.concatenate([obs, action], axis=-1))[..., 0]
+
+    ensemble = nn.vmap(ConcatCritic, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None,
+                       out_axes=0, axis_size=2)
+    return ensemble(name="VmapCritic_0")
+
+
+@pytest.mark.parametrize("kind", ["direct", "iterative", "direct-flow", "gradient", "cem"])
+def test_each_states_part_computed_once_is_the_concatenated_critic(kind):
+    """J and its gradient with respect to lambda, as every agent kind evaluates them (the critics'
+    first layer computing each state's part once for its N action samples), equal those of the
+    critics applied to [s, a] for every sample, to float rounding."""
+    from iapo.agent import Agent
+    from iapo.config import AgentConfig
+    from iapo.objective import MonteCarloObjective
+
+    agent = Agent(AgentConfig(agent=kind, hidden_sizes=(32,), critic_hidden_sizes=(32, 32), action_samples=7,
+                              matmul_precision="float32", critic_layout="ensemble"), 9, 3)
+    state = agent.init(jax.random.PRNGKey(0))
+    concat = _concatenated_critics((32, 32))
+
+    def concat_apply(params, obs, action):
+        return concat.apply({"params": params["params"]["VmapCritic_0"]}, obs, action)
+
+    obs = jax.random.normal(jax.random.PRNGKey(1), (16, 9))
+    lam = jax.random.normal(jax.random.PRNGKey(2), (16, 6))
+    key = jax.random.PRNGKey(3)
+    split = agent.objective(state, obs)
+    reference = MonteCarloObjective(concat_apply, agent.objective_critic_params(state), obs,
+                                    jnp.exp(state.log_alpha), agent.config.beta, 7)
+    j, _, grad = value_and_grad(split, lam, key)
+    j_ref, _, grad_ref = value_and_grad(reference, lam, key)
+    np.testing.assert_allclose(j, j_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad, grad_ref, rtol=1e-4, atol=1e-5)

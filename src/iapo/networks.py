@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -15,7 +15,11 @@ class MLP(nn.Module):
     """ReLU hidden layers, then a linear output layer (zero-initialized when asked). With
     `bf16_hidden`, the hidden layers multiply bfloat16 operands into float32 results (the same
     parameters; `iapo.precision`); the output layer stays float32 (a narrow output multiplies no
-    faster in bfloat16, and XLA:CPU's matrix-vector path rejects bfloat16 operands)."""
+    faster in bfloat16, and XLA:CPU's matrix-vector path rejects bfloat16 operands).
+
+    Called with a second input, `mlp(x, y)`, the network reads the concatenation [x, y] but its
+    first layer computes x W_x + y W_y + b (`PairDense`), so that x may have fewer leading axes
+    than y: x's part is computed once and broadcast (a state's, across its action samples)."""
 
     hidden_sizes: Sequence[int]
     out_dim: int
@@ -23,24 +27,50 @@ class MLP(nn.Module):
     bf16_hidden: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
         dot = bf16_dot_general if self.bf16_hidden else None
-        for width in self.hidden_sizes:
-            x = nn.relu(nn.Dense(width, dot_general=dot)(x))
+        for i, width in enumerate(self.hidden_sizes):
+            if i == 0 and y is not None:
+                x = nn.relu(PairDense(width, dot_general=dot, name="Dense_0")(x, y))
+            else:
+                x = nn.relu(nn.Dense(width, dot_general=dot, name=f"Dense_{i}")(x))
         init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
-        return nn.Dense(self.out_dim, kernel_init=init)(x)
+        return nn.Dense(self.out_dim, kernel_init=init, name=f"Dense_{len(self.hidden_sizes)}")(x)
+
+
+class PairDense(nn.Module):
+    """A dense layer on the concatenation [x, y] (the same parameters, initialized the same way, as
+    `nn.Dense` on it: kernel ((dx + dy), width), bias (width,)), computed as x W_x + y W_y + b with
+    broadcasting over leading axes: x (..., dx) against y (..., M, B, dy) costs x's part once per
+    row of x, and the gradient with respect to y does not run back through W_x."""
+
+    features: int
+    dot_general: Callable | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        dx = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (dx + y.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        dot = self.dot_general or jax.lax.dot_general
+
+        def matmul(a, w):
+            return dot(a, w, (((a.ndim - 1,), (0,)), ((), ())))
+
+        return matmul(x, kernel[:dx]) + matmul(y, kernel[dx:]) + bias
 
 
 class Critic(nn.Module):
-    """Q(s, a): an MLP on the concatenation of state and action, scalar output."""
+    """Q(s, a): an MLP on the concatenation of state and action, scalar output. The state may
+    have fewer leading axes than the action (obs (B, obs_dim) against actions (N, B, d)): its part
+    of the first layer is then computed once per state (`PairDense`)."""
 
     hidden_sizes: Sequence[int]
     bf16_hidden: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        x = jnp.concatenate([obs, action], axis=-1)
-        return MLP(self.hidden_sizes, 1, bf16_hidden=self.bf16_hidden)(x)[..., 0]
+        return MLP(self.hidden_sizes, 1, bf16_hidden=self.bf16_hidden)(obs, action)[..., 0]
 
 
 class TwinCritic(nn.Module):

@@ -47,8 +47,9 @@ def make_action_value(critic_apply: Callable, critic_params, obs: jax.Array, alp
     alpha = jax.lax.stop_gradient(alpha)
 
     def value(actions: jax.Array, log_pi: jax.Array) -> tuple[jax.Array, dict]:
-        obs_m = jnp.broadcast_to(obs, (*actions.shape[:-2], *obs.shape))  # (M, B, obs_dim)
-        q = pessimistic_value(critic_apply(critic_params, obs_m, actions), beta, std)  # (M, B)
+        # the states (B, obs_dim) against the actions (M, B, d): the critics' first layer computes
+        # each state's part once for its M actions (`networks.PairDense`)
+        q = pessimistic_value(critic_apply(critic_params, obs, actions), beta, std)  # (M, B)
         kl = dist.kl_sample(log_pi, actions.shape[-1])  # (M, B)
         return q - alpha * kl, {"q": q, "kl": kl}
 
