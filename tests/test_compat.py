@@ -1,9 +1,9 @@
-"""Run directories and checkpoints written by an earlier version (tests/data/run-0.3.0, made by
-iapo 0.3.0) still load, act as they did, evaluate, resume and feed the analyses."""
+"""Run directories and checkpoints written by an earlier version (tests/data/run-0.3.0.tar.gz, made
+by iapo 0.3.0) still load, act as they did, evaluate, resume and feed the analyses."""
 
 import csv
 import json
-import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +12,16 @@ import pytest
 import iapo
 from test_cli import run_cli
 
-DATA = Path(__file__).resolve().parent / "data" / "run-0.3.0"
-EXPECTED = json.loads((DATA / "expected.json").read_text())
+DATA = Path(__file__).resolve().parent / "data"
+EXPECTED = json.loads((DATA / "run-0.3.0-expected.json").read_text())
 
 
 @pytest.fixture
 def old_runs(tmp_path):
-    """A copy of the 0.3.0 run directories (a test never writes into tests/data)."""
-    shutil.copytree(DATA, tmp_path / "runs")
-    return tmp_path / "runs"
+    """The 0.3.0 run directories, unpacked into a fresh folder (a test never writes into tests/data)."""
+    with tarfile.open(DATA / "run-0.3.0.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    return tmp_path / "run-0.3.0"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED["actions"]))
