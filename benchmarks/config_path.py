@@ -6,7 +6,9 @@ through, and how often it comes back to a module it had already left.
 Runs `iapo train` for a tiny Pendulum-v1 run in this process under a profiler that records every
 call of a function of the `iapo` package that receives a configuration (a `TrainConfig` or an
 `AgentConfig` among its arguments), from the command line until the `Trainer` is built and has
-written config.json (its construction ends). The calls' modules, consecutive repeats folded,
+written config.json (its construction ends). The calls' modules, consecutive repeats folded
+and the constructors that `dataclasses` generates left out (building a config is not a step
+through the module that declares it),
 form the configuration's path; a *return* is a step of that path into a module the path had
 visited before. Prints one JSON line: the modules visited, their number, the path's length and
 its returns (`--show` prints the path too). It imports only names every version since 0.3 has,
@@ -39,7 +41,8 @@ def trace(argv: list[str]) -> list[str]:
         if state["done"]:
             return
         module = frame.f_globals.get("__name__", "")
-        if event == "call" and module.startswith("iapo.") and carries_config(frame):
+        if (event == "call" and module.startswith("iapo.") and carries_config(frame)
+                and not frame.f_code.co_qualname.startswith("__create_fn__")):
             name = module[len("iapo."):]
             if not path or path[-1] != name:
                 path.append(name)

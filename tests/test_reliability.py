@@ -249,6 +249,27 @@ def test_analysis_and_evaluate_inputs_are_one_line(argv, says, tmp_path, capsys)
     assert code == 2 and says in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("name", ["gap", "iterations", "landscape", "modes", "optimizers", "overestimation", "transfer"])
+def test_every_analysis_checks_its_shared_fields_in_one_place(name, tmp_path, capsys):
+    """Each analysis's Config is built on the shared base: --seed, --out and its counts are checked
+    there, before any run is read (the run directories here do not exist)."""
+    import importlib
+
+    from iapo.analysis.common import AnalysisConfig
+    from iapo.cli import ANALYSES
+
+    module = importlib.import_module(ANALYSES[name])
+    assert issubclass(module.Config, AnalysisConfig) and module.Config.counts
+    runs = ["SOURCE", "HOST"] if name == "transfer" else ["RUN"]
+    if name in ("gap", "overestimation"):  # several runs: these must exist and share an environment
+        (tmp_path / "RUN").mkdir()
+        (tmp_path / "RUN" / "config.json").write_text(json.dumps({"env": "Pendulum-v1", "algo": {"agent": "direct"}}))
+    runs = [str(tmp_path / r) for r in runs]
+    code, _, err = run_cli(["analyze", name, *runs, "--seed", "-1"], capsys)
+    assert code == 2 and "--seed must be in [0, 2**32)" in err and err.count("\n") == 1, err
+    count = module.Config.counts[0]
+    code, _, err = run_cli(["analyze", name, *runs, f"--{count.replace('_', '-')}", "0"], capsys)
+    assert code == 2 and "must be >= 1, got 0" in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("how, says", [

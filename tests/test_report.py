@@ -1,6 +1,7 @@
 """`iapo plot` on synthetic runs whose statistics are known."""
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -11,7 +12,7 @@ import pytest
 from scipy import stats
 
 from iapo import plot
-from iapo.config import AgentConfig, TrainConfig, to_dict
+from iapo.config import AgentConfig, TrainConfig
 from test_cli import run_cli
 
 
@@ -20,7 +21,7 @@ def fake_run(path, returns, agent="direct", env="Hopper-v5", seed=0, wall=None, 
     wall times in seconds, if given)."""
     path.mkdir(parents=True)
     config = TrainConfig(env=env, seed=seed, run_dir=str(path), algo=AgentConfig(agent=agent, **algo))
-    (path / "config.json").write_text(json.dumps(to_dict(config)))
+    (path / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
     steps = [1000 * (i + 1) for i in range(len(returns))]
     with open(path / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -249,9 +250,11 @@ def test_the_gpu_script_runs_in_its_cpu_mode(tmp_path):
     ending with exit status 0."""
     import os
     import subprocess
+    import sys
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
-    done = subprocess.run(["bash", str(script), "--cpu"], env={**os.environ, "OUT": str(tmp_path)},
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # its `python` is ours
+    done = subprocess.run(["bash", str(script), "--cpu"], env={**os.environ, "OUT": str(tmp_path), "PATH": path},
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     text = (tmp_path / "gpu-results-cpu.txt").read_text()

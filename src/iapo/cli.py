@@ -1,5 +1,6 @@
 """The `iapo` command line: each command's config dataclass (in its own module) becomes a tyro
-parser; its `run(config)` does the work. This module only chooses the command, prints the
+parser; a function named for the command does the work (`trainer.train`, `sweep.sweep`,
+`plot.plot`, `evaluate.evaluate_run`, each analysis's `analyze`). This module only chooses the command, prints the
 result, and turns errors into one line and an exit code (2: bad input, 130: interrupted)."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tyro
 from iapo import signals
 from iapo.errors import IapoError
 
-# name -> module whose `Config` and `run(config)` make the command (imported when it runs, so
+# name -> module whose `Config` and `analyze(config)` make the command (imported when it runs, so
 # that `iapo --help` imports only what the top-level parser needs).
 ANALYSES = {name: f"iapo.analysis.{name}"
             for name in ("gap", "overestimation", "modes", "landscape", "optimizers", "iterations", "transfer")}
@@ -46,7 +47,7 @@ def _analyze(args: list[str]) -> None:
         config=(tyro.conf.OmitArgPrefixes,),
     )
     name = next(name for name, module in modules.items() if isinstance(cfg, module.Config))
-    figure = modules[name].run(cfg)
+    figure = modules[name].analyze(cfg)
     print(f"{WRITTEN[name]} written to {figure} (numbers: {figure.with_suffix(NUMBERS[name])})")
 
 
@@ -83,14 +84,14 @@ def _command(args: list[str]) -> int:
             config=(tyro.conf.OmitArgPrefixes,),
         )
     if isinstance(cfg, TrainConfig):
-        trainer.run(cfg)
+        trainer.train(cfg)
     elif isinstance(cfg, sweep.SweepConfig):
-        return sweep.run(cfg)
+        return sweep.sweep(cfg)
     elif isinstance(cfg, plot.Config):
-        figure, table = plot.run(cfg)
+        figure, table = plot.plot(cfg)
         print(f"{table}\ncurves written to {figure} (table: {figure.with_suffix('.md')}, {figure.with_suffix('.csv')})")
     else:
-        mean, std, n = evaluate.run(cfg)
+        mean, std, n = evaluate.evaluate_run(cfg)
         print(f"return {mean:.2f} ± {std:.2f} over {n} episodes")
     return 0
 

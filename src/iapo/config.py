@@ -398,10 +398,6 @@ class TrainConfig:
             raise ConfigError("--env must name a Gymnasium environment id")
 
 
-def to_dict(config) -> dict:
-    return dataclasses.asdict(config)
-
-
 def at_least_one(cfg, *names: str) -> None:
     """A one-line error for the first of the fields `names` of `cfg` below 1."""
     for name in names:

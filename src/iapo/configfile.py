@@ -14,7 +14,7 @@ from typing import Literal
 
 import yaml
 
-from iapo.config import AgentConfig, TrainConfig, parse_seeds, to_dict
+from iapo.config import AgentConfig, TrainConfig, parse_seeds
 from iapo.errors import ConfigError
 from iapo.kinds import KINDS
 
@@ -136,7 +136,7 @@ def upgrade(data: dict) -> dict:
     version lacks at the values that reproduce its runs (`train_config_from_dict`), in JSON's
     types (lists, not tuples). A dict that is not a run configuration raises ConfigError."""
     try:
-        return json.loads(json.dumps(to_dict(train_config_from_dict(data))))
+        return json.loads(json.dumps(dataclasses.asdict(train_config_from_dict(data))))
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
 

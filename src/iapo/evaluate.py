@@ -49,7 +49,7 @@ class Config:
             _check_video_path(Path(self.video))
 
 
-def run(cfg: Config) -> tuple[float, float, int]:
+def evaluate_run(cfg: Config) -> tuple[float, float, int]:
     """`iapo evaluate`: (mean, std) of the return over `cfg.episodes` episodes, and their number."""
     cfg.validate()
     config, agent, state, _ = load_agent(Path(cfg.run_dir), cfg.step)

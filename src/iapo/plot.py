@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Literal
 
-import gymnasium as gym
 import numpy as np
 import tyro
 
@@ -72,11 +71,11 @@ class Config:
             at_least_one(self, "max_step")
 
 
-def run(cfg: Config) -> tuple[Path, str]:
+def plot(cfg: Config) -> tuple[Path, str]:
     """`iapo plot`: the figure and its tables; returns (figure path, Markdown table)."""
     cfg.validate()
     out = Path(cfg.out) if cfg.out else (Path(cfg.dirs[0]) if len(cfg.dirs) == 1 else Path(".")) / "results.png"
-    return plot([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap, cfg.max_step, cfg.x)
+    return plot_runs([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap, cfg.max_step, cfg.x)
 
 
 @dataclasses.dataclass
@@ -248,7 +247,7 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
     return md
 
 
-def plot(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[str, ...] = (),
+def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[str, ...] = (),
          reps: int = 2000, max_step: int | None = None, x: str = "steps") -> tuple[Path, str]:
     """Curves (one panel per env, one line per group), the table beside them; returns
     (figure path, Markdown table). The plotted arrays are in `<out stem>_curves.csv`."""

@@ -19,6 +19,7 @@ root and one run directory per seed, `seed_<s>/`.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -28,7 +29,7 @@ import socket
 import time
 from pathlib import Path
 
-from iapo.config import TrainConfig, to_dict
+from iapo.config import TrainConfig
 
 from iapo.configfile import run_identity, train_config_from_dict
 from iapo.errors import ConfigError, IapoError, RunDirError
@@ -184,7 +185,7 @@ def prepare(config: TrainConfig) -> Path:
                                   "or choose another --run-dir")
         if existing and not config.overwrite:
             try:
-                same = run_identity(json.loads((run_dir / CONFIG).read_text())) == run_identity(to_dict(config))
+                same = run_identity(json.loads((run_dir / CONFIG).read_text())) == run_identity(dataclasses.asdict(config))
             except (OSError, ValueError):
                 same = False
             what = "a run with this configuration" if same else "a different run"
@@ -215,7 +216,7 @@ def prepare(config: TrainConfig) -> Path:
 # -- config.json -----------------------------------------------------------------------------------
 def write_config(run_dir: Path, config: TrainConfig, resolved: dict[str, str]) -> None:
     """config.json of the run in `run_dir`: `config` and what its "auto" settings resolved to."""
-    write_json_atomic(Path(run_dir) / CONFIG, {**to_dict(config), RESOLVED: dict(resolved)})
+    write_json_atomic(Path(run_dir) / CONFIG, {**dataclasses.asdict(config), RESOLVED: dict(resolved)})
 
 
 def read_config(run_dir: Path) -> tuple[TrainConfig, dict[str, str]]:

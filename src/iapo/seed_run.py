@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from iapo import checkpoint, rundir
-from iapo.config import TrainConfig, to_dict
+from iapo.config import TrainConfig
 from iapo.configfile import run_identity
 from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import dims, make_env
@@ -100,7 +100,7 @@ class SeedRun:
             self.replay_parts.append({**ref, "stop": buffer.added})
         self.replay_saved = buffer.added
         return {
-            "config": json.loads(json.dumps(to_dict(self.config))),
+            "config": json.loads(json.dumps(dataclasses.asdict(self.config))),
             "loop": dataclasses.asdict(loop),
             "act_key": np.asarray(act_key),
             "rng": self.rng.bit_generator.state,
@@ -110,7 +110,7 @@ class SeedRun:
         }
 
     def restore(self, step: int, extra: dict) -> None:
-        if run_identity(extra.get("config", {})) != run_identity(to_dict(self.config)):
+        if run_identity(extra.get("config", {})) != run_identity(dataclasses.asdict(self.config)):
             raise checkpoint.MismatchError(
                 f"the checkpoint of step {step} in {self.run_dir} belongs to another configuration than its config.json"
             )

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from iapo import signals
 from iapo.atomic import write_json_atomic
-from iapo.config import parse_seeds, show_value, to_dict
+from iapo.config import parse_seeds, show_value
 from iapo.envs import check_env_id
 from iapo.errors import ConfigError, RunDirError
 from iapo.grid import SweepConfig, Trial, build_trials, resolve
@@ -78,7 +78,7 @@ class Sweep:
             for trial in self.trials:
                 trial.dir.mkdir(exist_ok=True)
                 if not (trial.dir / "trial.json").exists():  # (its run_dir relative to the sweep folder)
-                    write_json_atomic(trial.dir / "trial.json", to_dict(dataclasses.replace(trial.config,
+                    write_json_atomic(trial.dir / "trial.json", dataclasses.asdict(dataclasses.replace(trial.config,
                                                                                           run_dir=trial.name)))
         except OSError as exc:
             raise RunDirError(f"--out {self.out} is not writable: {exc.strerror or exc}") from None
@@ -260,14 +260,14 @@ class Sweep:
                     self.set_status(trial, "failed", str(exc).strip().splitlines()[0])
 
 
-def run(cfg: SweepConfig) -> int:
+def sweep(cfg: SweepConfig) -> int:
     """`iapo sweep`: run the sweep; returns the exit code: 0 all finished, 130 stopped by a
     signal, 1 otherwise."""
-    sweep = Sweep(cfg)
-    unfinished = sweep.run()
+    runner = Sweep(cfg)
+    unfinished = runner.run()
     if unfinished:
         print(f"{unfinished} trial(s) did not finish; rerun the same command to complete them", file=sys.stderr)
-    return 0 if not unfinished else 130 if sweep.stop_requested else 1
+    return 0 if not unfinished else 130 if runner.stop_requested else 1
 
 
 if __name__ == "__main__":  # (`python -m iapo.sweep TRIAL_DIR` also runs a trial)

@@ -1,6 +1,6 @@
 """The training loop: collect with the current policy, update once per step, evaluate, log.
 
-`Trainer` trains one seed, or several together; `run(config)` is `iapo train` (a new run, or
+`Trainer` trains one seed, or several together; `train(config)` is `iapo train` (a new run, or
 `--resume`)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from iapo import checkpoint, resolve, rundir, signals
 from iapo.agent import Agent, act_seeds
-from iapo.config import TrainConfig, to_dict
+from iapo.config import TrainConfig
 from iapo.envs import check_env_id, dims
 from iapo.errors import ConfigError, IapoError, NumericError
 from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
@@ -157,7 +157,7 @@ class Trainer:
             wandb = None
             if config.wandb_project:
                 wandb = {"project": config.wandb_project, "name": f"{self.run_dir.name}/{rundir.seed_dir('', run.config.seed)}",
-                         "group": self.run_dir.name, "config": to_dict(run.config)}
+                         "group": self.run_dir.name, "config": dataclasses.asdict(run.config)}
             run.logger = RunLogger(run.run_dir, f"{config.env} · {config.algo.agent} · seed {run.config.seed}",
                                    resume_after=run.loop.step if resume else None, wandb=wandb)
         self.logged = 0  # infos[:logged] were written by `log_updates`
@@ -273,7 +273,7 @@ class Trainer:
             named = {"replay_sampling": "device" if extra.get("replay_on_device", False) else "host",
                      "matmul_precision": str(extra.get("matmul_precision", "float32")),
                      "seed_mapping": str(extra.get("seed_mapping", "vmap"))}
-            asked = to_dict(self.config)
+            asked = dataclasses.asdict(self.config)
             self.resolved.update({k: v for k, v in named.items() if asked.get(k, asked["algo"].get(k)) == "auto"})
             replay_on_device = self.resolved["replay_sampling"] == "device"
             began = resolve.apply(self.config, self.resolved).algo
@@ -515,11 +515,6 @@ def _first_nonfinite(info: dict) -> str:
     return "network parameter"
 
 
-def train(config: TrainConfig) -> Path:
-    """Train an agent as `config` says; returns the run directory."""
-    return Trainer(config).run()
-
-
 def resume(run_dir: Path, progress: bool = True, quiet: bool = False) -> Path:
     """Continue the run in `run_dir` from its newest usable checkpoint."""
     config = dataclasses.replace(load_run_config(Path(run_dir)), run_dir=str(run_dir), progress=progress, quiet=quiet)
@@ -556,7 +551,7 @@ def make_trainer(config: TrainConfig, on_evaluation=None) -> Trainer:
     return Trainer(resumed, resume=True, on_evaluation=on_evaluation)
 
 
-def run(config: TrainConfig) -> Path:
+def train(config: TrainConfig) -> Path:
     """`iapo train`: a new run as `config` says, or, with `config.resume`, the run it names
     continued; ends with a summary line (unless `quiet`). Returns the run directory."""
     trainer = make_trainer(config)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from iapo import checkpoint, rundir, signals
 from iapo.atomic import write_json_atomic
-from iapo.config import TrainConfig, to_dict
+from iapo.config import TrainConfig
 from iapo.configfile import train_config_from_dict, upgrade
 from iapo.errors import ConfigError, IapoError, RunDirError
 from iapo.grid import Trial
@@ -93,7 +93,7 @@ def check_trial_dir(trial: Trial) -> None:
         old = upgrade(old)
     except ConfigError:
         pass
-    new = json.loads(json.dumps(to_dict(trial.config)))
+    new = json.loads(json.dumps(dataclasses.asdict(trial.config)))
     # Where the trial lives is the sweep folder's business, not a setting: the same sweep named by
     # another spelling of --out (absolute, relative, moved) is the same sweep.
     old.pop("run_dir", None)

@@ -1,12 +1,15 @@
-"""What several analyses share: the `--step` flag of those that read one agent, the states an
-agent visits, J at each iterate of its iterative optimizer, and J over a grid of two dimensions
+"""What the analyses share: their base configuration (`AnalysisConfig`: --out, --seed and the
+checks of both; `OneRunConfig`: one run directory, its `--step` and loading the agent there), the
+states an agent visits, J at each iterate of its iterative optimizer, and J over a grid of two dimensions
 of the policy mean. (The ascent on lambda to the
 optimum of J is `optimizers.nonamortized.ascend_to_optimum`, beside the other ascent.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -14,12 +17,60 @@ import numpy as np
 import tyro
 
 from iapo.agent import Agent, AgentState
+from iapo.config import at_least_one
 from iapo.envs import make_env
+from iapo.errors import IapoError
+from iapo.kinds import kind
 from iapo.rollout import agent_policy, visited_states
+from iapo.saved import check_analysis_inputs, load_agent
 
 # `--step`: which of a run's saved agents an analysis of one agent reads.
 SnapshotStep = Annotated[int | None, tyro.conf.arg(
     metavar="STEP", help="The snapshot (or checkpoint) to analyse; unset means the newest checkpoint.")]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AnalysisConfig:
+    """The fields and checks every `iapo analyze` command shares. A subclass sets `out`'s default,
+    names its counts (fields that must be >= 1) in `counts`, and checks its own fields in `check`."""
+
+    out: str
+    """Folder for the figure and its numbers."""
+
+    seed: int = 0
+    """Seed of the states' rollouts and of the estimates."""
+
+    counts: ClassVar[tuple[str, ...]] = ()
+
+    def run_dirs_to_check(self) -> tuple[str, ...] | None:
+        """Several runs, which must exist and be of one environment; None for one run."""
+        return None
+
+    def check(self) -> None:
+        """One-line errors for the subclass's own fields."""
+
+    def validate(self) -> None:
+        check_analysis_inputs(self.seed, self.out, self.run_dirs_to_check())
+        at_least_one(self, *self.counts)
+        self.check()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OneRunConfig(AnalysisConfig):
+    """An analysis of one run's agent at one of its saved steps."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run directory of an iterative agent."""
+
+    step: SnapshotStep = None
+
+    def load_iterative(self):
+        """(config, agent, state, step) of the run at `step`; a one-line error unless its agent
+        learns iterations (the analyses of an iterative optimizer)."""
+        config, agent, state, step = load_agent(Path(self.run_dir), self.step)
+        if not kind(agent.config.agent).learned_iterations:
+            raise IapoError(f"{self.run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
+        return config, agent, state, step
 
 
 def agent_states(env_id: str, agent: Agent, state: AgentState, n: int, seed: int) -> np.ndarray:

@@ -20,19 +20,19 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from iapo.analysis.common import agent_states, objective_per_iterate
-from iapo.config import at_least_one, positive_finite
+from iapo.analysis.common import AnalysisConfig, agent_states, objective_per_iterate
+from iapo.config import positive_finite
 from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
 from iapo.objective import Objective
 from iapo.optimizers.nonamortized import ascend_to_optimum
 from iapo.figures import colors, new_figure, save_figure, steps_axis
 from iapo.rundir import seed_of
-from iapo.saved import check_analysis_inputs, load_agent, load_run_config, load_state, settings_of, snapshots
+from iapo.saved import load_agent, load_run_config, load_state, settings_of, snapshots
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(AnalysisConfig):
     """Amortization gap over training (Fig. 6): at every snapshot of each run, for states the
     agent visits, gradient ascent on J from the agent's lambda until J stops improving; the
     gap J(lambda*) - J(lambda_agent), mean +- std over states. Writes gap.csv, gap.json, gap.png
@@ -42,7 +42,6 @@ class Config:
     """Run directories written by `iapo train` (direct and iterative runs plot together)."""
 
     out: str = "analysis/gap"
-    """Folder for the figure and its numbers."""
 
     states: int = 100
     """States per snapshot, visited by that snapshot's agent."""
@@ -65,18 +64,18 @@ class Config:
     samples: int = 100
     """Action samples of the estimates of J(lambda*) and J(lambda_agent)."""
 
-    seed: int = 0
-    """Seed of the states' rollouts and of the estimates."""
-
     mean_over_seeds: bool = False
     """Draw one curve per setting instead of one per run: runs that differ only in the seed (grouped
     as `iapo plot` groups them), the mean over seeds of each seed's mean gap at the snapshots all
     of them have, shaded +- its std over seeds (Fig. 6, 8). Also writes those numbers to
     gap_over_seeds.csv."""
 
-    def validate(self) -> None:
-        check_analysis_inputs(self.seed, self.out, self.run_dirs)
-        at_least_one(self, "states", "max_steps", "patience", "samples")
+    counts = ("states", "max_steps", "patience", "samples")
+
+    def run_dirs_to_check(self) -> tuple[str, ...]:
+        return self.run_dirs
+
+    def check(self) -> None:
         if self.extra_iterations < 0:
             raise ConfigError(f"--extra-iterations must be >= 0, got {self.extra_iterations}")
         positive_finite("lr", self.lr)
@@ -202,7 +201,7 @@ def plot_gap(rows: list[dict], out_path: Path, over_seeds: bool = False) -> None
     save_figure(fig, out_path)
 
 
-def run(cfg: Config) -> Path:
+def analyze(cfg: Config) -> Path:
     """`iapo analyze gap`: rows for every run and snapshot (and, for iterative runs with
     `extra_iterations`, again with that many more iterations) into out/gap.csv, gap.json and
     the figure out/gap.png; returns the figure's path."""

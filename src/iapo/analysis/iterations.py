@@ -11,29 +11,20 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
-from iapo.analysis.common import SnapshotStep, agent_states, objective_per_iterate
-from iapo.config import at_least_one
+from iapo.analysis.common import OneRunConfig, agent_states, objective_per_iterate
 from iapo.envs import make_env
-from iapo.errors import IapoError
-from iapo.kinds import kind
 from iapo.figures import new_figure, save_figure
 from iapo.rollout import evaluate
-from iapo.saved import check_analysis_inputs, load_agent
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(OneRunConfig):
     """Evaluation beyond the training horizon: an iterative agent's return and objective J when it
     acts with 1 .. --max-iterations iterations, more than it was trained with included. Writes
     iterations.csv, iterations.json, iterations.png."""
 
-    run_dir: tyro.conf.Positional[str]
-    """Run directory of an iterative agent."""
-
     out: str = "analysis/iterations"
-    """Folder for the figure and its numbers."""
 
     max_iterations: int = 10
     """Evaluate with 1 .. this many iterations."""
@@ -44,25 +35,19 @@ class Config:
     states: int = 100
     """States, visited by the agent, at which J is estimated."""
 
-    step: SnapshotStep = None
-
     seed: int = 12345
     """Seed of the evaluation environments and of the states' rollouts."""
 
-    def validate(self) -> None:
-        check_analysis_inputs(self.seed, self.out)
-        at_least_one(self, "max_iterations", "episodes", "states")
+    counts = ("max_iterations", "episodes", "states")
 
 
-def run(cfg: Config) -> Path:
+def analyze(cfg: Config) -> Path:
     """`iapo analyze iterations`: out/iterations.csv and .json (one row per iteration count) and
     out/iterations.png; returns the figure's path."""
     cfg.validate()
     run_dir, out, max_iterations, episodes, states, seed = (Path(cfg.run_dir), Path(cfg.out), cfg.max_iterations,
                                                             cfg.episodes, cfg.states, cfg.seed)
-    config, agent, state, step = load_agent(run_dir, cfg.step)
-    if not kind(agent.config.agent).learned_iterations:
-        raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
+    config, agent, state, step = cfg.load_iterative()
     obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
     js = np.mean(np.asarray(objective_per_iterate(agent, state, obs, jax.random.PRNGKey(seed), max_iterations)), 1)
     envs = [make_env(config.env) for _ in range(episodes)]

@@ -15,26 +15,22 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from iapo.analysis.common import SnapshotStep, agent_states, objective_surface
-from iapo.config import at_least_one, positive_finite
+from iapo.analysis.common import OneRunConfig, agent_states, objective_surface
+from iapo.config import positive_finite
 from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
 from iapo.optimizers.nonamortized import ascend_to_optimum
 from iapo.figures import new_figure, save_figure
-from iapo.saved import check_analysis_inputs, load_agent
+from iapo.saved import load_agent
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(OneRunConfig):
     """Objective landscape (Fig. 1, 19): J over a grid of two dimensions of the policy mean at one
     state visited by an iterative agent, with the iterative path, the gradient-ascent optimum and,
     with --direct, a direct agent's estimate. Writes landscape.json and landscape.png."""
 
-    run_dir: tyro.conf.Positional[str]
-    """Run directory of an iterative agent (its critics define J)."""
-
     out: str = "analysis/landscape"
-    """Folder for the figure and its numbers."""
 
     state: int = 0
     """Which of the visited states (0 .. --states - 1)."""
@@ -57,14 +53,9 @@ class Config:
     states: int = 100
     """States collected by the agent, to choose --state from."""
 
-    step: SnapshotStep = None
+    counts = ("grid_size", "samples", "states")
 
-    seed: int = 0
-    """Seed of the states' rollouts and of the samples."""
-
-    def validate(self) -> None:
-        check_analysis_inputs(self.seed, self.out)
-        at_least_one(self, "grid_size", "samples", "states")
+    def check(self) -> None:
         positive_finite("extent", self.extent)
 
 
@@ -77,14 +68,12 @@ def iterative_path(agent, state, obs: jax.Array, key: jax.Array) -> np.ndarray:
     return np.asarray(jnp.concatenate([lam0[None], iterate(key)]))
 
 
-def run(cfg: Config) -> Path:
+def analyze(cfg: Config) -> Path:
     """`iapo analyze landscape`: out/landscape.json (grid, J, path, optimum, direct estimate) and
     out/landscape.png; returns the figure's path."""
     cfg.validate()
     run_dir, out, state_index, dims, seed = Path(cfg.run_dir), Path(cfg.out), cfg.state, tuple(cfg.dims), cfg.seed
-    config, agent, state, step = load_agent(run_dir, cfg.step)
-    if not kind(agent.config.agent).learned_iterations:
-        raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
+    config, agent, state, step = cfg.load_iterative()
     d = agent.act_dim
     if d < 2:
         raise ConfigError(f"{config.env} has {d} action dimension; the landscape needs two")

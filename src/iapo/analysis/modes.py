@@ -14,29 +14,22 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
 from iapo import distributions as dist
-from iapo.analysis.common import SnapshotStep, agent_states, objective_surface
-from iapo.config import at_least_one, positive_finite
-from iapo.errors import ConfigError, IapoError
-from iapo.kinds import kind
+from iapo.analysis.common import OneRunConfig, agent_states, objective_surface
+from iapo.config import positive_finite
+from iapo.errors import ConfigError
 from iapo.figures import new_figure, save_figure
-from iapo.saved import check_analysis_inputs, load_agent
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(OneRunConfig):
     """Multiple policy modes (Fig. 2, 7): several independent runs of an iterative agent's
     optimizer at each of many visited states; a histogram of the distances between the runs'
     mean actions, and for the state where they differ most, J over pairs of action dimensions and
     the runs' policy densities. Writes modes.json and modes.png."""
 
-    run_dir: tyro.conf.Positional[str]
-    """Run directory of an iterative agent."""
-
     out: str = "analysis/modes"
-    """Folder for the figure and its numbers."""
 
     states: int = 100
     """States, visited by the agent."""
@@ -56,14 +49,12 @@ class Config:
     samples: int = 100
     """Action samples per grid point."""
 
-    step: SnapshotStep = None
-
     seed: int = 0
     """Seed of the states' rollouts and of the runs."""
 
-    def validate(self) -> None:
-        check_analysis_inputs(self.seed, self.out)
-        at_least_one(self, "states", "grid_size", "samples")
+    counts = ("states", "grid_size", "samples")
+
+    def check(self) -> None:
         if self.runs < 2:
             raise ConfigError(f"--runs must be >= 2, got {self.runs}")
         if not (self.init_spread >= 0 and math.isfinite(self.init_spread)):
@@ -102,14 +93,12 @@ def _agent_runs(agent, state, obs, key, runs: int, init_spread: float):
     return independent_runs(optimize, agent.optimizer.initial_lam(obs.shape[0]), key, runs, init_spread)
 
 
-def run(cfg: Config) -> Path:
+def analyze(cfg: Config) -> Path:
     """`iapo analyze modes`: out/modes.json and out/modes.png; returns the figure's path."""
     cfg.validate()
     run_dir, out, states, runs, init_spread, seed = (Path(cfg.run_dir), Path(cfg.out), cfg.states, cfg.runs,
                                                      cfg.init_spread, cfg.seed)
-    config, agent, state, step = load_agent(run_dir, cfg.step)
-    if not kind(agent.config.agent).learned_iterations:
-        raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
+    config, agent, state, step = cfg.load_iterative()
     obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
     key = jax.random.PRNGKey(seed)
     lams = _agent_runs(agent, state, obs, key, runs, init_spread)  # (R, B, 2d)

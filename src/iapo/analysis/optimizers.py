@@ -14,30 +14,21 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
-from iapo.analysis.common import SnapshotStep, agent_states, objective_per_iterate
-from iapo.config import ADAM_LR, CEM_ELITES, CEM_SAMPLES, CEM_SMOOTHING, COMPARISON_STEPS, at_least_one, positive_finite
-from iapo.errors import ConfigError, IapoError
-from iapo.kinds import kind
+from iapo.analysis.common import OneRunConfig, agent_states, objective_per_iterate
+from iapo.config import ADAM_LR, CEM_ELITES, CEM_SAMPLES, CEM_SMOOTHING, COMPARISON_STEPS, positive_finite
+from iapo.errors import ConfigError
 from iapo.optimizers.nonamortized import cem, gradient_ascent
 from iapo.figures import new_figure, save_figure
-from iapo.saved import check_analysis_inputs, load_agent
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(OneRunConfig):
     """Optimizer efficiency (Fig. 4c): improvement of J against iterations for the run's iterative
     optimizer, Adam on lambda and CEM, from the same lambda_0 at the same states, with their
     wall-clock cost per iteration. Writes optimizers.csv, optimizers.json, optimizers.png."""
 
-    run_dir: tyro.conf.Positional[str]
-    """Run directory of an iterative agent."""
-
     out: str = "analysis/optimizers"
-    """Folder for the figure and its numbers."""
-
-    step: SnapshotStep = None
 
     states: int = 100
     """States, visited by the agent."""
@@ -60,9 +51,9 @@ class Config:
     seed: int = 0
     """Seed of the states' rollouts and of the samples."""
 
-    def validate(self) -> None:
-        check_analysis_inputs(self.seed, self.out)
-        at_least_one(self, "states", "iterations", "cem_samples", "cem_elites")
+    counts = ("states", "iterations", "cem_samples", "cem_elites")
+
+    def check(self) -> None:
         if self.cem_elites > self.cem_samples:
             raise ConfigError(f"--cem-elites ({self.cem_elites}) must not exceed --cem-samples ({self.cem_samples})")
         positive_finite("adam-lr", self.adam_lr)
@@ -99,15 +90,13 @@ def _to_match(improvement: np.ndarray, target: float) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
-def run(cfg: Config) -> Path:
+def analyze(cfg: Config) -> Path:
     """`iapo analyze optimizers`: out/optimizers.csv (mean improvement of J per iteration),
     out/optimizers.json (summary) and out/optimizers.png; returns the figure's path."""
     cfg.validate()
     run_dir, out, states, iterations, seed = Path(cfg.run_dir), Path(cfg.out), cfg.states, cfg.iterations, cfg.seed
     adam_lr, cem_samples, cem_elites, cem_smoothing = cfg.adam_lr, cfg.cem_samples, cfg.cem_elites, cfg.cem_smoothing
-    config, agent, state, step = load_agent(run_dir, cfg.step)
-    if not kind(agent.config.agent).learned_iterations:
-        raise IapoError(f"{run_dir} trained a {agent.config.agent} agent; this analysis needs an iterative one")
+    config, agent, state, step = cfg.load_iterative()
     obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
     key = jax.random.PRNGKey(seed)
     curves, seconds = {}, {}

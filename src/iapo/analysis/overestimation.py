@@ -22,18 +22,18 @@ import numpy as np
 import tyro
 
 from iapo import distributions as dist
-from iapo.config import at_least_one
+from iapo.analysis.common import AnalysisConfig
 from iapo.env_state import extend_time_limit, get_state, set_state
 from iapo.envs import make_env
 from iapo.kinds import kind
 from iapo.objective import pessimistic_value
 from iapo.figures import new_figure, save_figure, steps_axis
 from iapo.rollout import rollout, visited_states
-from iapo.saved import check_analysis_inputs, load_agent, load_state, snapshots
+from iapo.saved import load_agent, load_state, snapshots
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(AnalysisConfig):
     """Value overestimation and policy change (Fig. 3), over snapshots: the critics' estimate
     Q(s, a) minus the discounted Monte Carlo soft return of the same action from the restored
     simulator state, and KL(pi_previous || pi) between successive snapshots. Compare runs with
@@ -43,7 +43,6 @@ class Config:
     """Run directories written by `iapo train`."""
 
     out: str = "analysis/overestimation"
-    """Folder for the figure and its numbers."""
 
     states: int = 50
     """Visited states per snapshot; their rollouts run side by side."""
@@ -54,9 +53,10 @@ class Config:
     seed: int = 0
     """Seed of the states' rollouts and of the policies' samples."""
 
-    def validate(self) -> None:
-        check_analysis_inputs(self.seed, self.out, self.run_dirs)
-        at_least_one(self, "states", "horizon")
+    counts = ("states", "horizon")
+
+    def run_dirs_to_check(self) -> tuple[str, ...]:
+        return self.run_dirs
 
 
 @functools.partial(jax.jit, static_argnames="agent")
@@ -149,7 +149,7 @@ def value_bias(env_id: str, agent, state, gamma: float, states: int, horizon: in
             "returns": returns, "observations": observations}
 
 
-def run(cfg: Config) -> Path:
+def analyze(cfg: Config) -> Path:
     """`iapo analyze overestimation`: out/overestimation.csv, .json and .png; returns the figure's path."""
     cfg.validate()
     out, states, horizon, seed = Path(cfg.out), cfg.states, cfg.horizon, cfg.seed

@@ -22,12 +22,12 @@ import numpy as np
 import tyro
 
 from iapo.agent import Agent
-from iapo.config import at_least_one
+from iapo.analysis.common import AnalysisConfig
 from iapo.envs import make_env
 from iapo.errors import IapoError
 from iapo.figures import new_figure, save_figure, steps_axis
 from iapo.rollout import evaluate
-from iapo.saved import check_analysis_inputs, load_agent, load_state, snapshots
+from iapo.saved import load_agent, load_state, snapshots
 
 POLICY_FIELDS = ("agent", "hidden_sizes", "flow_transforms", "flow_hidden_sizes")  # what the optimizer's shape depends on
 # How the optimizer runs: these travel with it into the host, so it acts there as it was trained
@@ -36,8 +36,8 @@ OPTIMIZER_FIELDS = ("iterations", "eval_iterations", "init_mean", "init_scale", 
                     "optimizer_lr", "cem_samples", "cem_elites", "cem_smoothing")
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(AnalysisConfig):
     """Zero-shot transfer (Fig. 9): at every step both runs have a snapshot of, the policy
     optimizer of SOURCE (e.g. an iterative agent trained with the model-free value) acts, unchanged,
     with the objective of HOST (e.g. a model-based agent: its critics, temperature and model); its
@@ -55,7 +55,6 @@ class Config:
     """Optionally, a direct run evaluated at the same steps."""
 
     out: str = "analysis/transfer"
-    """Folder for the figure and its numbers."""
 
     episodes: int = 5
     """Evaluation episodes per agent and step."""
@@ -63,12 +62,10 @@ class Config:
     seed: int = 12345
     """Seed of the evaluation environments."""
 
-    def validate(self) -> None:
-        check_analysis_inputs(self.seed, self.out)
-        at_least_one(self, "episodes")
+    counts = ("episodes",)
 
 
-def run(cfg: Config) -> Path:
+def analyze(cfg: Config) -> Path:
     """`iapo analyze transfer`: out/transfer.csv, .json and .png; returns the figure's path."""
     cfg.validate()
     source, host, out, episodes, seed = Path(cfg.source), Path(cfg.host), Path(cfg.out), cfg.episodes, cfg.seed
