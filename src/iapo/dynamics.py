@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from iapo import distributions as dist
+from iapo.networks import PairDense
 from iapo.objective import make_objective, pessimistic_value
 
 sg = jax.lax.stop_gradient
@@ -44,23 +45,26 @@ class LayerNormMLP(nn.Module):
     out_dim: int
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for width in self.hidden_sizes:
-            x = nn.leaky_relu(nn.LayerNorm()(nn.Dense(width)(x)))
-        return nn.Dense(self.out_dim)(x)
+    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        """On the concatenation [x, y]; x may have fewer leading axes than y (`PairDense`)."""
+        for i, width in enumerate(self.hidden_sizes):
+            x = PairDense(width, name="Dense_0")(x, y) if i == 0 else nn.Dense(width, name=f"Dense_{i}")(x)
+            x = nn.leaky_relu(nn.LayerNorm(name=f"LayerNorm_{i}")(x))
+        return nn.Dense(self.out_dim, name=f"Dense_{len(self.hidden_sizes)}")(x)
 
 
 class DynamicsModel(nn.Module):
-    """(s, a) -> (predicted s' - s (..., obs_dim), predicted reward (...)): two networks."""
+    """(s, a) -> (predicted s' - s (..., obs_dim), predicted reward (...)): two networks. The
+    states may have fewer leading axes than the actions (s (B, obs_dim), a (M, B, d)): their part
+    of the first layers is then computed once per state."""
 
     hidden_sizes: Sequence[int]
     obs_dim: int
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = jnp.concatenate([obs, action], axis=-1)
-        delta = LayerNormMLP(self.hidden_sizes, self.obs_dim, name="state")(x)
-        reward = LayerNormMLP(self.hidden_sizes, 1, name="reward")(x)[..., 0]
+        delta = LayerNormMLP(self.hidden_sizes, self.obs_dim, name="state")(obs, action)
+        reward = LayerNormMLP(self.hidden_sizes, 1, name="reward")(obs, action)[..., 0]
         return delta, reward
 
 
@@ -125,12 +129,11 @@ def make_model_based_value(rollouts: Rollouts, model_params, critic_params, poli
     weights = lambda_return_weights(cfg.horizon, cfg.trace)
 
     def value(actions: jax.Array, log_pi: jax.Array) -> tuple[jax.Array, dict]:
-        s = jnp.broadcast_to(obs, (*actions.shape[:-1], obs.shape[-1]))  # (M, B, obs_dim)
-        q_mb = weights[0] * q_hat(s, actions) if weights[0] else 0.0  # G_0, used only for H = 0
-        ret, discount, a = jnp.zeros(actions.shape[:-1]), 1.0, actions
+        q_mb = weights[0] * q_hat(obs, actions) if weights[0] else 0.0  # G_0, used only for H = 0
+        ret, discount, s, a = jnp.zeros(actions.shape[:-1]), 1.0, obs, actions
         for t, k in enumerate(jax.random.split(key, cfg.horizon)):
-            delta, r = cfg.model.apply(model_params, s, a)
-            s = s + delta
+            delta, r = cfg.model.apply(model_params, s, a)  # at t = 0, s (B, obs_dim) is shared by the samples
+            s = s + delta  # (M, B, obs_dim)
             ret = ret + discount * r
             discount *= cfg.gamma
             a, kl = rollout_action(s, k)

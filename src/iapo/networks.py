@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -42,7 +43,11 @@ class PairDense(nn.Module):
     """A dense layer on the concatenation [x, y] (the same parameters, initialized the same way, as
     `nn.Dense` on it: kernel ((dx + dy), width), bias (width,)), computed as x W_x + y W_y + b with
     broadcasting over leading axes: x (..., dx) against y (..., M, B, dy) costs x's part once per
-    row of x, and the gradient with respect to y does not run back through W_x."""
+    row of x, and the gradient with respect to y does not run back through W_x. Where broadcasting
+    adds no rows (x and y of the same leading shape, or y's extra axes of size 1: a critic on a
+    batch of (state, action) pairs), it is one product of the concatenation, as `nn.Dense` computes
+    it: two products with a narrow y are slower there (the direct agent with N = 1, seeds vmapped,
+    1.5x slower on Ant-v5) and save nothing."""
 
     features: int
     dot_general: Callable | None = None
@@ -57,6 +62,10 @@ class PairDense(nn.Module):
         def matmul(a, w):
             return dot(a, w, (((a.ndim - 1,), (0,)), ((), ())))
 
+        lead = jnp.broadcast_shapes(x.shape[:-1], y.shape[:-1])
+        if math.prod(lead) == math.prod(x.shape[:-1]) == math.prod(y.shape[:-1]):
+            xy = jnp.concatenate([jnp.broadcast_to(x, (*lead, dx)), jnp.broadcast_to(y, (*lead, y.shape[-1]))], -1)
+            return matmul(xy, kernel) + bias
         return matmul(x, kernel[:dx]) + matmul(y, kernel[dx:]) + bias
 
 
