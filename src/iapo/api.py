@@ -14,9 +14,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from iapo.agent import act
 from iapo.config import AgentConfig, TrainConfig
 from iapo.configfile import read_config_file
-from iapo.envs import make_env
+from iapo.envs import flatten_observation, make_env, structured_observation_space
 from iapo.errors import ConfigError
 from iapo.logger import read_metrics
 from iapo.saved import load_agent
@@ -40,9 +41,10 @@ class Policy:
     def __init__(self, run_dir: str | Path, step: int | None = None, seed: int = 0):
         self.run_dir = Path(run_dir)
         self.config, self.agent, self.state, self.step = load_agent(self.run_dir, step)
-        env = make_env(self.config.env)
+        env = make_env(self.config.env, self.config.env_kwargs)
         space = env.env.action_space  # the environment's own bounds (make_env rescales them to (-1, 1))
         self.low, self.high = space.low.astype(np.float32), space.high.astype(np.float32)
+        self.observation_space = structured_observation_space(env)  # a Dict or Tuple one, else None
         env.close()
         self._key = jax.random.PRNGKey(seed)
 
@@ -61,7 +63,17 @@ class Policy:
     def act(self, obs, deterministic: bool = True, iterations: int | None = None) -> np.ndarray:
         """Actions for `obs`: the mode tanh(mu) (`deterministic`, as in evaluation) or a sample of
         the policy, rescaled to the environment's bounds; the iterative optimizer runs
-        `iterations` (unset: the run's own number when acting)."""
+        `iterations` (unset: the run's own number when acting). An environment with Dict (or
+        Tuple) observations takes its own observation, or a list of them, as well as the flat
+        vector in `iapo.envs.observation_layout`'s order."""
+        if isinstance(obs, Mapping) or (isinstance(obs, list) and obs and isinstance(obs[0], Mapping)) \
+                or (isinstance(obs, tuple) and isinstance(self.observation_space, gym.spaces.Tuple)):
+            if self.observation_space is None:
+                raise ConfigError(f"{self.env_id} observations are flat vectors of {self.obs_dim}, not a "
+                                  f"{type(obs).__name__}")
+            many = isinstance(obs, list)
+            flat = [flatten_observation(self.observation_space, o) for o in (obs if many else [obs])]
+            obs = np.stack(flat) if many else flat[0]
         obs = np.asarray(obs, np.float32)
         if obs.ndim not in (1, 2) or obs.shape[-1] != self.obs_dim:
             raise ConfigError(f"{self.env_id} observations have shape ({self.obs_dim},) (or a batch (B, "

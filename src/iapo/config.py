@@ -7,7 +7,9 @@ which is which); where the two differ, the choice is a field.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import tyro
@@ -287,7 +289,14 @@ class TrainConfig:
     """A training run: environment, budget, logging; the algorithm's fields are under `algo`."""
 
     env: str = "Hopper-v5"
-    """Gymnasium environment id; any env with a bounded Box action space."""
+    """The environment: a Gymnasium id (`Hopper-v5`, `dm_control/cheetah-run-v0` with the dmc extra),
+    `module:ID` (imports the module that registers ID), or `module:Class` (an environment class);
+    any env with a bounded Box action space."""
+
+    env_kwargs: tuple[str, ...] = ()
+    """The environment's options: KEY=VALUE pairs, each VALUE read as JSON where it parses
+    (`frame_skip=2 terminate_when_unhealthy=false`), or one JSON object. Recorded in config.json,
+    so evaluation, resume and the analyses make the same environment."""
 
     seed: int = 0
     """Random seed (networks, replay sampling, exploration, environments)."""
@@ -396,6 +405,36 @@ class TrainConfig:
             raise ConfigError(f"--buffer-capacity {self.buffer_capacity} is too large (at most 2**31)")
         if not self.env:
             raise ConfigError("--env must name a Gymnasium environment id")
+        parse_env_kwargs(self.env_kwargs)
+
+
+def parse_env_kwargs(tokens: Sequence[str]) -> dict:
+    """The options that "key=value" strings (or one JSON object) give: {"frame_skip": 2, ...}.
+    A value is JSON where it parses (numbers, true/false, null, lists) and a string otherwise."""
+    options: dict = {}
+    for token in tokens:
+        token = token.strip()
+        if token.startswith("{"):
+            try:
+                given = json.loads(token)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--env-kwargs {token!r} is not a JSON object: {exc.msg}") from None
+            if not isinstance(given, dict):
+                raise ConfigError(f"--env-kwargs {token!r} is not a JSON object")
+        else:
+            key, sep, text = token.partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise ConfigError(f"--env-kwargs {token!r}: expected KEY=VALUE (or a JSON object)")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = {"True": True, "False": False, "None": None}.get(text, text)
+            given = {key.strip(): value}
+        for key in given:
+            if key in options:
+                raise ConfigError(f"--env-kwargs gives {key!r} twice")
+        options.update(given)
+    return options
 
 
 def at_least_one(cfg, *names: str) -> None:

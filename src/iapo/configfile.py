@@ -78,6 +78,8 @@ def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
     unknown = (set(agent_data) - agent_fields) | (set(data) - train_fields)
     if unknown:
         raise ConfigError(f"config has unknown fields: {', '.join(sorted(unknown))}")
+    if isinstance(data.get("env_kwargs"), dict):  # a config file's mapping of options
+        data["env_kwargs"] = [f"{k}={json.dumps(v)}" for k, v in data["env_kwargs"].items()]
     _check_types(AgentConfig, agent_data)
     _check_types(TrainConfig, data)
     for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes", "model_hidden_sizes"):
@@ -86,6 +88,8 @@ def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
     rest = {k: v for k, v in data.items() if k != "algo"}
     if rest.get("seeds") is not None:
         rest["seeds"] = tuple(rest["seeds"])
+    if "env_kwargs" in rest:
+        rest["env_kwargs"] = tuple(rest["env_kwargs"])
     return TrainConfig(algo=AgentConfig(**agent_data), **rest)
 
 

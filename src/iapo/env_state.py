@@ -14,6 +14,7 @@ import copy
 import pickle
 
 import gymnasium as gym
+import numpy as np
 
 
 def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
@@ -33,7 +34,7 @@ def get_state(env: gym.Env) -> dict:
     base = env.unwrapped
     limit = _time_limit(env)
     state = {
-        "np_random": copy.deepcopy(base.np_random.bit_generator.state),
+        "np_random": _rng_state(base.np_random),
         "elapsed_steps": None if limit is None else limit._elapsed_steps,
     }
     if _is_mujoco(base):
@@ -62,7 +63,7 @@ def set_state(env: gym.Env, state: dict) -> None:
     import mujoco
 
     base = env.unwrapped
-    base.np_random.bit_generator.state = state["np_random"]
+    _set_rng_state(base, state["np_random"])
     limit = _time_limit(env)
     if limit is not None:
         limit._elapsed_steps = state["elapsed_steps"]
@@ -71,6 +72,34 @@ def set_state(env: gym.Env, state: dict) -> None:
     else:
         vars(base).update(pickle.loads(state["attributes"]))
     _mark_reset(env)
+
+
+def _rng_state(rng) -> object:
+    """A copy of the state of an environment's generator: a NumPy `Generator`'s, or a legacy
+    `RandomState`'s (dm_control through shimmy, older environments)."""
+    if isinstance(rng, np.random.RandomState):
+        return {"random_state": rng.get_state(legacy=False)}
+    return copy.deepcopy(rng.bit_generator.state)
+
+
+def _set_rng_state(base: gym.Env, state) -> None:
+    """Restore `_rng_state`'s copy into the environment's generator, in place, or, where the env has
+    a generator of the other kind (not reset yet), as a new generator."""
+    legacy = isinstance(state, dict) and "random_state" in state
+    rng = base.np_random
+    if legacy and isinstance(rng, np.random.RandomState):
+        rng.set_state(state["random_state"])
+    elif not legacy and isinstance(rng, np.random.Generator) and rng.bit_generator.state["bit_generator"] == \
+            state.get("bit_generator"):
+        rng.bit_generator.state = state
+    elif legacy:
+        restored = np.random.RandomState()
+        restored.set_state(state["random_state"])
+        base.np_random = restored
+    else:
+        restored = np.random.Generator(getattr(np.random, state["bit_generator"])())
+        restored.bit_generator.state = state
+        base.np_random = restored
 
 
 def _mark_reset(env: gym.Env) -> None:

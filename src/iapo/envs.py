@@ -1,14 +1,38 @@
-"""Gymnasium environments with Box actions, rescaled so the agent acts in (-1, 1)^d."""
+"""Gymnasium environments with Box actions, rescaled so the agent acts in (-1, 1)^d.
+
+An environment is named as Gymnasium names it: a registered id (`Hopper-v5`), an id whose
+namespace's package iapo imports first (`dm_control/cheetah-run-v0`: shimmy), Gymnasium's
+"module:id" form (`mypackage.envs:MyEnv-v0` imports `mypackage.envs`, which registers the id), or
+the import path of an environment class or factory (`mypackage.envs:MyEnv`). Its options
+(`env_kwargs`) are "key=value" strings, each value read as JSON where it parses (`2`, `false`,
+`[1, 2]`) and as a string otherwise, or one JSON object. Dict and Tuple observations (of Boxes)
+are flattened in a fixed order: a Dict's keys sorted, depth first (`observation_layout`).
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import inspect
 import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 
+from iapo.config import parse_env_kwargs
 from iapo.errors import EnvError
+
+# Packages that register environment ids when imported, by the ids' namespace or name prefix:
+# prefix -> (module to import, what to install).
+REGISTERING_PACKAGES = {
+    "dm_control/": ("shimmy", 'pip install "iapo[dmc]" (shimmy with dm_control)'),
+    **{prefix: ("gymnasium_robotics", "pip install gymnasium-robotics")
+       for prefix in ("Fetch", "PointMaze", "AntMaze", "Adroit", "FrankaKitchen", "HandManipulate", "HandReach")},
+}
 
 
 def _suggest(env_id: str) -> str:
@@ -20,19 +44,89 @@ def _suggest(env_id: str) -> str:
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise EnvError naming the closest registered ids when `env_id` is not registered."""
+def _import(module: str, env_id: str, install: str | None = None):
+    try:
+        with warnings.catch_warnings():  # (dm_control warns when no display is there to render to)
+            warnings.simplefilter("ignore")
+            return importlib.import_module(module)
+    except ImportError as exc:
+        how = f"; {install}" if install else ""
+        raise EnvError(f"environment {env_id!r} needs the module {module!r}, which cannot be imported "
+                       f"({type(exc).__name__}: {exc}){how}") from None
+    except Exception as exc:  # noqa: BLE001 (whatever the module raises while it registers)
+        raise EnvError(f"importing {module!r} for environment {env_id!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+def env_spec(env_id: str) -> str | EnvSpec:
+    """What `gym.make` takes for `env_id` (a registered id, or a spec of an environment class),
+    after importing what registers it; an EnvError naming the closest ids, or the package to
+    install, when there is none."""
+    if ":" in env_id:
+        module_name, name = env_id.split(":", 1)
+        if not module_name or not name:
+            raise EnvError(f"environment {env_id!r}: expected MODULE:ID or MODULE:CLASS")
+        module = _import(module_name, env_id)
+        if name in gym.registry:
+            return name
+        entry = getattr(module, name, None)
+        if entry is None or not callable(entry):
+            raise EnvError(f"module {module_name!r} neither registers an environment {name!r} nor defines a "
+                           f"class {name!r}")
+        return EnvSpec(id=re.sub(r"[^\w.-]", "_", name), entry_point=entry)
+    for prefix, (module, install) in REGISTERING_PACKAGES.items():
+        if env_id.startswith(prefix) and env_id not in gym.registry:
+            _import(module, env_id, install)
     if env_id not in gym.registry:
         raise EnvError(f"unknown environment id {env_id!r}{_suggest(env_id)}")
+    return env_id
 
 
-def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    """Make `env_id`, check its spaces, and rescale its actions from (-1, 1) to its bounds."""
-    check_env_id(env_id)
+def check_env_id(env_id: str) -> None:
+    """Raise EnvError when `env_id` names no environment (see `env_spec`)."""
+    env_spec(env_id)
+
+
+def _options_of(spec: str | EnvSpec) -> tuple[list[str], bool] | None:
+    """(the keyword options an environment's constructor names, whether it takes others too
+    through **kwargs), where it can be inspected; None otherwise."""
     try:
-        env = gym.make(env_id, **({} if render_mode is None else {"render_mode": render_mode}))
+        entry = (gym.spec(spec) if isinstance(spec, str) else spec).entry_point
+        if isinstance(entry, str):
+            module, attr = entry.split(":")
+            entry = getattr(importlib.import_module(module), attr)
+        params = inspect.signature(entry).parameters.values()
+    except Exception:  # noqa: BLE001 (an entry point we cannot inspect: no list, not an error)
+        return None
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _no_option(env_id: str, option: str, options: tuple[list[str], bool] | None) -> EnvError:
+    known = options[0] if options else []
+    close = difflib.get_close_matches(option, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (its options: {', '.join(known)})" if known else ""
+    return EnvError(f"environment {env_id!r} has no option {option!r}{hint}")
+
+
+def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | None = None) -> gym.Env:
+    """Make `env_id` with the options `env_kwargs`, check its spaces, flatten a Dict or Tuple
+    observation, and rescale its actions from (-1, 1) to its bounds."""
+    spec = env_spec(env_id)
+    options = parse_env_kwargs(env_kwargs)
+    known = _options_of(spec)
+    if known is not None and not known[1]:  # (with **kwargs, the constructor's error below decides)
+        unknown = [k for k in options if k not in known[0]]
+        if unknown:
+            raise _no_option(env_id, unknown[0], known)
+    try:
+        env = gym.make(spec, **options, **({} if render_mode is None else {"render_mode": render_mode}))
     except gym.error.DependencyNotInstalled as exc:
         raise EnvError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
+    except TypeError as exc:
+        match = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if match:
+            raise _no_option(env_id, match.group(1), known) from None
+        raise EnvError(f"cannot make environment {env_id!r}: TypeError: {exc}") from None
     except Exception as exc:  # noqa: BLE001  (any failure to construct is reported, not raised)
         raise EnvError(f"cannot make environment {env_id!r}: {type(exc).__name__}: {exc}") from None
     space = env.action_space
@@ -50,13 +144,105 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         env.close()
         raise EnvError(f"environment {env_id!r} has an unbounded action space; iapo needs finite bounds")
     obs_space = env.observation_space
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+    if isinstance(obs_space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        try:
+            observation_layout(obs_space)
+        except EnvError as exc:
+            env.close()
+            raise EnvError(f"environment {env_id!r}: {exc}") from None
+        env = FlattenObservation(env)
+    elif not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         env.close()
         raise EnvError(
-            f"environment {env_id!r} has observations {obs_space}; iapo needs a flat Box observation"
+            f"environment {env_id!r} has observations {obs_space}; iapo needs a flat Box observation "
+            "(or a Dict or Tuple of Boxes, which it flattens)"
         )
-    ones = np.ones(space.shape, np.float32)
+    ones = np.ones(space.shape, space.dtype)  # (of the env's dtype: Box warns on float32 bounds of a float64 Box)
     return gym.wrappers.RescaleAction(CheckedEnv(env, env_id), -ones, ones)
+
+
+# -- Dict and Tuple observations --------------------------------------------------------------
+
+
+def observation_layout(space: gym.Space, prefix: str = "") -> list[tuple[str, int]]:
+    """(path, size) of each Box of a (nested) Dict or Tuple observation space, in the order iapo
+    flattens them: a Dict's keys sorted, a Tuple's entries in order, depth first; the path joins
+    the keys (or entry numbers) with "/". A flat Box is [("", size)]."""
+    if isinstance(space, gym.spaces.Box):
+        return [(prefix, int(np.prod(space.shape)))]
+    if isinstance(space, gym.spaces.Dict):
+        items = [(str(key), space.spaces[key]) for key in sorted(space.spaces, key=str)]
+    elif isinstance(space, gym.spaces.Tuple):
+        items = [(str(i), sub) for i, sub in enumerate(space.spaces)]
+    else:
+        raise EnvError(f"observation {prefix or 'space'} is a {type(space).__name__}; iapo flattens Dicts and "
+                       "Tuples of Boxes")
+    return [entry for key, sub in items for entry in observation_layout(sub, f"{prefix}/{key}" if prefix else key)]
+
+
+def _leaves(space: gym.Space, obs):
+    if isinstance(space, gym.spaces.Box):
+        yield space, obs
+    elif isinstance(space, gym.spaces.Dict):
+        if not isinstance(obs, Mapping):
+            raise EnvError(f"expected a dict observation with keys {sorted(space.spaces, key=str)}, got a "
+                           f"{type(obs).__name__}")
+        missing = [k for k in space.spaces if k not in obs]
+        if missing:
+            raise EnvError(f"the observation lacks the key {missing[0]!r}")
+        for key in sorted(space.spaces, key=str):
+            yield from _leaves(space.spaces[key], obs[key])
+    else:
+        if len(obs) != len(space.spaces):
+            raise EnvError(f"expected an observation tuple of {len(space.spaces)} entries, got {len(obs)}")
+        for sub, value in zip(space.spaces, obs):
+            yield from _leaves(sub, value)
+
+
+def flatten_observation(space: gym.Space, obs) -> np.ndarray:
+    """A (nested) Dict or Tuple observation as one vector, in `observation_layout`'s order."""
+    parts = []
+    for box, value in _leaves(space, obs):
+        value = np.asarray(value)
+        if value.size != int(np.prod(box.shape)):
+            raise EnvError(f"an observation entry has shape {value.shape}; its space has shape {box.shape}")
+        parts.append(value.astype(np.float64).ravel())
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+class FlattenObservation(gym.ObservationWrapper):
+    """A Dict or Tuple observation as one Box, in `observation_layout`'s order."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.layout = observation_layout(env.observation_space)
+        boxes = [box for box, _ in _leaves_of_space(env.observation_space)]
+        low = np.concatenate([np.broadcast_to(b.low, b.shape).ravel() for b in boxes]).astype(np.float64)
+        high = np.concatenate([np.broadcast_to(b.high, b.shape).ravel() for b in boxes]).astype(np.float64)
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float64)
+
+    def observation(self, obs):
+        return flatten_observation(self.env.observation_space, obs)
+
+
+def structured_observation_space(env: gym.Env) -> gym.Space | None:
+    """The Dict or Tuple observation space that `make_env` flattened (None for a Box)."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, FlattenObservation):
+            return env.env.observation_space
+        env = env.env
+    return None
+
+
+def _leaves_of_space(space: gym.Space):
+    if isinstance(space, gym.spaces.Box):
+        yield space, None
+    elif isinstance(space, gym.spaces.Dict):
+        for key in sorted(space.spaces, key=str):
+            yield from _leaves_of_space(space.spaces[key])
+    else:
+        for sub in space.spaces:
+            yield from _leaves_of_space(sub)
 
 
 class CheckedEnv(gym.Wrapper):

@@ -11,7 +11,7 @@ import numpy as np
 import tyro
 
 from iapo.agent import Agent
-from iapo.config import at_least_one
+from iapo.config import TrainConfig, at_least_one
 from iapo.envs import make_env, use_offscreen_gl
 from iapo.errors import ConfigError, IapoError
 from iapo.rollout import agent_policy, evaluate, rollout
@@ -54,7 +54,7 @@ def evaluate_run(cfg: Config) -> tuple[float, float, int]:
     cfg.validate()
     config, agent, state, _ = load_agent(Path(cfg.run_dir), cfg.step)
     iterations = cfg.iterations or config.algo.acting_iterations
-    envs = [make_env(config.env) for _ in range(cfg.episodes)]
+    envs = [make_env(config.env, config.env_kwargs) for _ in range(cfg.episodes)]
     try:
         returns, _ = evaluate(agent, state, envs, jax.random.PRNGKey(cfg.seed),
                               [cfg.seed + i for i in range(cfg.episodes)], iterations)
@@ -62,7 +62,7 @@ def evaluate_run(cfg: Config) -> tuple[float, float, int]:
         for env in envs:
             env.close()
     if cfg.video is not None:
-        record_video(config.env, agent, state, Path(cfg.video), cfg.seed, iterations)
+        record_video(config, agent, state, Path(cfg.video), cfg.seed, iterations)
     return float(np.mean(returns)), float(np.std(returns)), cfg.episodes
 
 
@@ -84,10 +84,10 @@ _NO_RENDERER = (
 )
 
 
-def render_frames(env_id: str, agent: Agent, state, seed: int, iterations: int, max_frames: int = 10_000):
+def render_frames(config: TrainConfig, agent: Agent, state, seed: int, iterations: int, max_frames: int = 10_000):
     """Frames (T, H, W, 3) of one deterministic episode rendered offscreen, and the env's frame rate."""
     use_offscreen_gl()
-    env = make_env(env_id, render_mode="rgb_array")
+    env = make_env(config.env, config.env_kwargs, render_mode="rgb_array")
     try:
         obs, _ = env.reset(seed=seed)
         env.render()  # (a renderer that cannot start fails here, with its own words)
@@ -102,10 +102,10 @@ def render_frames(env_id: str, agent: Agent, state, seed: int, iterations: int, 
     return np.stack(out.captured[0] + out.final), env.metadata.get("render_fps", 30)
 
 
-def record_video(env_id: str, agent: Agent, state, path: Path, seed: int, iterations: int) -> None:
+def record_video(config: TrainConfig, agent: Agent, state, path: Path, seed: int, iterations: int) -> None:
     import imageio
 
-    frames, fps = render_frames(env_id, agent, state, seed, iterations)
+    frames, fps = render_frames(config, agent, state, seed, iterations)
     tmp = path.with_name(path.stem + ".tmp.mp4")
     imageio.mimsave(tmp, list(frames), fps=fps, macro_block_size=1)
     tmp.replace(path)

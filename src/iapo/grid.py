@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import types
 import typing
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from iapo.config import AgentConfig, TrainConfig, parse_seeds, show_value
+from iapo.config import AgentConfig, TrainConfig, parse_env_kwargs, parse_seeds, show_value
 
 from iapo.configfile import read_config_file
 from iapo.errors import ConfigError
@@ -142,6 +143,16 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, list]:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE[,VALUE...]")
         if name in RESERVED:
             raise ConfigError(f"--set {key}: set by the sweep itself (use its own flag)")
+        if name == "env_kwargs":
+            raise ConfigError("--set env-kwargs: give one option per key, as env-kwargs.KEY=VALUE[,VALUE...]")
+        if name.startswith("env_kwargs."):  # one environment option, each value as --env-kwargs reads it
+            option = name.split(".", 1)[1]
+            if name in settings:
+                raise ConfigError(f"--set {key} is given twice")
+            settings[name] = [value.strip() for value in values.split(",")]
+            for value in settings[name]:
+                parse_env_kwargs([f"{option}={value}"])
+            continue
         if name not in fields:
             raise ConfigError(f"--set {key}: no such field of `iapo train`")
         if name in settings:
@@ -191,9 +202,14 @@ def build_trials(cfg: SweepConfig) -> list[Trial]:
     trials = []
     for env, agent, *values in itertools.product(cfg.envs, cfg.agents, *settings.values()):
         chosen = dict(zip(settings, values))
-        algo = {k: v for k, v in chosen.items() if fields[k][0] == "algo"}
-        train = {k: v for k, v in chosen.items() if fields[k][0] == "train"}
-        name = "_".join([env, agent] + [f"{k}={show_value(chosen[k])}" for k in axes])
+        options = {k.split(".", 1)[1]: v for k, v in chosen.items() if k.startswith("env_kwargs.")}
+        algo = {k: v for k, v in chosen.items() if k in fields and fields[k][0] == "algo"}
+        train = {k: v for k, v in chosen.items() if k in fields and fields[k][0] == "train"}
+        if options:  # the sweep's options replace the base's of the same name
+            merged = {**parse_env_kwargs(base.env_kwargs), **parse_env_kwargs([f"{k}={v}" for k, v in options.items()])}
+            train["env_kwargs"] = tuple(f"{k}={json.dumps(v)}" for k, v in merged.items())
+        name = "_".join([env.replace("/", "-"), agent]
+                        + [f"{k.removeprefix('env_kwargs.')}={show_value(chosen[k])}" for k in axes])
         config = dataclasses.replace(base, env=env, seeds=seeds, total_steps=cfg.total_steps,
                                      run_dir=str(Path(cfg.out) / name), overwrite=False, resume=None, progress=False,
                                      algo=dataclasses.replace(base.algo, agent=agent, **algo), **train)

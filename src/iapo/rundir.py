@@ -37,6 +37,9 @@ from iapo.atomic import write_json_atomic
 
 CONFIG = "config.json"
 RESOLVED = "resolved"  # config.json's record of what the "auto" settings resolved to
+# Beside the resolved settings, for an environment with Dict or Tuple observations: the order of
+# the flat observation, [[key path, size], ...] (`envs.observation_layout`).
+OBSERVATION_LAYOUT = "observation_layout"
 METRICS = "metrics.csv"
 CURVE = "learning_curve.png"
 TENSORBOARD = "tensorboard"
@@ -243,6 +246,7 @@ def read_config(run_dir: Path) -> tuple[TrainConfig, dict[str, str]]:
         config = train_config_from_dict(data)
     except (ValueError, TypeError, ConfigError) as exc:
         raise ConfigError(f"{path} is not a valid run configuration: {exc}") from None
-    if not isinstance(resolved, dict) or not all(isinstance(v, str) for v in resolved.values()):
+    if not isinstance(resolved, dict) or not all(isinstance(v, str) for k, v in resolved.items()
+                                                 if k != OBSERVATION_LAYOUT):
         raise ConfigError(f"{path} is not a valid run configuration: {RESOLVED!r} is not a mapping of settings")
     return config, resolved

@@ -42,7 +42,7 @@ def load_run_config_as_run(run_dir: Path) -> TrainConfig:
 
 def make_agent(config: TrainConfig) -> Agent:
     """The agent `config` describes, with its environment's dimensions."""
-    env = make_env(config.env)
+    env = make_env(config.env, config.env_kwargs)
     obs_dim, act_dim = dims(env)
     env.close()
     return Agent(config.algo, obs_dim, act_dim)

@@ -48,8 +48,8 @@ class SeedRun:
         self.resolved: dict[str, str] = {}  # what the run's "auto" settings resolved to (the Trainer's)
         self.run_dir = run_dir
         self.in_group = in_group
-        self.env = make_env(config.env)
-        self.eval_envs = [make_env(config.env) for _ in range(config.eval_episodes)]
+        self.env = make_env(config.env, config.env_kwargs)
+        self.eval_envs = [make_env(config.env, config.env_kwargs) for _ in range(config.eval_episodes)]
         obs_dim, act_dim = dims(self.env)
         self.rng = np.random.default_rng(config.seed)
         self.buffer = ReplayBuffer(min(config.buffer_capacity, config.total_steps), obs_dim, act_dim)

@@ -17,7 +17,7 @@ import numpy as np
 import tyro
 
 from iapo.agent import Agent, AgentState
-from iapo.config import at_least_one
+from iapo.config import TrainConfig, at_least_one
 from iapo.envs import make_env
 from iapo.errors import IapoError
 from iapo.kinds import kind
@@ -73,10 +73,10 @@ class OneRunConfig(AnalysisConfig):
         return config, agent, state, step
 
 
-def agent_states(env_id: str, agent: Agent, state: AgentState, n: int, seed: int) -> np.ndarray:
+def agent_states(config: TrainConfig, agent: Agent, state: AgentState, n: int, seed: int) -> np.ndarray:
     """n states (n, obs_dim) visited by the agent acting as in training (sampled actions), from a
     reset seeded by `seed`, across episodes."""
-    env = make_env(env_id)
+    env = make_env(config.env, config.env_kwargs)
     try:
         obs, _ = visited_states(env, agent_policy(agent, state), jax.random.PRNGKey(seed), n, seed)
     finally:

@@ -120,7 +120,7 @@ def gap_over_training(run_dir: Path, states: int = 100, extra_iterations: int = 
     rows = []
     for step, path in snapshots(run_dir).items():
         state = load_state(path, agent)
-        obs = jnp.asarray(agent_states(config.env, agent, state, states, seed + step))
+        obs = jnp.asarray(agent_states(config, agent, state, states, seed + step))
         out = _gap_at(agent, state, obs, jax.random.PRNGKey(seed), iterations, samples, tuple(sorted(ascent.items())))
         gap = np.asarray(out["gap"])
         per_iterate = []

@@ -48,9 +48,9 @@ def analyze(cfg: Config) -> Path:
     run_dir, out, max_iterations, episodes, states, seed = (Path(cfg.run_dir), Path(cfg.out), cfg.max_iterations,
                                                             cfg.episodes, cfg.states, cfg.seed)
     config, agent, state, step = cfg.load_iterative()
-    obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
+    obs = jnp.asarray(agent_states(config, agent, state, states, seed))
     js = np.mean(np.asarray(objective_per_iterate(agent, state, obs, jax.random.PRNGKey(seed), max_iterations)), 1)
-    envs = [make_env(config.env) for _ in range(episodes)]
+    envs = [make_env(config.env, config.env_kwargs) for _ in range(episodes)]
     rows = []
     try:
         for k in range(1, max_iterations + 1):

@@ -81,7 +81,7 @@ def analyze(cfg: Config) -> Path:
         raise ConfigError(f"--dims must be two different action dimensions in 0..{d - 1}, got {dims[0]} {dims[1]}")
     if not 0 <= state_index < cfg.states:
         raise ConfigError(f"--state must be in 0..{cfg.states - 1}, got {state_index}")
-    all_obs = agent_states(config.env, agent, state, cfg.states, seed)
+    all_obs = agent_states(config, agent, state, cfg.states, seed)
     obs = jnp.asarray(all_obs[state_index : state_index + 1])  # (1, obs_dim)
     key = jax.random.PRNGKey(seed)
     path = iterative_path(agent, state, obs, key)[:, 0]  # (K + 1, 2d)

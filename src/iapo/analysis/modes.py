@@ -99,7 +99,7 @@ def analyze(cfg: Config) -> Path:
     run_dir, out, states, runs, init_spread, seed = (Path(cfg.run_dir), Path(cfg.out), cfg.states, cfg.runs,
                                                      cfg.init_spread, cfg.seed)
     config, agent, state, step = cfg.load_iterative()
-    obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
+    obs = jnp.asarray(agent_states(config, agent, state, states, seed))
     key = jax.random.PRNGKey(seed)
     lams = _agent_runs(agent, state, obs, key, runs, init_spread)  # (R, B, 2d)
     distances = pairwise_distances(lams)  # (B, pairs)

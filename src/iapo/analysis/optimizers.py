@@ -97,7 +97,7 @@ def analyze(cfg: Config) -> Path:
     run_dir, out, states, iterations, seed = Path(cfg.run_dir), Path(cfg.out), cfg.states, cfg.iterations, cfg.seed
     adam_lr, cem_samples, cem_elites, cem_smoothing = cfg.adam_lr, cfg.cem_samples, cfg.cem_elites, cfg.cem_smoothing
     config, agent, state, step = cfg.load_iterative()
-    obs = jnp.asarray(agent_states(config.env, agent, state, states, seed))
+    obs = jnp.asarray(agent_states(config, agent, state, states, seed))
     key = jax.random.PRNGKey(seed)
     curves, seconds = {}, {}
     curves["iterative"], seconds["iterative"] = _timed(objective_per_iterate, agent, state, obs, key, iterations)

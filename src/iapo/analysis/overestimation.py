@@ -23,6 +23,7 @@ import tyro
 
 from iapo import distributions as dist
 from iapo.analysis.common import AnalysisConfig
+from iapo.config import TrainConfig
 from iapo.env_state import extend_time_limit, get_state, set_state
 from iapo.envs import make_env
 from iapo.kinds import kind
@@ -104,7 +105,7 @@ def gaussian_kl(lam_p: jax.Array, lam_q: jax.Array) -> np.ndarray:
     return np.asarray(jnp.sum(ls_q - ls_p + (var_p + (mu_p - mu_q) ** 2) / (2 * var_q) - 0.5, axis=-1))
 
 
-def _visit(env_id: str, agent, state, n: int, seed: int) -> tuple[np.ndarray, list[dict]]:
+def _visit(config: TrainConfig, agent, state, n: int, seed: int) -> tuple[np.ndarray, list[dict]]:
     """n observations (n, D) the agent visits, with the simulator state at each."""
 
     def policy(obs, key):
@@ -112,23 +113,23 @@ def _visit(env_id: str, agent, state, n: int, seed: int) -> tuple[np.ndarray, li
         action, _, _ = policy_sample(agent, state, jnp.asarray(obs), k)
         return np.asarray(action), key, None
 
-    env = make_env(env_id)
+    env = make_env(config.env, config.env_kwargs)
     try:
         return visited_states(env, policy, jax.random.PRNGKey(seed), n, seed, capture=get_state)
     finally:
         env.close()
 
 
-def value_bias(env_id: str, agent, state, gamma: float, states: int, horizon: int, seed: int) -> dict:
+def value_bias(config: TrainConfig, agent, state, gamma: float, states: int, horizon: int, seed: int) -> dict:
     """Q(s, a) - Monte Carlo soft return at `states` visited states, for the pessimistic estimate
     (the agent's beta) and for the critics' mean."""
-    observations, env_states = _visit(env_id, agent, state, states, seed)
+    observations, env_states = _visit(config, agent, state, states, seed)
     key = jax.random.PRNGKey(seed + 1)
     key, k = jax.random.split(key)
     actions, _, _ = policy_sample(agent, state, jnp.asarray(observations), k)
     q = agent.critic.apply(state.critic_params, jnp.asarray(observations), actions)  # (2, B)
     q_pessimistic = np.asarray(pessimistic_value(q, agent.config.beta, agent.config.pessimism_std))
-    envs = [make_env(env_id) for _ in range(states)]
+    envs = [make_env(config.env, config.env_kwargs) for _ in range(states)]
     try:
         for env, env_state in zip(envs, env_states):
             env.reset(seed=seed)
@@ -159,7 +160,7 @@ def analyze(cfg: Config) -> Path:
         previous = None
         for step, path in snapshots(run_dir).items():
             state = load_state(path, agent)
-            vb = value_bias(config.env, agent, state, config.algo.gamma, states, horizon, seed + step)
+            vb = value_bias(config, agent, state, config.algo.gamma, states, horizon, seed + step)
             kl = float("nan")
             # at the states the older policy visited; a flow policy is not a Gaussian of lambda: no closed form
             if previous is not None and kind(agent.config.agent).gaussian_policy:

@@ -91,7 +91,7 @@ def analyze(cfg: Config) -> Path:
     steps = sorted(set(saved["source"]) & set(saved["host"]))
     if not steps:
         raise IapoError(f"{source} and {host} have no snapshot at a common step")
-    envs = [make_env(host_config.env) for _ in range(episodes)]
+    envs = [make_env(host_config.env, host_config.env_kwargs) for _ in range(episodes)]
     seeds = [seed + i for i in range(episodes)]
     rows = []
     try:

@@ -1,0 +1,251 @@
+"""Any environment a researcher uses: "module:id" and class paths, environment options, Dict
+observations, legacy RandomState generators and packages that register ids (issue 38)."""
+
+import importlib
+import importlib.util
+import csv
+import json
+import shutil
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from iapo import checkpoint
+from iapo.trainer import TIMING_COLUMNS
+
+from test_cli import run_cli
+
+# A module the tests write and import: a registered id, a class path, a Dict observation, options,
+# and a legacy RandomState generator.
+MODULE = textwrap.dedent('''
+    import gymnasium as gym
+    import numpy as np
+
+
+    class Steps(gym.Env):
+        """Reward 1 per step for `horizon` steps (then truncated); observation (2,)."""
+
+        def __init__(self, horizon=20, legacy_rng=False):
+            self.horizon, self.legacy_rng = horizon, legacy_rng
+            self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+            self.observation_space = gym.spaces.Box(-10, 10, (2,), np.float32)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            if self.legacy_rng and (seed is not None or not isinstance(self._np_random, np.random.RandomState)):
+                self._np_random = np.random.RandomState(seed)  # as dm_control through shimmy and older envs
+            self.t, self.x = 0, float(self.np_random.uniform(-1, 1))
+            return self._obs(), {}
+
+        def _obs(self):
+            return np.array([self.x, self.t / self.horizon], np.float32)
+
+        def step(self, action):
+            self.t += 1
+            self.x = float(np.clip(self.x + 0.1 * action[0] + 0.01 * self.np_random.standard_normal(), -5, 5))
+            return self._obs(), 1.0, False, self.t >= self.horizon, {}
+
+
+    class Reach(gym.Env):
+        """A point that moves toward a goal: Dict observation {"position", "goal"}."""
+
+        def __init__(self, speed=0.1):
+            self.speed = speed
+            self.action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+            self.observation_space = gym.spaces.Dict({
+                "position": gym.spaces.Box(-5, 5, (2,), np.float32), "goal": gym.spaces.Box(-5, 5, (2,), np.float32)})
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            self.p, self.g = self.np_random.uniform(-1, 1, 2), self.np_random.uniform(-1, 1, 2)
+            return self._obs(), {}
+
+        def _obs(self):
+            return {"position": self.p.astype(np.float32), "goal": self.g.astype(np.float32)}
+
+        def step(self, action):
+            self.t += 1
+            self.p = self.p + self.speed * np.asarray(action)
+            return self._obs(), -float(np.linalg.norm(self.p - self.g)), False, self.t >= 30, {}
+
+
+    gym.register("IapoTestSteps-v0", entry_point=Steps, max_episode_steps=1000)
+''')
+
+TINY_RUN = ["--total-steps", "160", "--random-steps", "100", "--eval-every", "80", "--eval-episodes", "1",
+            "--checkpoint-every", "80", "--hidden-sizes", "16", "--critic-hidden-sizes", "16", "--batch-size", "16",
+            "--no-progress", "--quiet"]
+
+
+@pytest.fixture
+def envmodule(tmp_path, monkeypatch):
+    """The module's name, importable here and in `iapo` processes started from here."""
+    name = f"iapo_test_envs_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    importlib.invalidate_caches()
+    yield name
+    sys.modules.pop(name, None)
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(f)]
+
+
+def _config(run_dir):
+    return json.loads((run_dir / "config.json").read_text())
+
+
+def test_module_id_and_options_reach_every_command(envmodule, tmp_path, capsys):
+    """`module:id` imports the module that registers the id; the options reach the environment in
+    training, `iapo evaluate` (a return of `horizon` steps of reward 1) and a resumed run."""
+    run_dir = tmp_path / "run"
+    env = f"{envmodule}:IapoTestSteps-v0"
+    code, _, err = run_cli(["train", "--env", env, "--env-kwargs", "horizon=7", "--agent", "direct",
+                            "--run-dir", str(run_dir), *TINY_RUN], capsys)
+    assert code == 0, err
+    assert _config(run_dir)["env"] == env and _config(run_dir)["env_kwargs"] == ["horizon=7"]
+    sys.modules.pop(envmodule, None)  # a later command imports it again from the recorded name
+    code, out, err = run_cli(["evaluate", str(run_dir), "--episodes", "2"], capsys)
+    assert code == 0 and "return 7.00 ± 0.00 over 2 episodes" in out, out + err
+
+    from iapo.config import TrainConfig
+    from iapo.trainer import make_trainer
+
+    trainer = make_trainer(TrainConfig(resume=str(run_dir), progress=False, quiet=True))
+    try:
+        assert trainer.runs[0].env.unwrapped.horizon == 7
+    finally:
+        trainer.close()
+
+
+def test_a_class_path_and_a_json_object_of_options(envmodule, tmp_path, capsys):
+    import iapo
+
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", "--env", f"{envmodule}:Steps", "--env-kwargs", '{"horizon": 5}', "--agent",
+                            "direct", "--run-dir", str(run_dir), *TINY_RUN], capsys)
+    assert code == 0, err
+    assert iapo.load(run_dir).act(np.zeros(2, np.float32)).shape == (1,)
+    code, out, _ = run_cli(["evaluate", str(run_dir), "--episodes", "1"], capsys)
+    assert code == 0 and "return 5.00" in out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--env", "Pendulum-v1", "--env-kwargs", "gravty=9.0"], "environment 'Pendulum-v1' has no option 'gravty' "
+                                                            "(its options: render_mode, g)"),
+    (["--env", "Hopper-v5", "--env-kwargs", "frame_skp=2"], "has no option 'frame_skp'; did you mean 'frame_skip'?"),
+    (["--env", "Pendulum-v1", "--env-kwargs", "g"], "--env-kwargs 'g': expected KEY=VALUE"),
+    (["--env", "Pendulum-v1", "--env-kwargs", "{g: 1}"], "--env-kwargs '{g: 1}' is not a JSON object"),
+    (["--env", "Pendulum-v1", "--env-kwargs", "g=1", "g=2"], "--env-kwargs gives 'g' twice"),
+    (["--env", "no_such_module_here:Thing-v0"], "needs the module 'no_such_module_here', which cannot be imported"),
+    (["--env", "json:NoSuchThing"], "module 'json' neither registers an environment 'NoSuchThing' nor defines"),
+])
+def test_bad_environments_and_options_are_one_line(argv, says, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", *argv, "--run-dir", str(run_dir), *TINY_RUN], capsys)
+    assert code == 2 and says in err and err.count("\n") == 1, err
+    assert not run_dir.exists()
+
+
+def test_a_missing_package_is_named(tmp_path, capsys):
+    if importlib.util.find_spec("gymnasium_robotics") is not None:
+        pytest.skip("gymnasium-robotics is installed")
+    code, _, err = run_cli(["train", "--env", "FetchReach-v4", "--run-dir", str(tmp_path / "run"), *TINY_RUN], capsys)
+    assert code == 2 and "pip install gymnasium-robotics" in err and err.count("\n") == 1, err
+
+
+def test_dict_observations_end_to_end(envmodule, tmp_path, capsys):
+    """A Dict observation is flattened with its keys sorted; the order is recorded in config.json,
+    and `iapo.load(run).act` takes the environment's own Dict observation (or a list of them)."""
+    import iapo
+    from iapo.envs import make_env, observation_layout
+
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", "--env", f"{envmodule}:Reach", "--env-kwargs", "speed=0.2", "--agent",
+                            "iterative", "--iterations", "1", "--action-samples", "2", "--run-dir", str(run_dir),
+                            *TINY_RUN], capsys)
+    assert code == 0, err
+    assert _config(run_dir)["resolved"]["observation_layout"] == [["goal", 2], ["position", 2]]
+    env = make_env(f"{envmodule}:Reach")
+    obs, _ = env.reset(seed=3)
+    raw = env.unwrapped._obs()
+    np.testing.assert_array_equal(obs, np.concatenate([raw["goal"], raw["position"]]))
+    assert observation_layout(env.unwrapped.observation_space) == [("goal", 2), ("position", 2)]
+    env.close()
+    as_dict = iapo.load(run_dir, seed=1).act(raw)
+    as_flat = iapo.load(run_dir, seed=1).act(obs)
+    np.testing.assert_allclose(as_dict, as_flat, rtol=1e-6)
+    assert iapo.load(run_dir).act([raw, raw, raw]).shape == (3, 2)
+    with pytest.raises(iapo.IapoError, match="lacks the key 'goal'"):
+        iapo.load(run_dir).act({"position": raw["position"]})
+
+
+def test_a_legacy_random_state_environment_trains_and_resumes_exactly(envmodule, tmp_path, capsys):
+    """An environment whose generator is a NumPy RandomState: its state is captured and restored
+    like a Generator's (it was an AttributeError), and a run resumed from a checkpoint mid-way ends
+    with the same metrics as a run never interrupted."""
+    from iapo.env_state import get_state, set_state
+    from iapo.envs import make_env
+
+    env = make_env(f"{envmodule}:IapoTestSteps-v0", ["legacy_rng=true"])
+    env.reset(seed=0)
+    assert isinstance(env.unwrapped.np_random, np.random.RandomState)
+    saved = get_state(env)
+    first = [env.step(np.zeros(1, np.float32))[0] for _ in range(3)]
+    set_state(env, saved)
+    again = [env.step(np.zeros(1, np.float32))[0] for _ in range(3)]
+    np.testing.assert_array_equal(first, again)
+    fresh = make_env(f"{envmodule}:IapoTestSteps-v0", ["legacy_rng=true"])  # as a resumed run's: reset, then restored
+    fresh.reset(seed=5)
+    set_state(fresh, saved)
+    np.testing.assert_array_equal(first, [fresh.step(np.zeros(1, np.float32))[0] for _ in range(3)])
+    for e in (env, fresh):
+        e.close()
+
+    common = ["--env", f"{envmodule}:IapoTestSteps-v0", "--env-kwargs", "legacy_rng=true", "horizon=50",
+              "--agent", "direct", *TINY_RUN]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_cli(["train", *common, "--run-dir", str(whole)], capsys)[0] == 0
+    shutil.copytree(whole, part)
+    # as if killed between the checkpoints at steps 80 (mid-episode) and 160
+    checkpoint.checkpoint_path(part, 160).unlink()
+    code, _, err = run_cli(["train", "--resume", str(part), "--no-progress", "--quiet"], capsys)
+    assert code == 0, err
+    assert _rows(part) == _rows(whole)
+
+
+def test_sweeps_and_config_files_take_options(envmodule, tmp_path):
+    from iapo.configfile import read_config_file
+    from iapo.grid import build_trials
+    from iapo.grid import SweepConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"env: {envmodule}:IapoTestSteps-v0\nenv_kwargs:\n  horizon: 9\n  legacy_rng: true\n")
+    config = read_config_file(path)
+    assert config.env_kwargs == ("horizon=9", "legacy_rng=true")
+    trials = build_trials(SweepConfig(config=str(path), agents=("direct",), seeds=("0",), total_steps=200,
+                                      set=("env-kwargs.horizon=5,7",), out=str(tmp_path / "sweep")))
+    assert [t.config.env_kwargs for t in trials] == [("horizon=5", "legacy_rng=true"), ("horizon=7", "legacy_rng=true")]
+    assert [t.name for t in trials] == [f"{envmodule}:IapoTestSteps-v0_direct_horizon=5",
+                                        f"{envmodule}:IapoTestSteps-v0_direct_horizon=7"]
+
+
+def test_dm_control_through_shimmy(tmp_path, capsys):
+    """A DeepMind Control Suite task by its `dm_control/` id (shimmy imported on demand): its Dict
+    observation flattened, its RandomState captured; it trains, evaluates and resumes."""
+    pytest.importorskip("shimmy")
+    pytest.importorskip("dm_control")
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", "--env", "dm_control/cartpole-balance-v0", "--agent", "direct",
+                            "--run-dir", str(run_dir), *TINY_RUN], capsys)
+    assert code == 0, err
+    layout = _config(run_dir)["resolved"]["observation_layout"]
+    assert layout == [["position", 3], ["velocity", 2]]
+    code, out, err = run_cli(["evaluate", str(run_dir), "--episodes", "1"], capsys)
+    assert code == 0 and out.startswith("return "), out + err
