@@ -79,10 +79,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
     _assert_same_tree(_final_params(run_dir), _final_params(reference))
 
 
-def test_sigterm_checkpoints_and_exits_zero_and_the_run_resumes(reference, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_checkpoint_exit_128_plus_the_signal_and_the_run_resumes(sig, reference, tmp_path):
+    """SIGTERM and SIGHUP (a closed terminal) stop a run like Ctrl-C: a checkpoint, the resume
+    hint, and exit status 128 + the signal's number, as a shell expects."""
     run_dir = tmp_path / "run"
-    code, out, _ = _start_and_signal(run_dir, signal.SIGTERM)
-    assert code == 0
+    code, out, _ = _start_and_signal(run_dir, sig)
+    assert code == 128 + sig
     assert f"resume with: iapo train --resume {run_dir}" in out
     step = checkpoint.list_checkpoints(run_dir)[-1][0]
     assert 500 <= step < 2000

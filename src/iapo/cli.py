@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import signal
 import sys
 import warnings
 
@@ -84,7 +85,7 @@ def _command(args: list[str]) -> int:
             config=(tyro.conf.OmitArgPrefixes,),
         )
     if isinstance(cfg, TrainConfig):
-        trainer.train(cfg)
+        return trainer.train(cfg)
     elif isinstance(cfg, sweep.SweepConfig):
         return sweep.sweep(cfg)
     elif isinstance(cfg, plot.Config):
@@ -108,7 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     warnings.formatwarning = _format_warning
     try:
         code = 0
-        if args[:1] == ["analyze"]:
+        if args[:1] in (["--version"], ["-V"]):
+            from importlib.metadata import version
+
+            print(f"iapo {version('iapo')}")
+        elif args[:1] == ["analyze"]:
             _analyze(args[1:])
         else:
             code = _command(args)
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         print("iapo: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(signals.exit_status(signal.SIGINT))
     except BrokenPipeError:  # the reader went away (`iapo ... --help | head`): stop without a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's flush at exit fails otherwise)
         sys.exit(1)

@@ -276,6 +276,24 @@ def parse_seeds(tokens) -> tuple[int, ...]:
 
 
 
+def parse_count(text: str) -> int:
+    """A count as users write it: `1000000`, `1_000_000`, or an integral float such as `1e6` (as
+    SB3 and RL Zoo scripts write budgets); a ValueError for anything else."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+        if not value.is_integer():
+            raise ValueError(f"{text!r} is not a whole number") from None
+        return int(value)
+
+
+# A count flag: `--total-steps 1e6` as well as `1000000`.
+Count = Annotated[int, PrimitiveConstructorSpec(
+    nargs=1, metavar="INT", instance_from_str=lambda args: parse_count(args[0]),
+    is_instance=lambda x: isinstance(x, int) and not isinstance(x, bool), str_from_instance=lambda x: [str(x)])]
+
+
 # `--seeds 0 1 2` or `--seeds 0-4` (as `iapo sweep --seeds`).
 _SEEDS = PrimitiveConstructorSpec(
     nargs="*", metavar="SEED|FIRST-LAST ...", instance_from_str=parse_seeds,
@@ -305,17 +323,17 @@ class TrainConfig:
     """Train these seeds together in one process (one compiled update and act for all), e.g.
     `0 1 2` or `0-4`; seed s writes its own run to RUN_DIR/seed_<s>. Replaces --seed."""
 
-    total_steps: int = 1_000_000
+    total_steps: Count = 1_000_000
     """Environment steps to train for."""
 
     run_dir: str = "runs/iapo"
     """Directory that receives config.json, metrics.csv, TensorBoard events, checkpoints and the
     learning curve."""
 
-    random_steps: int = 5_000
+    random_steps: Count = 5_000
     """Initial steps with uniformly random actions before the agent acts and updates."""
 
-    buffer_capacity: int = 1_000_000
+    buffer_capacity: Count = 1_000_000
     """Replay buffer capacity in transitions."""
 
     updates_per_step: int = 1
@@ -329,7 +347,7 @@ class TrainConfig:
     resumed run samples where it did before). The two draw different (equally uniform) batches
     from the same seed."""
 
-    eval_every: int = 1_000
+    eval_every: Count = 1_000
     """Evaluate the deterministic policy every this many environment steps."""
 
     eval_episodes: int = 5
@@ -341,10 +359,10 @@ class TrainConfig:
     finished, with a checkpoint (and a snapshot, if kept) of that step. Unset: run to
     --total-steps."""
 
-    checkpoint_every: int = 100_000
+    checkpoint_every: Count = 100_000
     """Write a checkpoint every this many environment steps (and always at the end)."""
 
-    snapshot_every: int = 50_000
+    snapshot_every: Count = 50_000
     """Keep a copy of the agent (no replay buffer) every this many steps in snapshots/, none ever
     deleted: the analyses over training read them. 0: none."""
 
@@ -367,7 +385,7 @@ class TrainConfig:
     quiet: bool = False
     """Print nothing while training: no progress bar, no lines, no summary."""
 
-    log_every: int = 1_000
+    log_every: Count = 1_000
     """Write the means of the updates' losses and statistics over the last this many steps to
     TensorBoard (under `updates/`, and to W&B) between evaluations."""
 
@@ -405,6 +423,8 @@ class TrainConfig:
             raise ConfigError(f"--buffer-capacity {self.buffer_capacity} is too large (at most 2**31)")
         if not self.env:
             raise ConfigError("--env must name a Gymnasium environment id")
+        if not self.run_dir.strip():  # ("" would write the run among the files of the current folder)
+            raise ConfigError(f"--run-dir must name a folder, got {self.run_dir!r}")
         parse_env_kwargs(self.env_kwargs)
 
 

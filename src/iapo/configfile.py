@@ -14,7 +14,7 @@ from typing import Literal
 
 import yaml
 
-from iapo.config import AgentConfig, TrainConfig, parse_seeds
+from iapo.config import AgentConfig, TrainConfig, parse_count, parse_seeds
 from iapo.errors import ConfigError
 from iapo.kinds import KINDS
 
@@ -49,7 +49,12 @@ def _conforms(value, hint) -> bool:
 
 def _check_types(cls, data: dict) -> None:
     hints = typing.get_type_hints(cls)
-    for name, value in data.items():
+    for name, value in list(data.items()):
+        if hints.get(name) is int and isinstance(value, (float, str)) and not isinstance(value, bool):
+            try:  # a count written as 1e6 (YAML reads that as a string, JSON as a float)
+                data[name] = value = parse_count(str(value))
+            except ValueError:
+                pass
         if name != "algo" and not _conforms(value, hints[name]):
             hint = hints[name]
             shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from iapo.config import AgentConfig, TrainConfig, parse_env_kwargs, parse_seeds, show_value
+from iapo.config import AgentConfig, TrainConfig, parse_count, parse_env_kwargs, parse_seeds, show_value
 
 from iapo.configfile import read_config_file
 from iapo.errors import ConfigError
@@ -126,7 +126,7 @@ def _convert(text: str, tp) -> object:
             return False
         raise ValueError("true or false")
     if tp is int:
-        return int(text)
+        return parse_count(text)
     if tp is float:
         return float(text)
     return text
@@ -149,7 +149,7 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, list]:
             option = name.split(".", 1)[1]
             if name in settings:
                 raise ConfigError(f"--set {key} is given twice")
-            settings[name] = [value.strip() for value in values.split(",")]
+            settings[name] = list(dict.fromkeys(value.strip() for value in values.split(",")))
             for value in settings[name]:
                 parse_env_kwargs([f"{option}={value}"])
             continue
@@ -164,7 +164,7 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, list]:
             except ValueError as exc:
                 expected = f" (expected {exc})" if str(exc) and "invalid literal" not in str(exc) else ""
                 raise ConfigError(f"--set {key}: {value!r} is not a valid value{expected}") from None
-        settings[name] = converted
+        settings[name] = list(dict.fromkeys(converted))  # a value given twice is one trial, not two on one folder
     return settings
 
 
@@ -200,7 +200,8 @@ def build_trials(cfg: SweepConfig) -> list[Trial]:
     fields = _field_types()
     axes = [name for name, values in settings.items() if len(values) > 1]
     trials = []
-    for env, agent, *values in itertools.product(cfg.envs, cfg.agents, *settings.values()):
+    envs, agents = dict.fromkeys(cfg.envs), dict.fromkeys(cfg.agents)  # (each once, in the order given)
+    for env, agent, *values in itertools.product(envs, agents, *settings.values()):
         chosen = dict(zip(settings, values))
         options = {k.split(".", 1)[1]: v for k, v in chosen.items() if k.startswith("env_kwargs.")}
         algo = {k: v for k, v in chosen.items() if k in fields and fields[k][0] == "algo"}

@@ -84,6 +84,7 @@ class Sweep:
             raise RunDirError(f"--out {self.out} is not writable: {exc.strerror or exc}") from None
         self.lock = threading.Lock()
         self.stop_requested = 0
+        self.stop_signal = 0  # the first signal that stopped the sweep
 
     # -- bookkeeping -------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -139,7 +140,7 @@ class Sweep:
         main_thread = threading.current_thread() is threading.main_thread()
         previous = {}
         if main_thread:
-            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in signals.STOP_SIGNALS}
         try:
             if todo:
                 self._with_progress(lambda: backend(todo))
@@ -181,6 +182,7 @@ class Sweep:
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested += 1
+        self.stop_signal = self.stop_signal or signum
         if self.stop_requested == 1:
             print(f"\n{signal.Signals(signum).name}: stopping every trial at a checkpoint "
                   "(again to stop at once); rerun the same command to resume", file=sys.stderr, flush=True)
@@ -213,7 +215,7 @@ class Sweep:
                 trial = running.pop(proc)
                 if proc.returncode == 0:
                     self.set_status(trial, "done")
-                elif proc.returncode in (130, -signal.SIGINT, -signal.SIGTERM):
+                elif signals.is_stop_status(proc.returncode):
                     self.set_status(trial, "stopped")
                 else:
                     self.set_status(trial, "failed", _error_line(trial.dir / "trial.log"))
@@ -249,8 +251,8 @@ class Sweep:
             for ref in ready:
                 trial = refs.pop(ref)
                 try:
-                    status = ray.get(ref)
-                    self.set_status(trial, status)
+                    status = ray.get(ref)  # "done", or the number of the signal that stopped it
+                    self.set_status(trial, "done" if status == "done" else "stopped")
                 except (ray.exceptions.TaskCancelledError, KeyboardInterrupt):
                     self.set_status(trial, "stopped")
                 except ray.exceptions.RayTaskError as exc:
@@ -261,13 +263,13 @@ class Sweep:
 
 
 def sweep(cfg: SweepConfig) -> int:
-    """`iapo sweep`: run the sweep; returns the exit code: 0 all finished, 130 stopped by a
-    signal, 1 otherwise."""
+    """`iapo sweep`: run the sweep; returns the exit code: 0 all finished, 128 + the signal that
+    stopped it (130 for Ctrl-C), 1 otherwise."""
     runner = Sweep(cfg)
     unfinished = runner.run()
     if unfinished:
         print(f"{unfinished} trial(s) did not finish; rerun the same command to complete them", file=sys.stderr)
-    return 0 if not unfinished else 130 if runner.stop_requested else 1
+    return 0 if not unfinished else signals.exit_status(runner.stop_signal) if runner.stop_requested else 1
 
 
 if __name__ == "__main__":  # (`python -m iapo.sweep TRIAL_DIR` also runs a trial)

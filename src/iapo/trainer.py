@@ -406,13 +406,16 @@ class Trainer:
         cfg = self.config
         previous = {}
         if threading.current_thread() is threading.main_thread():  # (a Ray task may run elsewhere)
-            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in signals.STOP_SIGNALS}
         window_start = time.perf_counter()
         self._clock = (self.runs[0].loop.wall_seconds, window_start)
         bar = cfg.progress and not cfg.quiet and sys.stdout.isatty()
         lines = not cfg.quiet and not bar  # (a cluster job, `| tee`, --no-progress: one line per evaluation)
         try:
-            if signals.take_pending() is not None:  # interrupted while starting: stop before the first step
+            pending = signals.take_pending()
+            if pending is not None:  # interrupted while starting: stop before the first step
+                if pending != signal.SIGINT:
+                    self.stop_signal = pending
                 raise KeyboardInterrupt
             with _progress(bar) as progress:
                 task = progress.add_task(self.title, total=cfg.total_steps, completed=self.step_count, sps=0.0,
@@ -554,11 +557,12 @@ def make_trainer(config: TrainConfig, on_evaluation=None) -> Trainer:
     return Trainer(resumed, resume=True, on_evaluation=on_evaluation)
 
 
-def train(config: TrainConfig) -> Path:
+def train(config: TrainConfig) -> int:
     """`iapo train`: a new run as `config` says, or, with `config.resume`, the run it names
-    continued; ends with a summary line (unless `quiet`). Returns the run directory."""
+    continued; ends with a summary line (unless `quiet`). Returns the exit status: 0, or 128 +
+    the signal that stopped it (at a checkpoint)."""
     trainer = make_trainer(config)
-    run_dir = trainer.run()
+    trainer.run()
     if not config.quiet:
         print(trainer.summary(), flush=True)
-    return run_dir
+    return 0 if trainer.stop_signal is None else signals.exit_status(trainer.stop_signal)

@@ -122,7 +122,7 @@ def trial_environment(environ, concurrent: int) -> dict:
 # -- running one trial (in the worker process) ---------------------------------------------------
 def run_trial(trial_dir: str) -> str:
     """Train the trial in `trial_dir` (its trial.json) to the end, resuming from the newest
-    checkpoint every seed has. Returns "done", or "stopped" when a signal stopped it first."""
+    checkpoint every seed has. Returns "done", or the number of the signal that stopped it first."""
     trial_dir = Path(trial_dir)
     # A worker of an earlier sweep (its driver killed) may still train this trial: wait for it,
     # then go on from where it stopped; never two writers.
@@ -142,10 +142,11 @@ def run_trial(trial_dir: str) -> str:
         if is_done(config):
             return "done"
         if common_checkpoint(config) is not None:
-            Trainer(config, resume=True).run()
+            trainer = Trainer(config, resume=True)
         else:  # never checkpointed: start afresh, replacing whatever a killed start left behind
-            Trainer(dataclasses.replace(config, overwrite=True)).run()
-        return "done" if is_done(config) else "stopped"
+            trainer = Trainer(dataclasses.replace(config, overwrite=True))
+        trainer.run()
+        return "done" if is_done(config) else int(trainer.stop_signal or signal.SIGINT)
     finally:
         rundir.unlock(trial_dir)  # (a Ray worker process lives on to run other trials)
 
@@ -182,8 +183,8 @@ def worker_main(argv: list[str] | None = None) -> None:
         print(f"iapo: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(0 if status == "done" else 130)
+        sys.exit(signals.exit_status(signal.SIGINT))
+    sys.exit(0 if status == "done" else signals.exit_status(status))
 
 
 def _ray_trial(trial_dir: str) -> str:

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 38's background runs on the DeepMind Control Suite, one after another; re-running continues
+# them (each sweep skips finished trials and resumes an unfinished one from its checkpoints). Run it
+# from a git worktree pinned to one commit (this script's, or later), with its own venv holding the
+# dmc extra, after issue 35's queue (one long run at a time on these two cores):
+#   git worktree add --detach ../evidence-dmc <commit> && cd ../evidence-dmc
+#   python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[dmc]"
+#   nohup bash -c 'while pgrep -f issue35_runs.sh > /dev/null; do sleep 60; done; \
+#       bash <main checkout>/benchmarks/issue38_runs.sh' >> logs/dmc.log 2>&1 &
+# and copy every seed's records into the main checkout as they come:
+#   bash <main checkout>/benchmarks/issue38_runs.sh --sync <main checkout>
+set -u
+if [ "${1:-}" = "--sync" ]; then
+  dst=$2/docs/results/dmc-runs
+  [ -d runs/dmc ] || exit 0
+  (cd runs/dmc && find . -name metrics.csv -o -name config.json) | while read -r f; do
+    mkdir -p "$dst/$(dirname "$f")"; cp "runs/dmc/$f" "$dst/$f"
+  done
+  exit 0
+fi
+. .venv/bin/activate
+mkdir -p logs
+while pgrep -f "iapo sweep" > /dev/null; do sleep 30; done
+E="eval-every=5000 eval-episodes=10 checkpoint-every=5000 matmul-precision=float32"
+C="--seeds 0-2 --cpus-per-trial 2 --no-progress"
+# 1. cartpole-balance (ceiling 1000), both agents, 50 000 steps
+for agent in direct iterative; do
+  iapo sweep --config configs/$agent.yaml --envs dm_control/cartpole-balance-v0 $C --total-steps 50000 \
+    --set $E snapshot-every=25000 --out runs/dmc/cartpole-$agent || exit 1
+done
+# 2. cheetah-run, the direct agent, 100 000 steps (published SAC: 310 +- 65 at 100 000, TD-MPC2's results)
+iapo sweep --config configs/direct.yaml --envs dm_control/cheetah-run-v0 $C --total-steps 100000 \
+  --set $E snapshot-every=25000 --out runs/dmc/cheetah || exit 1
