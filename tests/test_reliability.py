@@ -274,37 +274,67 @@ def test_every_analysis_checks_its_shared_fields_in_one_place(name, tmp_path, ca
 
 @pytest.mark.parametrize("how, says", [
     ("raises", "raised in step: RuntimeError: solver diverged"),
-    ("shape", "returned an observation of shape (5,) from step"),
+    ("shape", "returned an observation of shape (5,) (its observation space has shape (3,)) from step 1"),
     ("scalar action", "has actions of shape ()"),
     ("empty action", "has actions of shape (0,)"),
+    ("array reward", "returned a reward of array([0., 0.]) (ndarray), not one real number from step 1 of an episode"),
+    ("None reward", "returned a reward of None (NoneType), not one real number from step 7 of an episode, at training"),
+    ("string observation", "returned an observation of <U1 values, not numbers"),
+    ("float32 overflow", "returned a non-finite observation in float32 (as iapo stores it)"),
+    ("nan in evaluation", "returned a non-finite reward in float32 (as iapo stores it): nan from step 3 of an "
+                          "episode, in the evaluation at step 100"),
+    ("empty observation", "has observations of size 0"),
+    ("flat action bound", "has action bounds low 0.5 >= high 0.5 in dimension 1"),
+    ("huge action bounds", "whose width overflows float32"),
 ])
 def test_a_misbehaving_environment_is_one_line(how, says, tmp_path, capsys):
+    """What an environment gives is checked where it enters iapo (the step, the reward, the
+    observation as iapo stores it; the spaces at start-up): one line naming the environment, the
+    call and the step, never a traceback or a NaN found later."""
     import gymnasium as gym
 
     class Env(gym.Env):
-        observation_space = gym.spaces.Box(-1, 1, (3,))
-
         def __init__(self):
             shape = {"scalar action": (), "empty action": (0,)}.get(how, (2,))
-            self.action_space = gym.spaces.Box(-1, 1, shape)
+            low, high = -np.ones(shape, np.float32), np.ones(shape, np.float32)
+            if how == "flat action bound":
+                low[1] = high[1] = 0.5
+            if how == "huge action bounds":
+                low[0], high[0] = -3e38, 3e38
+            self.action_space = gym.spaces.Box(low, high, shape)
+            self.observation_space = gym.spaces.Box(-1, 1, (0,) if how == "empty observation" else (3,))
+            self.t, self.evaluating = 0, False
 
         def reset(self, seed=None, options=None):
             super().reset(seed=seed)
-            return np.zeros(3, np.float32), {}
+            self.t = 0
+            self.evaluating = seed is not None and seed >= 10_000  # (iapo seeds evaluation episodes from 10 000 on)
+            return np.zeros(self.observation_space.shape, np.float32), {}
 
         def step(self, action):
+            self.t += 1
             if how == "raises":
                 raise RuntimeError("solver diverged")
-            return np.zeros(5 if how == "shape" else 3, np.float32), 0.0, False, False, {}
+            obs = np.zeros(5 if how == "shape" else 3, np.float32)
+            reward = {"array reward": np.zeros(2), "None reward": None if self.t == 7 else 0.0,
+                      "nan in evaluation": np.nan if self.evaluating and self.t == 3 else 0.0}.get(how, 0.0)
+            if how == "string observation" and self.t == 2:
+                obs = np.array(["a", "b", "c"])
+            if how == "float32 overflow" and self.t == 4:
+                obs = np.array([0.0, 1e300, 0.0])  # finite in float64
+            return obs, reward, False, False, {}
 
     env_id = f"IapoBroken{how.title().replace(' ', '')}-v0"
     gym.register(env_id, entry_point=Env, max_episode_steps=50)
     try:
         code, _, err = run_cli(["train", "--env", env_id, "--total-steps", "200", "--random-steps", "50",
-                                "--eval-every", "100", "--run-dir", str(tmp_path / "run"), "--no-progress"], capsys)
+                                "--eval-every", "100", "--eval-episodes", "1", "--hidden-sizes", "8",
+                                "--critic-hidden-sizes", "8", "--batch-size", "8", "--run-dir", str(tmp_path / "run"),
+                                "--no-progress"], capsys)
     finally:
         gym.registry.pop(env_id)
     assert code == 2 and says in err and err.count("\n") == 1, err
+    assert len(err) < 400, err
 
 
 # -- smaller things ---------------------------------------------------------------------------------

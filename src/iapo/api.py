@@ -74,10 +74,17 @@ class Policy:
             many = isinstance(obs, list)
             flat = [flatten_observation(self.observation_space, o) for o in (obs if many else [obs])]
             obs = np.stack(flat) if many else flat[0]
-        obs = np.asarray(obs, np.float32)
+        try:
+            with np.errstate(over="ignore"):
+                obs = np.asarray(obs, np.float32)  # (what the agent computes with: 1e300 is inf here)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.env_id} observations are numbers: {exc}") from None
         if obs.ndim not in (1, 2) or obs.shape[-1] != self.obs_dim:
             raise ConfigError(f"{self.env_id} observations have shape ({self.obs_dim},) (or a batch (B, "
                               f"{self.obs_dim})), got {obs.shape}")
+        if not np.all(np.isfinite(obs)):
+            raise ConfigError(f"the observation holds non-finite values in float32 (NaN, inf, or beyond "
+                              f"3.4e38): {obs[~np.isfinite(obs)][:3].tolist()}; the policy would act on NaN")
         if iterations is not None and iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {iterations}")
         batch = obs[None] if obs.ndim == 1 else obs

@@ -143,6 +143,11 @@ def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | Non
     if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
         env.close()
         raise EnvError(f"environment {env_id!r} has an unbounded action space; iapo needs finite bounds")
+    problem = _action_bounds_problem(space)
+    if problem:
+        env.close()
+        raise EnvError(f"environment {env_id!r} has action bounds {problem}; iapo rescales (-1, 1) onto each "
+                       "dimension's [low, high] and needs low < high with a finite width")
     obs_space = env.observation_space
     if isinstance(obs_space, (gym.spaces.Dict, gym.spaces.Tuple)):
         try:
@@ -157,6 +162,9 @@ def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | Non
             f"environment {env_id!r} has observations {obs_space}; iapo needs a flat Box observation "
             "(or a Dict or Tuple of Boxes, which it flattens)"
         )
+    if env.observation_space.shape[0] == 0:
+        env.close()
+        raise EnvError(f"environment {env_id!r} has observations of size 0; iapo needs at least one number")
     ones = np.ones(space.shape, space.dtype)  # (of the env's dtype: Box warns on float32 bounds of a float64 Box)
     return gym.wrappers.RescaleAction(CheckedEnv(env, env_id), -ones, ones)
 
@@ -246,13 +254,20 @@ def _leaves_of_space(space: gym.Space):
 
 
 class CheckedEnv(gym.Wrapper):
-    """Turns an environment's failure in `reset` or `step`, or an observation of another shape
-    than its observation space says, into an EnvError naming the environment (one line, not a
-    traceback from inside it)."""
+    """The boundary where an environment's values enter iapo. Its failure in `reset` or `step`,
+    a result that is not Gymnasium's tuple, an observation that is not numbers of its space's
+    shape, a reward that is not one real number, or either not finite as iapo stores them
+    (float32: 1e300 is inf there) is an EnvError naming the environment, the call and the step of
+    the episode (one line, not a traceback from inside it, nor a NaN found later)."""
 
     def __init__(self, env: gym.Env, env_id: str):
         super().__init__(env)
         self.env_id = env_id
+        self.t = 0  # steps into the current episode
+
+    def _fail(self, what: str, problem: str) -> EnvError:
+        where = "reset" if what == "reset" else f"step {self.t} of an episode"
+        return EnvError(f"environment {self.env_id!r} returned {problem} from {where}")
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
@@ -261,16 +276,58 @@ class CheckedEnv(gym.Wrapper):
             raise
         except Exception as exc:  # noqa: BLE001 (whatever the environment raises)
             raise EnvError(f"environment {self.env_id!r} raised in {what}: {type(exc).__name__}: {exc}") from None
-        if np.shape(out[0]) != self.observation_space.shape:
-            raise EnvError(f"environment {self.env_id!r} returned an observation of shape {np.shape(out[0])} from "
-                           f"{what}; its observation space has shape {self.observation_space.shape}")
+        size = 2 if what == "reset" else 5
+        if not isinstance(out, tuple) or len(out) != size:
+            raise self._fail(what, f"{type(out).__name__} {_short(out)}, not Gymnasium's {size}-tuple")
+        obs = out[0]
+        if np.shape(obs) != self.observation_space.shape:
+            raise self._fail(what, f"an observation of shape {np.shape(obs)} (its observation space has shape "
+                                   f"{self.observation_space.shape})")
+        array = np.asarray(obs)
+        if array.dtype.kind not in "biuf":
+            raise self._fail(what, f"an observation of {array.dtype} values, not numbers: {_short(obs)}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not np.all(np.isfinite(array.astype(np.float32))):
+                raise self._fail(what, f"a non-finite observation in float32 (as iapo stores it): {_short(obs)}")
+        if what == "step":
+            reward = out[1]
+            if reward is None or np.ndim(reward) != 0 or np.asarray(reward).dtype.kind not in "biuf":
+                raise self._fail(what, f"a reward of {_short(reward)} ({type(reward).__name__}), not one real number")
+            with np.errstate(over="ignore", invalid="ignore"):
+                if not np.isfinite(np.float32(reward)):
+                    raise self._fail(what, f"a non-finite reward in float32 (as iapo stores it): {_short(reward)}")
         return out
 
     def reset(self, **kwargs):
+        self.t = 0
         return self._call("reset", self.env.reset, **kwargs)
 
     def step(self, action):
+        self.t += 1
         return self._call("step", self.env.step, action)
+
+
+def _action_bounds_problem(space: gym.spaces.Box) -> str | None:
+    """What is wrong with a Box's bounds for rescaling onto them (None when nothing): a dimension
+    with low >= high (no inverse), or a width that overflows the action's dtype (3e38 - -3e38)."""
+    low, high = np.asarray(space.low), np.asarray(space.high)
+    flat = [i for i in range(low.size) if not low.flat[i] < high.flat[i]]
+    if flat:
+        i = flat[0]
+        return f"low {low.flat[i]:g} >= high {high.flat[i]:g} in dimension {i}"
+    with np.errstate(over="ignore"):
+        width = high.astype(space.dtype) - low.astype(space.dtype)
+    wide = np.flatnonzero(~np.isfinite(width))
+    if wide.size:
+        i = int(wide[0])
+        return f"[{low.flat[i]:g}, {high.flat[i]:g}] in dimension {i}, whose width overflows {space.dtype}"
+    return None
+
+
+def _short(value, limit: int = 60) -> str:
+    """A value as at most `limit` characters of text, for one-line messages."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def dims(env: gym.Env) -> tuple[int, int]:

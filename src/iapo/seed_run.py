@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from iapo.config import TrainConfig
 from iapo.configfile import run_identity
 from iapo.env_state import get_state, set_state, uncaptured
 from iapo.envs import dims, make_env
-from iapo.errors import IapoError, NumericError
+from iapo.errors import EnvError, IapoError, NumericError
 from iapo.logger import RunLogger
 from iapo.replay import ReplayBuffer
 
@@ -70,18 +71,22 @@ class SeedRun:
     def env_step(self, action: np.ndarray) -> None:
         """Step the environment with `action` and store the transition."""
         loop = self.loop
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        if not np.all(np.isfinite(next_obs)) or not np.isfinite(reward):
-            what = "observation" if not np.all(np.isfinite(next_obs)) else "reward"
-            raise NumericError(f"the environment returned a non-finite {what} at step {loop.step}{self.which}")
+        try:  # (the environment's values are checked where they enter iapo: `envs.CheckedEnv`)
+            next_obs, reward, terminated, truncated, _ = self.env.step(action)
+            if terminated or truncated:
+                after_reset, _ = self.env.reset()
+        except EnvError as exc:
+            raise EnvError(f"{exc}, at training step {loop.step}{self.which}") from None
         self.buffer.add(loop.obs, action, reward, next_obs, terminated, episode_end=terminated or truncated)
         loop.episode_return += float(reward)
+        if not math.isfinite(loop.episode_return):  # (each reward was finite; their sum overflowed)
+            raise NumericError(f"the training episode's return overflowed at training step {loop.step}{self.which}")
         loop.obs = next_obs
         if terminated or truncated:
             loop.finished_returns.append(loop.episode_return)
             loop.episodes += 1
             loop.episode_return = 0.0
-            loop.obs, _ = self.env.reset()
+            loop.obs = after_reset
 
     @property
     def which(self) -> str:

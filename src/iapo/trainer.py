@@ -22,7 +22,7 @@ from iapo import checkpoint, resolve, rundir, signals
 from iapo.agent import Agent, act_seeds
 from iapo.config import TrainConfig
 from iapo.envs import check_env_id, dims, observation_layout, structured_observation_space
-from iapo.errors import ConfigError, IapoError, NumericError
+from iapo.errors import ConfigError, EnvError, IapoError, NumericError
 from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
 from iapo.rollout import rollout, seeds_policy
 from iapo.saved import load_run_config
@@ -351,9 +351,16 @@ class Trainer:
                  else [run.config.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)] for run in self.runs]
         policy = seeds_policy(self.agent, self.state, self.axis, deterministic=True,
                               iterations=cfg.algo.acting_iterations)
-        out = rollout([env for run in self.runs for env in run.eval_envs], policy, self.eval_key,
-                      seeds=[s for run_seeds in seeds for s in run_seeds])
+        try:
+            out = rollout([env for run in self.runs for env in run.eval_envs], policy, self.eval_key,
+                          seeds=[s for run_seeds in seeds for s in run_seeds])
+        except EnvError as exc:
+            raise EnvError(f"{exc}, in the evaluation at step {first.step}") from None
         returns, lengths = (x.reshape(len(self.runs), -1) for x in (out.returns, out.lengths))
+        for i, run in enumerate(self.runs):  # (each reward was finite; their sum can still overflow)
+            if not np.all(np.isfinite(returns[i])):
+                raise NumericError(f"the evaluation at step {first.step} returned a non-finite return "
+                                   f"({returns[i][~np.isfinite(returns[i])][0]}){run.which}")
         all_stats = _mean_infos(self._host_updates())  # each (S, ...): the mean over the updates since the last evaluation
         alpha = np.exp(self.axis.with_axis(np.asarray(self.state.log_alpha)))
         updates = self.axis.with_axis(np.asarray(self.state.updates))
