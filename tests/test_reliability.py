@@ -567,3 +567,28 @@ def test_a_sweep_value_or_environment_given_twice_is_one_trial(tmp_path):
     trials = build_trials(SweepConfig(envs=("Pendulum-v1", "Pendulum-v1"), agents=("direct", "direct"), seeds=("0",),
                                       total_steps=200, set=("iterations=1,1,2",), out=str(tmp_path / "sweep")))
     assert [t.name for t in trials] == ["Pendulum-v1_direct_iterations=1", "Pendulum-v1_direct_iterations=2"]
+
+
+@pytest.mark.parametrize("name, raw, says", [
+    ("twice.yaml", b"lr: 1\nlr: 2\n", 'gives the key "lr" twice (line 2)'),
+    ("twice.json", b'{"algo": {"iterations": 2, "iterations": 3}}', 'gives the key "iterations" twice'),
+    ("date.yaml", b"total_steps: 2024-01-01\n", "total_steps = datetime.date(2024, 1, 1) is not of type int"),
+    ("binary.yaml", b"policy_lr: !!binary aGVsbG8=\n", "policy_lr = b'hello' is not of type float"),
+    ("list.yaml", b"algo: [1, 2]\n", "algo must be a mapping of the algorithm's fields, not list [1, 2]"),
+    ("string.yaml", b"algo: direct\n", 'algo must be a mapping of the algorithm\'s fields, not str "direct"'),
+    ("keys.yaml", b"1: 2\nenv: Hopper-v5\n", "the key 1 is not a field name"),
+    ("latin1.yaml", b"env: Hopper\xff\n", "is not UTF-8 text (byte 0xff at position 11)"),
+    ("options.yaml", b"env_kwargs: {a: 2024-01-01}\n", "holds a value that is not JSON"),
+    ("long.yaml", b"env: " + b"x" * 5000 + b"\nseed: [" + b"1, " * 2000 + b"1]\n", "is not of type int"),
+])
+def test_a_malformed_config_file_is_one_short_line(name, raw, says, tmp_path, capsys):
+    """Whatever a config file holds, a one-line error naming the key and what was wrong, at most a
+    few hundred characters long, with exit 2 (dates, binary values, mappings of the wrong kind,
+    keys given twice, bytes that are not UTF-8), for `iapo train` and `iapo sweep` alike."""
+    path = tmp_path / name
+    path.write_bytes(raw)
+    for argv in (["train", "--config", str(path), "--run-dir", str(tmp_path / "run")],
+                 ["sweep", "--config", str(path), "--out", str(tmp_path / "sweep"), "--no-progress"]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and says in err and err.count("\n") == 1 and len(err) < 400, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()

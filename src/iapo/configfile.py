@@ -19,6 +19,55 @@ from iapo.errors import ConfigError
 from iapo.kinds import KINDS
 
 
+def _shown(value, limit: int = 60) -> str:
+    """A value as JSON (or, for what JSON cannot say, such as a YAML date, Python) in at most
+    `limit` characters, for one-line messages."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives one key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable):  # (an unhashable key is YAML's own error below)
+                if key in seen:
+                    raise ConfigError(f"gives the key {_shown(key)} twice (line {key_node.start_mark.line + 1})")
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_keys(pairs: list) -> dict:
+    """json's object_pairs_hook: a JSON object that gives one key twice is refused."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(f"gives the key {_shown(key)} twice")
+        seen[key] = value
+    return seen
+
+
+def parse_config_text(raw: bytes, json_file: bool) -> object:
+    """A config file's contents: UTF-8 text of JSON or YAML (safe: no Python objects), no key
+    given twice; a one-line ConfigError for anything else."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not UTF-8 text (byte {raw[exc.start]:#04x} at position {exc.start})") from None
+    kind = "JSON" if json_file else "YAML"
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys) if json_file else yaml.load(text, _UniqueKeyLoader)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"is not valid {kind}: {str(exc).splitlines()[0]}") from None
+
+
 # Fields whose default changed: a config written before the field existed means the value
 # below (the behaviour of the version that wrote it), so that its run resumes as it began.
 LEGACY_AGENT_FIELDS = {"input_norm": "joint", "acting_pessimism": None}
@@ -58,7 +107,7 @@ def _check_types(cls, data: dict) -> None:
         if name != "algo" and not _conforms(value, hints[name]):
             hint = hints[name]
             shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-            raise ConfigError(f"config field {name} = {json.dumps(value)} is not of type {shown}")
+            raise ConfigError(f"config field {name} = {_shown(value)} is not of type {shown}")
 
 
 def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
@@ -67,7 +116,7 @@ def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
     every other missing field its default. A value of the wrong type is a ConfigError naming the
     field."""
     if not isinstance(data, dict) or not isinstance(data.get("algo", {}), dict):
-        raise ConfigError(f"a run configuration is a JSON object with an \"algo\" object, not {json.dumps(data)[:60]}")
+        raise ConfigError(f"a run configuration is a JSON object with an \"algo\" object, not {_shown(data)}")
     # What a run's "auto" settings resolved to (config.json's "resolved", `rundir`) is a record of
     # the machine it started on, not a setting.
     data = {k: v for k, v in data.items() if k != "resolved"}
@@ -84,7 +133,11 @@ def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
     if unknown:
         raise ConfigError(f"config has unknown fields: {', '.join(sorted(unknown))}")
     if isinstance(data.get("env_kwargs"), dict):  # a config file's mapping of options
-        data["env_kwargs"] = [f"{k}={json.dumps(v)}" for k, v in data["env_kwargs"].items()]
+        try:
+            data["env_kwargs"] = [f"{k}={json.dumps(v)}" for k, v in data["env_kwargs"].items()]
+        except (TypeError, ValueError):
+            raise ConfigError(f"config field env_kwargs = {_shown(data['env_kwargs'])} holds a value that is not "
+                              "JSON (numbers, text, true/false, null, lists, mappings)") from None
     _check_types(AgentConfig, agent_data)
     _check_types(TrainConfig, data)
     for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes", "model_hidden_sizes"):
@@ -108,16 +161,22 @@ def read_config_file(path: str | Path) -> TrainConfig:
     fields and values of the wrong type are one-line ConfigErrors."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
-                          f"{str(exc).splitlines()[0]}") from None
+        data = parse_config_text(raw, path.suffix.lower() == ".json")
+    except ConfigError as exc:
+        raise ConfigError(f"--config {path} {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a mapping of fields, not {type(data).__name__}")
+    for mapping in (data, data.get("algo") if isinstance(data.get("algo"), dict) else {}):
+        odd = [k for k in mapping if not isinstance(k, str)]
+        if odd:
+            raise ConfigError(f"--config {path}: the key {_shown(odd[0])} is not a field name")
+    if data.get("algo") is not None and not isinstance(data["algo"], dict):
+        raise ConfigError(f"--config {path}: algo must be a mapping of the algorithm's fields, not "
+                          f"{type(data['algo']).__name__} {_shown(data['algo'])}")
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     algo = dict(data.get("algo") or {})
     rest = {}
