@@ -592,3 +592,26 @@ def test_a_malformed_config_file_is_one_short_line(name, raw, says, tmp_path, ca
         code, _, err = run_cli(argv, capsys)
         assert code == 2 and says in err and err.count("\n") == 1 and len(err) < 400, err
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("name", [LOCK_NAME, "metrics.csv", "config.json"])
+def test_iapo_never_writes_through_a_symlink_of_its_own_files(name, tmp_path, capsys, tiny_args):
+    """A symbolic link where iapo keeps one of its own files (the lock, the metrics, config.json)
+    is never followed: the file it points to is left as it was, whether the run refuses it (the
+    lock, the metrics: one line) or replaces the link itself (config.json, written by a rename)."""
+    from test_cli import smoke_args
+
+    run_dir = tmp_path / "run"
+    args = smoke_args(run_dir, "direct", tiny_args, steps=150)
+    assert run_cli(args, capsys)[0] == 0
+    foreign = tmp_path / "someone-elses.txt"
+    foreign.write_text("precious")
+    (run_dir / name).unlink()
+    (run_dir / name).symlink_to(foreign)
+    code, _, err = run_cli(["train", "--resume", str(run_dir), "--no-progress"], capsys)
+    assert foreign.read_text() == "precious"
+    if name == "config.json":  # (read through the link: not a run configuration)
+        assert code == 2 and "config.json is not a valid run configuration" in err, err
+    else:
+        assert code == 2 and f"{name} is a symbolic link; iapo does not follow links" in err, err
+    assert err.count("\n") == 1

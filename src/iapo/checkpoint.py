@@ -23,6 +23,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from iapo.atomic import open_own
 from iapo.errors import IapoError
 from iapo.rundir import CHECKPOINT_FILE, CHECKPOINTS, PARTS, SNAPSHOT_FILE, SNAPSHOTS, checkpoint_file, snapshot_file
 
@@ -72,7 +73,7 @@ def _write_atomic(path: Path, obj) -> str:
     header = b"%s %d %s\n" % (_MAGIC, FORMAT_VERSION, digest.encode())
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
+        with open_own(tmp, "wb") as f:
             f.write(header)
             f.write(memoryview(payload))
             f.flush()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from iapo.errors import IapoError
-from iapo.atomic import write_csv_atomic
+from iapo.errors import IapoError, RunDirError
+from iapo.atomic import open_own, write_csv_atomic
 from iapo.figures import new_figure, save_figure, steps_axis
 from iapo.rundir import CURVE, METRICS, TENSORBOARD, WANDB
 
@@ -60,7 +60,7 @@ class RunLogger:
         if resume_after is not None and self.csv_path.exists():
             _truncate_rows(self.csv_path, resume_after)
         new = not self.csv_path.exists()
-        self._csv = open(self.csv_path, "a", newline="")
+        self._csv = open_own(self.csv_path, "a", newline="")
         self._writer = csv.DictWriter(self._csv, fieldnames=list(COLUMNS))
         if new:
             self._writer.writeheader()
@@ -174,6 +174,9 @@ def _truncate_rows(csv_path: Path, last_step: int) -> None:
     cut in the middle, a garbled line or a missing header are all mended."""
     if csv_path.is_dir():
         raise IapoError(f"{csv_path} is a folder, not iapo's metrics file; move it away to resume")
+    if csv_path.is_symlink():
+        raise RunDirError(f"{csv_path} is a symbolic link; iapo does not follow links when it writes its own files: "
+                          "remove it")
     try:
         rows = _valid_rows(csv_path, last_step)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

@@ -33,7 +33,7 @@ from iapo.config import TrainConfig
 
 from iapo.configfile import run_identity, train_config_from_dict
 from iapo.errors import ConfigError, IapoError, RunDirError
-from iapo.atomic import write_json_atomic
+from iapo.atomic import open_own, write_json_atomic
 
 CONFIG = "config.json"
 RESOLVED = "resolved"  # config.json's record of what the "auto" settings resolved to
@@ -131,9 +131,12 @@ def lock(run_dir: Path, wait: bool = False, label: str = "--run-dir", note: bool
         if note:
             _write_note(_held[key])
         return run_dir
+    if (run_dir / LOCK).is_symlink():  # (never truncate the file a link points to)
+        raise RunDirError(f"{run_dir / LOCK} is a symbolic link; iapo does not follow links when it writes its own "
+                          "files: remove it")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
         raise RunDirError(f"{label} {run_dir} is not writable: {exc.strerror or exc}") from None
     try:
@@ -199,7 +202,10 @@ def prepare(config: TrainConfig) -> Path:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             probe = run_dir / WRITE_PROBE
-            probe.write_bytes(b"")
+            if probe.is_symlink():
+                probe.unlink()
+            with open_own(probe, "wb"):
+                pass
             probe.unlink()
         except OSError as exc:
             raise RunDirError(f"--run-dir {run_dir} is not writable: {exc.strerror or exc}") from None
@@ -208,11 +214,11 @@ def prepare(config: TrainConfig) -> Path:
         unlock(run_dir)
         raise
     if config.overwrite:
-        for path in existing:
-            if path.is_dir():
+        for path in existing:  # (a link is removed itself, never what it points to)
+            if path.is_symlink() or not path.is_dir():
+                path.unlink(missing_ok=True)
+            else:
                 shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
     return run_dir
 
 
