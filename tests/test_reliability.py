@@ -615,3 +615,43 @@ def test_iapo_never_writes_through_a_symlink_of_its_own_files(name, tmp_path, ca
     else:
         assert code == 2 and f"{name} is a symbolic link; iapo does not follow links" in err, err
     assert err.count("\n") == 1
+
+
+def test_an_environment_without_a_time_limit_gets_one(tmp_path, capsys):
+    """An environment that never ends its episodes: iapo cuts them off at its default, said at
+    start-up, or at --max-episode-steps (recorded, so `iapo evaluate` cuts them off the same)."""
+    import gymnasium as gym
+
+    class Endless(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(2, np.float32), 1.0, False, False, {}
+
+    gym.register("IapoEndless-v0", entry_point=Endless)  # (no max_episode_steps)
+    try:
+        common = ["train", "--env", "IapoEndless-v0", "--agent", "direct", "--total-steps", "150", "--random-steps",
+                  "100", "--eval-every", "150", "--eval-episodes", "1", "--hidden-sizes", "8", "--critic-hidden-sizes",
+                  "8", "--batch-size", "8", "--no-progress"]
+        with pytest.warns(UserWarning, match="registers no time limit: iapo ends its episodes after 1000 steps"):
+            code, out, err = run_cli([*common, "--run-dir", str(tmp_path / "default")], capsys)
+        assert code == 0, err
+        assert json.loads((tmp_path / "default" / "config.json").read_text())["max_episode_steps"] is None
+        with open(tmp_path / "default" / "metrics.csv") as f:
+            assert f.read().splitlines()[-1].split(",")[2:5] == ["1000", "0", "1000"]  # return, std, length
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (no warning with a limit given)
+            code, out, err = run_cli([*common, "--max-episode-steps", "20", "--run-dir", str(tmp_path / "short")],
+                                     capsys)
+        assert code == 0, err
+        code, out, _ = run_cli(["evaluate", str(tmp_path / "short"), "--episodes", "2"], capsys)
+        assert code == 0 and "return 20.00 ± 0.00" in out
+    finally:
+        gym.registry.pop("IapoEndless-v0")

@@ -25,7 +25,7 @@ import numpy as np
 from iapo.agent import act
 from iapo.config import AgentConfig, TrainConfig
 from iapo.configfile import read_config_file
-from iapo.envs import flatten_observation, make_env, structured_observation_space
+from iapo.envs import flatten_observation, make_run_env, structured_observation_space
 from iapo.errors import ConfigError
 from iapo.logger import read_metrics
 from iapo.saved import load_agent
@@ -41,7 +41,7 @@ class Policy:
     def __init__(self, run_dir: str | Path, step: int | None = None, seed: int = 0):
         self.run_dir = Path(run_dir)
         self.config, self.agent, self.state, self.step = load_agent(self.run_dir, step)
-        env = make_env(self.config.env, self.config.env_kwargs)
+        env = make_run_env(self.config)
         space = env.env.action_space  # the environment's own bounds (make_env rescales them to (-1, 1))
         self.low, self.high = space.low.astype(np.float32), space.high.astype(np.float32)
         self.observation_space = structured_observation_space(env)  # a Dict or Tuple one, else None

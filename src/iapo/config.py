@@ -326,6 +326,11 @@ class TrainConfig:
     total_steps: Count = 1_000_000
     """Environment steps to train for."""
 
+    max_episode_steps: Count | None = None
+    """Cut episodes off (truncated) after this many steps, in training and evaluation; unset: the
+    environment's registered time limit, or 1000 steps where it registers none (said at start-up),
+    so that no episode runs for ever."""
+
     run_dir: str = "runs/iapo"
     """Directory that receives config.json, metrics.csv, TensorBoard events, checkpoints and the
     learning curve."""
@@ -426,6 +431,8 @@ class TrainConfig:
         if not self.run_dir.strip():  # ("" would write the run among the files of the current folder)
             raise ConfigError(f"--run-dir must name a folder, got {self.run_dir!r}")
         parse_env_kwargs(self.env_kwargs)
+        if self.max_episode_steps is not None:
+            _positive_int("max-episode-steps", self.max_episode_steps)
 
 
 def parse_env_kwargs(tokens: Sequence[str]) -> dict:

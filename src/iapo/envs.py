@@ -108,9 +108,22 @@ def _no_option(env_id: str, option: str, options: tuple[list[str], bool] | None)
     return EnvError(f"environment {env_id!r} has no option {option!r}{hint}")
 
 
-def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | None = None) -> gym.Env:
-    """Make `env_id` with the options `env_kwargs`, check its spaces, flatten a Dict or Tuple
-    observation, and rescale its actions from (-1, 1) to its bounds."""
+# Where an environment registers no time limit (and --max-episode-steps is unset), episodes end
+# after this many steps, so that no episode, in training or evaluation, runs for ever.
+DEFAULT_EPISODE_STEPS = 1000
+
+
+def make_run_env(config, render_mode: str | None = None) -> gym.Env:
+    """The environment a run's `TrainConfig` names: its id, its options and its episode limit."""
+    return make_env(config.env, config.env_kwargs, render_mode, config.max_episode_steps)
+
+
+def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | None = None,
+             max_episode_steps: int | None = None) -> gym.Env:
+    """Make `env_id` with the options `env_kwargs`, its episodes cut off after `max_episode_steps`
+    (unset: its registered time limit, or `DEFAULT_EPISODE_STEPS` where it has none, said in a
+    warning), check its spaces, flatten a Dict or Tuple observation, and rescale its actions from
+    (-1, 1) to its bounds."""
     spec = env_spec(env_id)
     options = parse_env_kwargs(env_kwargs)
     known = _options_of(spec)
@@ -118,8 +131,9 @@ def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | Non
         unknown = [k for k in options if k not in known[0]]
         if unknown:
             raise _no_option(env_id, unknown[0], known)
+    limit = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
     try:
-        env = gym.make(spec, **options, **({} if render_mode is None else {"render_mode": render_mode}))
+        env = gym.make(spec, **options, **limit, **({} if render_mode is None else {"render_mode": render_mode}))
     except gym.error.DependencyNotInstalled as exc:
         raise EnvError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
     except TypeError as exc:
@@ -129,6 +143,10 @@ def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | Non
         raise EnvError(f"cannot make environment {env_id!r}: TypeError: {exc}") from None
     except Exception as exc:  # noqa: BLE001  (any failure to construct is reported, not raised)
         raise EnvError(f"cannot make environment {env_id!r}: {type(exc).__name__}: {exc}") from None
+    if not _has_time_limit(env):
+        warnings.warn(f"environment {env_id!r} registers no time limit: iapo ends its episodes after "
+                      f"{DEFAULT_EPISODE_STEPS} steps (--max-episode-steps sets another)", stacklevel=2)
+        env = gym.wrappers.TimeLimit(env, DEFAULT_EPISODE_STEPS)
     space = env.action_space
     if not isinstance(space, gym.spaces.Box):
         env.close()
@@ -305,6 +323,14 @@ class CheckedEnv(gym.Wrapper):
     def step(self, action):
         self.t += 1
         return self._call("step", self.env.step, action)
+
+
+def _has_time_limit(env: gym.Env) -> bool:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return True
+        env = env.env
+    return False
 
 
 def _action_bounds_problem(space: gym.spaces.Box) -> str | None:

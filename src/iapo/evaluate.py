@@ -12,7 +12,7 @@ import tyro
 
 from iapo.agent import Agent
 from iapo.config import TrainConfig, at_least_one
-from iapo.envs import make_env, use_offscreen_gl
+from iapo.envs import make_run_env, use_offscreen_gl
 from iapo.errors import ConfigError, IapoError
 from iapo.rollout import agent_policy, evaluate, rollout
 from iapo.saved import check_analysis_inputs, load_agent
@@ -54,7 +54,7 @@ def evaluate_run(cfg: Config) -> tuple[float, float, int]:
     cfg.validate()
     config, agent, state, _ = load_agent(Path(cfg.run_dir), cfg.step)
     iterations = cfg.iterations or config.algo.acting_iterations
-    envs = [make_env(config.env, config.env_kwargs) for _ in range(cfg.episodes)]
+    envs = [make_run_env(config) for _ in range(cfg.episodes)]
     try:
         returns, _ = evaluate(agent, state, envs, jax.random.PRNGKey(cfg.seed),
                               [cfg.seed + i for i in range(cfg.episodes)], iterations)
@@ -87,7 +87,7 @@ _NO_RENDERER = (
 def render_frames(config: TrainConfig, agent: Agent, state, seed: int, iterations: int, max_frames: int = 10_000):
     """Frames (T, H, W, 3) of one deterministic episode rendered offscreen, and the env's frame rate."""
     use_offscreen_gl()
-    env = make_env(config.env, config.env_kwargs, render_mode="rgb_array")
+    env = make_run_env(config, render_mode="rgb_array")
     try:
         obs, _ = env.reset(seed=seed)
         env.render()  # (a renderer that cannot start fails here, with its own words)

@@ -21,7 +21,7 @@ from iapo import checkpoint
 from iapo.agent import Agent, AgentState
 from iapo.config import TrainConfig, show_value
 from iapo.configfile import PRESENTATION_FIELDS, train_config_from_dict, upgrade
-from iapo.envs import dims, make_env
+from iapo.envs import dims, make_run_env
 from iapo.errors import ConfigError, IapoError
 from iapo.resolve import apply
 from iapo.rundir import CONFIG, read_config, seed_dir
@@ -42,7 +42,7 @@ def load_run_config_as_run(run_dir: Path) -> TrainConfig:
 
 def make_agent(config: TrainConfig) -> Agent:
     """The agent `config` describes, with its environment's dimensions."""
-    env = make_env(config.env, config.env_kwargs)
+    env = make_run_env(config)
     obs_dim, act_dim = dims(env)
     env.close()
     return Agent(config.algo, obs_dim, act_dim)

@@ -17,7 +17,7 @@ from iapo import checkpoint, rundir
 from iapo.config import TrainConfig
 from iapo.configfile import run_identity
 from iapo.env_state import get_state, set_state, uncaptured
-from iapo.envs import dims, make_env
+from iapo.envs import dims, make_run_env
 from iapo.errors import EnvError, IapoError, NumericError
 from iapo.logger import RunLogger
 from iapo.replay import ReplayBuffer
@@ -49,8 +49,8 @@ class SeedRun:
         self.resolved: dict[str, str] = {}  # what the run's "auto" settings resolved to (the Trainer's)
         self.run_dir = run_dir
         self.in_group = in_group
-        self.env = make_env(config.env, config.env_kwargs)
-        self.eval_envs = [make_env(config.env, config.env_kwargs) for _ in range(config.eval_episodes)]
+        self.env = make_run_env(config)
+        self.eval_envs = [make_run_env(config) for _ in range(config.eval_episodes)]
         obs_dim, act_dim = dims(self.env)
         self.rng = np.random.default_rng(config.seed)
         self.buffer = ReplayBuffer(min(config.buffer_capacity, config.total_steps), obs_dim, act_dim)

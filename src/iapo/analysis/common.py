@@ -18,7 +18,7 @@ import tyro
 
 from iapo.agent import Agent, AgentState
 from iapo.config import TrainConfig, at_least_one
-from iapo.envs import make_env
+from iapo.envs import make_run_env
 from iapo.errors import IapoError
 from iapo.kinds import kind
 from iapo.rollout import agent_policy, visited_states
@@ -76,7 +76,7 @@ class OneRunConfig(AnalysisConfig):
 def agent_states(config: TrainConfig, agent: Agent, state: AgentState, n: int, seed: int) -> np.ndarray:
     """n states (n, obs_dim) visited by the agent acting as in training (sampled actions), from a
     reset seeded by `seed`, across episodes."""
-    env = make_env(config.env, config.env_kwargs)
+    env = make_run_env(config)
     try:
         obs, _ = visited_states(env, agent_policy(agent, state), jax.random.PRNGKey(seed), n, seed)
     finally:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iapo.analysis.common import OneRunConfig, agent_states, objective_per_iterate
-from iapo.envs import make_env
+from iapo.envs import make_run_env
 from iapo.figures import new_figure, save_figure
 from iapo.rollout import evaluate
 
@@ -50,7 +50,7 @@ def analyze(cfg: Config) -> Path:
     config, agent, state, step = cfg.load_iterative()
     obs = jnp.asarray(agent_states(config, agent, state, states, seed))
     js = np.mean(np.asarray(objective_per_iterate(agent, state, obs, jax.random.PRNGKey(seed), max_iterations)), 1)
-    envs = [make_env(config.env, config.env_kwargs) for _ in range(episodes)]
+    envs = [make_run_env(config) for _ in range(episodes)]
     rows = []
     try:
         for k in range(1, max_iterations + 1):

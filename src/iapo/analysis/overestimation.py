@@ -25,7 +25,7 @@ from iapo import distributions as dist
 from iapo.analysis.common import AnalysisConfig
 from iapo.config import TrainConfig
 from iapo.env_state import extend_time_limit, get_state, set_state
-from iapo.envs import make_env
+from iapo.envs import make_run_env
 from iapo.kinds import kind
 from iapo.objective import pessimistic_value
 from iapo.figures import new_figure, save_figure, steps_axis
@@ -113,7 +113,7 @@ def _visit(config: TrainConfig, agent, state, n: int, seed: int) -> tuple[np.nda
         action, _, _ = policy_sample(agent, state, jnp.asarray(obs), k)
         return np.asarray(action), key, None
 
-    env = make_env(config.env, config.env_kwargs)
+    env = make_run_env(config)
     try:
         return visited_states(env, policy, jax.random.PRNGKey(seed), n, seed, capture=get_state)
     finally:
@@ -129,7 +129,7 @@ def value_bias(config: TrainConfig, agent, state, gamma: float, states: int, hor
     actions, _, _ = policy_sample(agent, state, jnp.asarray(observations), k)
     q = agent.critic.apply(state.critic_params, jnp.asarray(observations), actions)  # (2, B)
     q_pessimistic = np.asarray(pessimistic_value(q, agent.config.beta, agent.config.pessimism_std))
-    envs = [make_env(config.env, config.env_kwargs) for _ in range(states)]
+    envs = [make_run_env(config) for _ in range(states)]
     try:
         for env, env_state in zip(envs, env_states):
             env.reset(seed=seed)

@@ -23,7 +23,7 @@ import tyro
 
 from iapo.agent import Agent
 from iapo.analysis.common import AnalysisConfig
-from iapo.envs import make_env
+from iapo.envs import make_run_env
 from iapo.errors import IapoError
 from iapo.figures import new_figure, save_figure, steps_axis
 from iapo.rollout import evaluate
@@ -91,7 +91,7 @@ def analyze(cfg: Config) -> Path:
     steps = sorted(set(saved["source"]) & set(saved["host"]))
     if not steps:
         raise IapoError(f"{source} and {host} have no snapshot at a common step")
-    envs = [make_env(host_config.env, host_config.env_kwargs) for _ in range(episodes)]
+    envs = [make_run_env(host_config) for _ in range(episodes)]
     seeds = [seed + i for i in range(episodes)]
     rows = []
     try:
