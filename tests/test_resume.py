@@ -88,7 +88,7 @@ def test_sigterm_and_sighup_checkpoint_exit_128_plus_the_signal_and_the_run_resu
     assert code == 128 + sig
     assert f"resume with: iapo train --resume {run_dir}" in out
     step = checkpoint.list_checkpoints(run_dir)[-1][0]
-    assert 500 <= step < 2000
+    assert 250 <= step < 2000  # (the first checkpoint is written before the first evaluation, at 250)
     subprocess.run(_cli("train", "--resume", str(run_dir), "--no-progress"), check=True, capture_output=True, timeout=600)
     assert _rows(run_dir) == _rows(reference)
     _assert_same_tree(_final_params(run_dir), _final_params(reference))
@@ -280,3 +280,62 @@ def test_wall_time_goes_on_across_a_resume(tmp_path):
     assert again[30] == first[30] and again[60] == first[60]  # the rows before the checkpoint are kept
     assert before < again[90] <= before + took
     assert resumed.wall_seconds >= again[90]
+
+
+SLOW_EVAL_ENV = '''
+import time
+
+import gymnasium as gym
+import numpy as np
+
+
+class SlowEvaluation(gym.Env):
+    """Quick in training; its evaluation episodes (iapo seeds them from 10 000 on) take 20 ms a step."""
+
+    observation_space = gym.spaces.Box(-10, 10, (2,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.slow = seed >= 10_000
+        self.x = float(self.np_random.uniform(-1, 1))
+        return np.array([self.x, 0.0], np.float32), {}
+
+    def step(self, action):
+        if getattr(self, "slow", False):
+            time.sleep(0.02)
+        self.x = float(np.clip(self.x + 0.1 * action[0] + 0.01 * self.np_random.standard_normal(), -5, 5))
+        return np.array([self.x, 1.0], np.float32), -abs(self.x), False, False, {}
+
+
+gym.register("IapoSlowEvaluation-v0", entry_point=SlowEvaluation, max_episode_steps=100)
+'''
+
+
+def test_a_signal_during_an_evaluation_checkpoints_before_it_and_the_resumed_run_does_it(tmp_path):
+    """A run writes a checkpoint before its first evaluation, and a signal that arrives during an
+    evaluation stops it (exit 143) at a checkpoint taken before that evaluation; the resumed run
+    evaluates first and ends as a run never interrupted."""
+    (tmp_path / "iapo_slow_env.py").write_text(SLOW_EVAL_ENV)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["train", "--env", "iapo_slow_env:IapoSlowEvaluation-v0", "--agent", "direct", "--hidden-sizes", "16",
+            "--critic-hidden-sizes", "16", "--batch-size", "16", "--total-steps", "300", "--random-steps", "100",
+            "--eval-every", "150", "--eval-episodes", "2", "--checkpoint-every", "300", "--no-progress"]
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    subprocess.run(_cli(*args, "--run-dir", str(reference)), check=True, capture_output=True, timeout=600, env=env)
+    proc = subprocess.Popen(_cli(*args, "--run-dir", str(run_dir)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.time() + 300
+    while not checkpoint.list_checkpoints(run_dir):  # the one before the first evaluation (step 150)
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert "SIGTERM during the evaluation at step 150: checkpoint written" in out, out
+    assert [s for s, _ in checkpoint.list_checkpoints(run_dir)] == [150]
+    assert not (run_dir / "metrics.csv").exists() or len(_rows(run_dir)) == 0
+    subprocess.run(_cli("train", "--resume", str(run_dir), "--no-progress"), check=True, capture_output=True,
+                   timeout=600, env=env)
+    assert _rows(run_dir) == _rows(reference) and len(_rows(run_dir)) == 2

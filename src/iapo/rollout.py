@@ -23,6 +23,11 @@ from iapo.seeds import SeedAxis
 Policy = Callable[[np.ndarray, Any], tuple[np.ndarray, Any, np.ndarray | None]]
 
 
+class RolloutStopped(Exception):
+    """`rollout`'s `stop()` said to stop before the episodes ended (a signal, in training's
+    evaluation)."""
+
+
 @dataclasses.dataclass
 class Rollout:
     returns: np.ndarray  # (E,) the sum of each env's rewards
@@ -45,6 +50,7 @@ def rollout(
     continuing: bool = False,
     record: bool = False,
     capture: Callable[[gym.Env], Any] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Rollout:
     """Step every env of `envs` with `policy`, all together.
 
@@ -54,7 +60,8 @@ def rollout(
     `continuing`, exactly `steps` steps per env, each episode's end followed by an unseeded reset.
     Envs that have ended stay in the batch with their last observation and are not stepped.
     `record` keeps the observations, rewards and the policy's infos per step; `capture(env)` is
-    called at each observation acted on and once more after the env's last step.
+    called at each observation acted on and once more after the env's last step. `stop()`, asked
+    before every step, raises RolloutStopped when it says so.
     """
     if continuing and steps is None:
         raise ValueError("a continuing rollout needs `steps`")
@@ -72,6 +79,8 @@ def rollout(
     captured: list[list] = [[] for _ in range(n)]
     t = 0
     while active.any() and (steps is None or t < steps):
+        if stop is not None and stop():
+            raise RolloutStopped
         actions, key, info = policy(obs, key)
         if capture is not None:
             for i in np.flatnonzero(active):

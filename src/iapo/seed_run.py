@@ -38,6 +38,7 @@ class Loop:
     action: np.ndarray | None = None  # (1, d): the next training action, computed with the last update
     wall_seconds: float = 0.0  # training wall time up to this checkpoint, over every process that ran it
     stopped: bool = False  # every seed's evaluation return reached --stop-return: the run is over
+    pending_evaluation: bool = False  # saved before the evaluation of this step: a resumed run does it first
 
 
 class SeedRun:

@@ -24,7 +24,8 @@ from iapo.config import TrainConfig
 from iapo.envs import check_env_id, dims, observation_layout, structured_observation_space
 from iapo.errors import ConfigError, EnvError, IapoError, NumericError
 from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
-from iapo.rollout import rollout, seeds_policy
+from iapo.env_state import get_state, set_state
+from iapo.rollout import RolloutStopped, rollout, seeds_policy
 from iapo.saved import load_run_config
 from iapo.rundir import read_config, write_config
 from iapo.seed_run import SeedRun
@@ -165,6 +166,7 @@ class Trainer:
                                    resume_after=run.loop.step if resume else None, wandb=wandb)
         self.logged = 0  # infos[:logged] were written by `log_updates`
         self.stop_signal: int | None = None
+        self.checkpointed = resume  # a checkpoint of this run exists (before the first one: none)
 
     @property
     def step_count(self) -> int:
@@ -211,9 +213,13 @@ class Trainer:
         raise NumericError(f"non-finite {_first_nonfinite(info)} at step {self.info_steps[start + n]}{self.runs[i].which}")
 
     # -- checkpoints -------------------------------------------------------------------------
-    def save(self) -> list[Path]:
-        """A checkpoint of every seed, each in its own run directory, all at the same step."""
+    def save(self, pending_evaluation: bool = False) -> list[Path]:
+        """A checkpoint of every seed, each in its own run directory, all at the same step; with
+        `pending_evaluation`, taken before this step's evaluation, which a resumed run does first."""
         self.check_finite()
+        self.checkpointed = True
+        for run in self.runs:
+            run.loop.pending_evaluation = pending_evaluation
         host_infos = self._host_updates()
         action = None if self.action is None else np.asarray(self.action)
         paths = []
@@ -351,11 +357,17 @@ class Trainer:
                  else [run.config.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)] for run in self.runs]
         policy = seeds_policy(self.agent, self.state, self.axis, deterministic=True,
                               iterations=cfg.algo.acting_iterations)
+        before = [[get_state(env) for env in run.eval_envs] for run in self.runs]
         try:
             out = rollout([env for run in self.runs for env in run.eval_envs], policy, self.eval_key,
-                          seeds=[s for run_seeds in seeds for s in run_seeds])
+                          seeds=[s for run_seeds in seeds for s in run_seeds], stop=lambda: self.stop_signal is not None)
         except EnvError as exc:
             raise EnvError(f"{exc}, in the evaluation at step {first.step}") from None
+        except RolloutStopped:  # the evaluation environments as they were before it, for the checkpoint
+            for run, states in zip(self.runs, before):
+                for env, env_state in zip(run.eval_envs, states):
+                    set_state(env, env_state)
+            raise
         returns, lengths = (x.reshape(len(self.runs), -1) for x in (out.returns, out.lengths))
         for i, run in enumerate(self.runs):  # (each reward was finite; their sum can still overflow)
             if not np.all(np.isfinite(returns[i])):
@@ -427,14 +439,29 @@ class Trainer:
             with _progress(bar) as progress:
                 task = progress.add_task(self.title, total=cfg.total_steps, completed=self.step_count, sps=0.0,
                                          ret="—")
-                while not self.finished:
-                    self.step()
+                resumed_before_evaluation = any(run.loop.pending_evaluation for run in self.runs)
+                while resumed_before_evaluation or not self.finished:
+                    if not resumed_before_evaluation:
+                        self.step()
+                    resumed_before_evaluation = False
                     step = self.step_count
                     if step % cfg.log_every == 0 and step > cfg.random_steps and cfg.updates_per_step:
                         self.log_updates()
                     if step % cfg.eval_every == 0 or step == cfg.total_steps:
                         jax.block_until_ready(self.state)
-                        rows = self.evaluate_and_log(time.perf_counter() - window_start, self.elapsed())
+                        if not self.checkpointed:  # before the first evaluation: a checkpoint to resume from
+                            self.save(pending_evaluation=True)
+                        try:
+                            rows = self.evaluate_and_log(time.perf_counter() - window_start, self.elapsed())
+                        except RolloutStopped:  # a signal during the evaluation: a resumed run does it first
+                            if not self.runs[0].loop.pending_evaluation:
+                                self.save(pending_evaluation=True)  # (its evaluation envs as they were before it)
+                            name = signal.Signals(self.stop_signal).name
+                            print(f"{name} during the evaluation at step {step}: checkpoint written; resume with: "
+                                  f"iapo train --resume {self.run_dir}")
+                            break
+                        for run in self.runs:
+                            run.loop.pending_evaluation = False
                         if self.on_evaluation is not None:
                             self.on_evaluation(rows)
                         ret = np.mean([r["eval_return_mean"] for r in rows])
