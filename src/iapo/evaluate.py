@@ -13,7 +13,7 @@ import tyro
 from iapo.agent import Agent
 from iapo.config import TrainConfig, at_least_one
 from iapo.envs import make_run_env, use_offscreen_gl
-from iapo.errors import ConfigError, IapoError
+from iapo.errors import ConfigError, IapoError, NumericError
 from iapo.rollout import agent_policy, evaluate, rollout
 from iapo.saved import check_analysis_inputs, load_agent
 
@@ -61,6 +61,8 @@ def evaluate_run(cfg: Config) -> tuple[float, float, int]:
     finally:
         for env in envs:
             env.close()
+    if not np.all(np.isfinite(returns)):  # (each reward was finite, checked as it came; their sum overflowed)
+        raise NumericError(f"an evaluation episode's return is not finite ({returns[~np.isfinite(returns)][0]})")
     if cfg.video is not None:
         record_video(config, agent, state, Path(cfg.video), cfg.seed, iterations)
     return float(np.mean(returns)), float(np.std(returns)), cfg.episodes

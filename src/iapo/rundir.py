@@ -33,7 +33,7 @@ from iapo.config import TrainConfig
 
 from iapo.configfile import run_identity, train_config_from_dict
 from iapo.errors import ConfigError, IapoError, RunDirError
-from iapo.atomic import open_own, write_json_atomic
+from iapo.atomic import write_json_atomic
 
 CONFIG = "config.json"
 RESOLVED = "resolved"  # config.json's record of what the "auto" settings resolved to
@@ -202,10 +202,9 @@ def prepare(config: TrainConfig) -> Path:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             probe = run_dir / WRITE_PROBE
-            if probe.is_symlink():
+            if probe.is_symlink():  # (removed, not written through)
                 probe.unlink()
-            with open_own(probe, "wb"):
-                pass
+            probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
             raise RunDirError(f"--run-dir {run_dir} is not writable: {exc.strerror or exc}") from None
