@@ -145,12 +145,28 @@ def test_a_class_path_and_a_json_object_of_options(envmodule, tmp_path, capsys):
     (["--env", "Pendulum-v1", "--env-kwargs", "g=1", "g=2"], "--env-kwargs gives 'g' twice"),
     (["--env", "no_such_module_here:Thing-v0"], "needs the module 'no_such_module_here', which cannot be imported"),
     (["--env", "json:NoSuchThing"], "module 'json' neither registers an environment 'NoSuchThing' nor defines"),
+    (["--env", "json:dumps"], "'json:dumps' names a function, not an environment class"),
+    (["--env", "Pendulum-v1", "--env-kwargs", '{"g": 1, "g": 2}'], "--env-kwargs gives 'g' twice"),
+    (["--env", "Pendulum-v1", "--env-kwargs", "max_episode_steps=5"], "is iapo's own setting: use --max-episode-steps"),
+    (["--env", "Pendulum-v1", "--env-kwargs", "render_mode=human"], "--env-kwargs render_mode: is chosen by iapo"),
 ])
 def test_bad_environments_and_options_are_one_line(argv, says, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code, _, err = run_cli(["train", *argv, "--run-dir", str(run_dir), *TINY_RUN], capsys)
     assert code == 2 and says in err and err.count("\n") == 1, err
     assert not run_dir.exists()
+
+
+def test_a_class_path_never_calls_what_is_not_an_environment_class(envmodule, tmp_path, capsys):
+    """`module:NAME` makes an environment only from a gymnasium.Env subclass: a function of the
+    module is refused before it is called with the options (it could do anything)."""
+    module = tmp_path / f"{envmodule}_side.py"
+    module.write_text("def effect(path):\n    open(path, 'w').write('called')\n")
+    code, _, err = run_cli(["train", "--env", f"{envmodule}_side:effect", "--env-kwargs",
+                            f"path={json.dumps(str(tmp_path / 'touched'))}", "--run-dir", str(tmp_path / "run"),
+                            *TINY_RUN], capsys)
+    assert code == 2 and "names a function, not an environment class" in err, err
+    assert not (tmp_path / "touched").exists()
 
 
 def test_a_missing_package_is_named(tmp_path, capsys):
@@ -234,6 +250,18 @@ def test_sweeps_and_config_files_take_options(envmodule, tmp_path):
     assert [t.config.env_kwargs for t in trials] == [("horizon=5", "legacy_rng=true"), ("horizon=7", "legacy_rng=true")]
     assert [t.name for t in trials] == [f"{envmodule}:IapoTestSteps-v0_direct_horizon=5",
                                         f"{envmodule}:IapoTestSteps-v0_direct_horizon=7"]
+    # a JSON list is one value, and a value with a / makes no nested folder
+    trials = build_trials(SweepConfig(config=str(path), agents=("direct",), seeds=("0",), total_steps=200,
+                                      set=("env-kwargs.shape=[1,2],[3]", "env-kwargs.xml=a/b.xml"),
+                                      out=str(tmp_path / "sweep")))
+    assert [t.config.env_kwargs for t in trials] == [
+        ("horizon=9", "legacy_rng=true", "shape=[1, 2]", 'xml="a/b.xml"'),
+        ("horizon=9", "legacy_rng=true", "shape=[3]", 'xml="a/b.xml"')]
+    assert all("/" not in t.name and t.dir.parent == tmp_path / "sweep" for t in trials)
+    # YAML merge keys, and counts written as 1e3 in fields that may be unset
+    path.write_text("algo:\n  <<: {batch_size: 16}\n  agent: direct\nmax_episode_steps: 1e3\n")
+    config = read_config_file(path)
+    assert (config.algo.batch_size, config.algo.agent, config.max_episode_steps) == (16, "direct", 1000)
 
 
 def test_dm_control_through_shimmy(tmp_path, capsys):
@@ -249,3 +277,20 @@ def test_dm_control_through_shimmy(tmp_path, capsys):
     assert layout == [["position", 3], ["velocity", 2]]
     code, out, err = run_cli(["evaluate", str(run_dir), "--episodes", "1"], capsys)
     assert code == 0 and out.startswith("return "), out + err
+
+
+def test_the_time_limit_warning_is_said_once_per_process(envmodule, tmp_path):
+    """An environment without a time limit is said once, however many copies a process makes
+    (training and evaluation environments, seeds); dm_control's tasks, which end their own
+    episodes, are not said at all."""
+    import os
+    import subprocess
+
+    code = (f"from iapo.envs import make_env\n[make_env('{envmodule}:Reach') for _ in range(4)]\n"
+            "import importlib.util\n"
+            "if importlib.util.find_spec('shimmy'):\n    make_env('dm_control/cartpole-balance-v0')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("registers no time limit") == 1, done.stderr
+    assert "dm_control" not in done.stderr

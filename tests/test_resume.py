@@ -339,3 +339,5 @@ def test_a_signal_during_an_evaluation_checkpoints_before_it_and_the_resumed_run
     subprocess.run(_cli("train", "--resume", str(run_dir), "--no-progress"), check=True, capture_output=True,
                    timeout=600, env=env)
     assert _rows(run_dir) == _rows(reference) and len(_rows(run_dir)) == 2
+    with open(run_dir / "metrics.csv") as f:  # (the training time before it was another process's: unknown)
+        assert next(csv.DictReader(f))["env_steps_per_s"] == ""

@@ -438,12 +438,20 @@ class TrainConfig:
 def parse_env_kwargs(tokens: Sequence[str]) -> dict:
     """The options that "key=value" strings (or one JSON object) give: {"frame_skip": 2, ...}.
     A value is JSON where it parses (numbers, true/false, null, lists) and a string otherwise."""
+    def unique(pairs):
+        seen = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ConfigError(f"--env-kwargs gives {key!r} twice")
+            seen[key] = value
+        return seen
+
     options: dict = {}
     for token in tokens:
         token = token.strip()
         if token.startswith("{"):
             try:
-                given = json.loads(token)
+                given = json.loads(token, object_pairs_hook=unique)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"--env-kwargs {token!r} is not a JSON object: {exc.msg}") from None
             if not isinstance(given, dict):
@@ -453,15 +461,29 @@ def parse_env_kwargs(tokens: Sequence[str]) -> dict:
             if not sep or not key.strip().isidentifier():
                 raise ConfigError(f"--env-kwargs {token!r}: expected KEY=VALUE (or a JSON object)")
             try:
-                value = json.loads(text)
+                value = json.loads(text, object_pairs_hook=unique)
             except json.JSONDecodeError:
-                value = {"True": True, "False": False, "None": None}.get(text, text)
+                value = {"True": True, "False": False, "None": None}.get(text.strip(), text.strip())
             given = {key.strip(): value}
         for key in given:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ConfigError(f"--env-kwargs: {key!r} is not an option name")
             if key in options:
                 raise ConfigError(f"--env-kwargs gives {key!r} twice")
+            if key in MAKE_OPTIONS:
+                raise ConfigError(f"--env-kwargs {key}: {MAKE_OPTIONS[key]}")
         options.update(given)
     return options
+
+
+# Keywords that gym.make takes for itself (they would never reach the environment) -> what to use.
+MAKE_OPTIONS = {
+    "max_episode_steps": "is iapo's own setting: use --max-episode-steps (recorded in config.json)",
+    "render_mode": "is chosen by iapo (rgb_array for `iapo evaluate --video`, none otherwise)",
+    "disable_env_checker": "is gym.make's, not the environment's; iapo checks every value the environment returns",
+    "autoreset": "is gym.make's, not the environment's; iapo resets episodes itself",
+    "apply_api_compatibility": "is gym.make's, not the environment's",
+}
 
 
 def at_least_one(cfg, *names: str) -> None:

@@ -36,6 +36,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # (`<<: *defaults`: merged by PyYAML below)
+                continue
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, typing.Hashable):  # (an unhashable key is YAML's own error below)
                 if key in seen:
@@ -99,7 +101,8 @@ def _conforms(value, hint) -> bool:
 def _check_types(cls, data: dict) -> None:
     hints = typing.get_type_hints(cls)
     for name, value in list(data.items()):
-        if hints.get(name) is int and isinstance(value, (float, str)) and not isinstance(value, bool):
+        if hints.get(name) in (int, int | None, typing.Optional[int]) and isinstance(value, (float, str)) \
+                and not isinstance(value, bool):
             try:  # a count written as 1e6 (YAML reads that as a string, JSON as a float)
                 data[name] = value = parse_count(str(value))
             except ValueError:
@@ -133,6 +136,9 @@ def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
     if unknown:
         raise ConfigError(f"config has unknown fields: {', '.join(sorted(unknown))}")
     if isinstance(data.get("env_kwargs"), dict):  # a config file's mapping of options
+        odd = [k for k in data["env_kwargs"] if not (isinstance(k, str) and k.isidentifier())]
+        if odd:
+            raise ConfigError(f"config field env_kwargs: {_shown(odd[0])} is not an option name")
         try:
             data["env_kwargs"] = [f"{k}={json.dumps(v)}" for k, v in data["env_kwargs"].items()]
         except (TypeError, ValueError):

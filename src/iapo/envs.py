@@ -3,7 +3,7 @@
 An environment is named as Gymnasium names it: a registered id (`Hopper-v5`), an id whose
 namespace's package iapo imports first (`dm_control/cheetah-run-v0`: shimmy), Gymnasium's
 "module:id" form (`mypackage.envs:MyEnv-v0` imports `mypackage.envs`, which registers the id), or
-the import path of an environment class or factory (`mypackage.envs:MyEnv`). Its options
+the import path of an environment class (`mypackage.envs:MyEnv`). Its options
 (`env_kwargs`) are "key=value" strings, each value read as JSON where it parses (`2`, `false`,
 `[1, 2]`) and as a string otherwise, or one JSON object. Dict and Tuple observations (of Boxes)
 are flattened in a fixed order: a Dict's keys sorted, depth first (`observation_layout`).
@@ -16,6 +16,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -45,6 +46,8 @@ def _suggest(env_id: str) -> str:
 
 
 def _import(module: str, env_id: str, install: str | None = None):
+    if module in sys.modules:  # (imported already: no new catch_warnings, which resets "warn once")
+        return sys.modules[module]
     try:
         with warnings.catch_warnings():  # (dm_control warns when no display is there to render to)
             warnings.simplefilter("ignore")
@@ -69,9 +72,12 @@ def env_spec(env_id: str) -> str | EnvSpec:
         if name in gym.registry:
             return name
         entry = getattr(module, name, None)
-        if entry is None or not callable(entry):
+        if entry is None:
             raise EnvError(f"module {module_name!r} neither registers an environment {name!r} nor defines a "
                            f"class {name!r}")
+        if not (inspect.isclass(entry) and issubclass(entry, gym.Env)):  # (nothing else is ever called)
+            raise EnvError(f"{env_id!r} names a {type(entry).__name__}, not an environment class (a subclass of "
+                           "gymnasium.Env) nor an id that the module registers")
         return EnvSpec(id=re.sub(r"[^\w.-]", "_", name), entry_point=entry)
     for prefix, (module, install) in REGISTERING_PACKAGES.items():
         if env_id.startswith(prefix) and env_id not in gym.registry:
@@ -109,8 +115,10 @@ def _no_option(env_id: str, option: str, options: tuple[list[str], bool] | None)
 
 
 # Where an environment registers no time limit (and --max-episode-steps is unset), episodes end
-# after this many steps, so that no episode, in training or evaluation, runs for ever.
+# after this many steps, so that no episode, in training or evaluation, runs for ever; except for
+# the suites whose tasks end their own episodes (dm_control: at each task's time limit).
 DEFAULT_EPISODE_STEPS = 1000
+SELF_LIMITED = ("dm_control/",)
 
 
 def make_run_env(config, render_mode: str | None = None) -> gym.Env:
@@ -143,7 +151,7 @@ def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | Non
         raise EnvError(f"cannot make environment {env_id!r}: TypeError: {exc}") from None
     except Exception as exc:  # noqa: BLE001  (any failure to construct is reported, not raised)
         raise EnvError(f"cannot make environment {env_id!r}: {type(exc).__name__}: {exc}") from None
-    if not _has_time_limit(env):
+    if not _has_time_limit(env) and not env_id.startswith(SELF_LIMITED):
         warnings.warn(f"environment {env_id!r} registers no time limit: iapo ends its episodes after "
                       f"{DEFAULT_EPISODE_STEPS} steps (--max-episode-steps sets another)", stacklevel=2)
         env = gym.wrappers.TimeLimit(env, DEFAULT_EPISODE_STEPS)

@@ -132,6 +132,27 @@ def _convert(text: str, tp) -> object:
     return text
 
 
+def split_values(text: str) -> list[str]:
+    """`--set` values split at the commas that are not inside brackets, braces or quotes, so that a
+    JSON list or object is one value: "1,[2,3],{\"a\": 4}" -> ["1", "[2,3]", "{\"a\": 4}"]."""
+    values, depth, quote, start = [], 0, None, 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = None if char == quote and text[i - 1] != "\\" else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            values.append(text[start:i])
+            start = i + 1
+    if depth or quote:
+        raise ConfigError(f"--set: unbalanced brackets or quotes in {text!r}")
+    return values + [text[start:]]
+
+
 def parse_settings(items: tuple[str, ...]) -> dict[str, list]:
     """`("iterations=1,2,5", "batch-size=128")` -> {"iterations": [1, 2, 5], "batch_size": [128]}."""
     fields = _field_types()
@@ -149,7 +170,7 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, list]:
             option = name.split(".", 1)[1]
             if name in settings:
                 raise ConfigError(f"--set {key} is given twice")
-            settings[name] = list(dict.fromkeys(value.strip() for value in values.split(",")))
+            settings[name] = list(dict.fromkeys(value.strip() for value in split_values(values)))
             for value in settings[name]:
                 parse_env_kwargs([f"{option}={value}"])
             continue
@@ -158,7 +179,7 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, list]:
         if name in settings:
             raise ConfigError(f"--set {key} is given twice")
         converted = []
-        for value in values.split(","):
+        for value in split_values(values):
             try:
                 converted.append(_convert(value.strip(), fields[name][1]))
             except ValueError as exc:
@@ -209,8 +230,8 @@ def build_trials(cfg: SweepConfig) -> list[Trial]:
         if options:  # the sweep's options replace the base's of the same name
             merged = {**parse_env_kwargs(base.env_kwargs), **parse_env_kwargs([f"{k}={v}" for k, v in options.items()])}
             train["env_kwargs"] = tuple(f"{k}={json.dumps(v)}" for k, v in merged.items())
-        name = "_".join([env.replace("/", "-"), agent]
-                        + [f"{k.removeprefix('env_kwargs.')}={show_value(chosen[k])}" for k in axes])
+        name = "_".join([env, agent] + [f"{k.removeprefix('env_kwargs.')}={show_value(chosen[k])}" for k in axes])
+        name = name.replace("/", "-").replace("\\", "-")  # (one folder: a dm_control id or a path value has no /)
         config = dataclasses.replace(base, env=env, seeds=seeds, total_steps=cfg.total_steps,
                                      run_dir=str(Path(cfg.out) / name), overwrite=False, resume=None, progress=False,
                                      algo=dataclasses.replace(base.algo, agent=agent, **algo), **train)

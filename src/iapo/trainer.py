@@ -441,18 +441,20 @@ class Trainer:
                                          ret="—")
                 resumed_before_evaluation = any(run.loop.pending_evaluation for run in self.runs)
                 while resumed_before_evaluation or not self.finished:
-                    if not resumed_before_evaluation:
+                    resuming, resumed_before_evaluation = resumed_before_evaluation, False
+                    if not resuming:  # (resumed before this step's evaluation: the step itself is done)
                         self.step()
-                    resumed_before_evaluation = False
                     step = self.step_count
-                    if step % cfg.log_every == 0 and step > cfg.random_steps and cfg.updates_per_step:
+                    if step % cfg.log_every == 0 and step > cfg.random_steps and cfg.updates_per_step and not resuming:
                         self.log_updates()
                     if step % cfg.eval_every == 0 or step == cfg.total_steps:
                         jax.block_until_ready(self.state)
                         if not self.checkpointed:  # before the first evaluation: a checkpoint to resume from
                             self.save(pending_evaluation=True)
                         try:
-                            rows = self.evaluate_and_log(time.perf_counter() - window_start, self.elapsed())
+                            # (resumed before it, the window's training time is another process's: unknown)
+                            rows = self.evaluate_and_log(math.nan if resuming else time.perf_counter() - window_start,
+                                                         self.elapsed())
                         except RolloutStopped:  # a signal during the evaluation: a resumed run does it first
                             if not self.runs[0].loop.pending_evaluation:
                                 self.save(pending_evaluation=True)  # (its evaluation envs as they were before it)
