@@ -236,6 +236,14 @@ def test_a_legacy_random_state_environment_trains_and_resumes_exactly(envmodule,
     assert _rows(part) == _rows(whole)
 
 
+def test_the_python_api_takes_options_as_a_dict():
+    import iapo
+
+    config = iapo.make_config(env="Pendulum-v1", env_kwargs={"g": 9.0, "name": "x"})
+    assert config.env_kwargs == ("g=9.0", 'name="x"')
+    config.validate()
+
+
 def test_sweeps_and_config_files_take_options(envmodule, tmp_path):
     from iapo.configfile import read_config_file
     from iapo.grid import build_trials

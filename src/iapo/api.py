@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -121,8 +122,14 @@ class TrainResult:
 
 def make_config(config: TrainConfig | None = None, **fields) -> TrainConfig:
     """`config` (default: every field at its default) with `fields` replaced: any field of
-    `TrainConfig` or of its `AgentConfig` (`agent`, `iterations`, ...), as on the command line."""
+    `TrainConfig` or of its `AgentConfig` (`agent`, `iterations`, ...), as on the command line;
+    `env_kwargs` may be a dict of the environment's options."""
     config = config or TrainConfig()
+    if isinstance(fields.get("env_kwargs"), Mapping):
+        try:
+            fields["env_kwargs"] = tuple(f"{k}={json.dumps(v)}" for k, v in fields["env_kwargs"].items())
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"env_kwargs: a value is not JSON: {exc}") from None
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"algo"}
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     unknown = sorted(set(fields) - train_fields - agent_fields)
