@@ -3,6 +3,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import optax
 
 from iapo import distributions as dist
@@ -50,8 +51,25 @@ def test_initial_network_halves_lambda_zero():
     np.testing.assert_allclose(lam, expected, rtol=1e-6)
 
 
+class _ConcatenatedNet(nn.Module):
+    """f_phi as the plain MLP on the concatenation [s, norm(lambda), norm(grad)] (the same
+    parameters as `IterativeNet`, whose first layer computes the state's part apart)."""
+
+    hidden_sizes: tuple
+    act_dim: int
+
+    @nn.compact
+    def __call__(self, inputs):
+        h = inputs
+        for i, width in enumerate(self.hidden_sizes):
+            h = nn.relu(nn.Dense(width, name=f"Dense_{i}")(h))
+        return (nn.Dense(2 * self.act_dim, name="update")(h), nn.Dense(2 * self.act_dim, name="gate")(h))
+
+
 def _reference_loss(opt, params, obs, objective, key):
-    """Hand-built IAPO loss: a plain loop, J(lambda_k) evaluated directly (not by a surrogate)."""
+    """Hand-built IAPO loss: a plain loop, J(lambda_k) evaluated directly (not by a surrogate),
+    the network applied to the concatenated input."""
+    net = _ConcatenatedNet(tuple(opt.hidden_sizes), opt.act_dim)
     key_iter, key_last = jax.random.split(key)
     keys = list(jax.random.split(key_iter, opt.iterations)) + [key_last]
     lam = opt.initial_lam(obs.shape[0])
@@ -60,7 +78,7 @@ def _reference_loss(opt, params, obs, objective, key):
         lam_in = sg(lam)
         grad = jax.grad(lambda l: objective(l, keys[k])[0].sum())(lam_in)
         inputs = jnp.concatenate([obs, _block_norm(lam_in), _block_norm(grad)], -1)
-        delta, gate_logits = opt.net.apply(params, inputs)
+        delta, gate_logits = net.apply(params, inputs)
         gate = jax.nn.sigmoid(gate_logits)
         lam = gate * lam_in + (1 - gate) * delta
         mean, log_scale = dist.split(lam)

@@ -51,6 +51,7 @@ class PairDense(nn.Module):
 
     features: int
     dot_general: Callable | None = None
+    split: bool = False  # always the two products (x's part then reused across calls at the same x)
 
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -63,7 +64,7 @@ class PairDense(nn.Module):
             return dot(a, w, (((a.ndim - 1,), (0,)), ((), ())))
 
         lead = jnp.broadcast_shapes(x.shape[:-1], y.shape[:-1])
-        if math.prod(lead) == math.prod(x.shape[:-1]) == math.prod(y.shape[:-1]):
+        if not self.split and math.prod(lead) == math.prod(x.shape[:-1]) == math.prod(y.shape[:-1]):
             xy = jnp.concatenate([jnp.broadcast_to(x, (*lead, dx)), jnp.broadcast_to(y, (*lead, y.shape[-1]))], -1)
             return matmul(xy, kernel) + bias
         return matmul(x, kernel[:dx]) + matmul(y, kernel[dx:]) + bias
@@ -132,10 +133,11 @@ class IterativeNet(nn.Module):
     act_dim: int
 
     @nn.compact
-    def __call__(self, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        h = inputs
-        for width in self.hidden_sizes:
-            h = nn.relu(nn.Dense(width)(h))
+    def __call__(self, obs: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = obs
+        for i, width in enumerate(self.hidden_sizes):
+            layer = PairDense(width, split=True, name="Dense_0") if i == 0 else nn.Dense(width, name=f"Dense_{i}")
+            h = nn.relu(layer(h, z) if i == 0 else layer(h))
         zeros = nn.initializers.zeros
         delta = nn.Dense(2 * self.act_dim, kernel_init=zeros, name="update")(h)
         gate_logits = nn.Dense(2 * self.act_dim, kernel_init=zeros, name="gate")(h)

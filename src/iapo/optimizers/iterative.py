@@ -81,7 +81,7 @@ class IterativeOptimizer(LambdaPolicy):
         return IterativeNet(self.hidden_sizes, self.act_dim)
 
     def init(self, key: jax.Array, obs_dim: int):
-        return self.net.init(key, jnp.zeros((1, obs_dim + 4 * self.act_dim)))
+        return self.net.init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, 4 * self.act_dim)))
 
     def initial_lam(self, batch: int) -> jax.Array:
         """The fixed lambda_0 (B, 2d): mean `init_mean`, sigma `init_scale` before the tanh."""
@@ -90,10 +90,8 @@ class IterativeOptimizer(LambdaPolicy):
     def step(self, params, obs, objective: Objective, lam, key):
         """One iteration (Eq. 11-12): returns lambda_{k+1} and (J(lambda_k) surrogate, aux)."""
         j, aux, grad = value_and_grad(objective, sg(lam), key)  # (B,), {.}, (B, 2d)
-        inputs = jnp.concatenate(
-            [obs, normalize_input(sg(lam), self.input_norm), normalize_input(grad, self.input_norm)], axis=-1
-        )
-        delta, gate_logits = self.net.apply(params, inputs)
+        z = jnp.concatenate([normalize_input(sg(lam), self.input_norm), normalize_input(grad, self.input_norm)], -1)
+        delta, gate_logits = self.net.apply(params, obs, z)  # [obs, z] with obs's part of the first layer apart
         gate = jax.nn.sigmoid(gate_logits)
         new_lam = gate * sg(lam) + (1.0 - gate) * delta  # Eq. 12
         mean, log_scale = dist.split(new_lam)
