@@ -328,8 +328,8 @@ class TrainConfig:
 
     max_episode_steps: Count | None = None
     """Cut episodes off (truncated) after this many steps, in training and evaluation; unset: the
-    environment's registered time limit, or 1000 steps where it registers none (said at start-up),
-    so that no episode runs for ever."""
+    environment's registered time limit, or 1000 steps where it registers none (said at start-up;
+    dm_control's tasks end their own episodes), so that no episode runs for ever."""
 
     run_dir: str = "runs/iapo"
     """Directory that receives config.json, metrics.csv, TensorBoard events, checkpoints and the
