@@ -7,9 +7,10 @@ which is which); where the two differ, the choice is a field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Literal
 
 import tyro
@@ -435,16 +436,21 @@ class TrainConfig:
             _positive_int("max-episode-steps", self.max_episode_steps)
 
 
+def unique_keys(pairs: list, twice: Callable[[object], str]) -> dict:
+    """A mapping from (key, value) pairs (json's `object_pairs_hook`), a ConfigError saying
+    `twice(key)` for a key given twice (json keeps the last silently)."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(twice(key))
+        seen[key] = value
+    return seen
+
+
 def parse_env_kwargs(tokens: Sequence[str]) -> dict:
     """The options that "key=value" strings (or one JSON object) give: {"frame_skip": 2, ...}.
     A value is JSON where it parses (numbers, true/false, null, lists) and a string otherwise."""
-    def unique(pairs):
-        seen = {}
-        for key, value in pairs:
-            if key in seen:
-                raise ConfigError(f"--env-kwargs gives {key!r} twice")
-            seen[key] = value
-        return seen
+    unique = functools.partial(unique_keys, twice=lambda key: f"--env-kwargs gives {key!r} twice")
 
     options: dict = {}
     for token in tokens:

@@ -14,7 +14,7 @@ from typing import Literal
 
 import yaml
 
-from iapo.config import AgentConfig, TrainConfig, parse_count, parse_seeds
+from iapo.config import AgentConfig, TrainConfig, parse_count, parse_seeds, unique_keys
 from iapo.errors import ConfigError
 from iapo.kinds import KINDS
 
@@ -48,12 +48,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _unique_keys(pairs: list) -> dict:
     """json's object_pairs_hook: a JSON object that gives one key twice is refused."""
-    seen = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ConfigError(f"gives the key {_shown(key)} twice")
-        seen[key] = value
-    return seen
+    return unique_keys(pairs, lambda key: f"gives the key {_shown(key)} twice")
 
 
 def parse_config_text(raw: bytes, json_file: bool) -> object:

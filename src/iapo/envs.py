@@ -198,12 +198,13 @@ def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | Non
 # -- Dict and Tuple observations --------------------------------------------------------------
 
 
-def observation_layout(space: gym.Space, prefix: str = "") -> list[tuple[str, int]]:
-    """(path, size) of each Box of a (nested) Dict or Tuple observation space, in the order iapo
+def _boxes(space: gym.Space, prefix: str = ""):
+    """(path, Box) of each Box of a (nested) Dict or Tuple observation space, in the order iapo
     flattens them: a Dict's keys sorted, a Tuple's entries in order, depth first; the path joins
-    the keys (or entry numbers) with "/". A flat Box is [("", size)]."""
+    the keys (or entry numbers) with "/"."""
     if isinstance(space, gym.spaces.Box):
-        return [(prefix, int(np.prod(space.shape)))]
+        yield prefix, space
+        return
     if isinstance(space, gym.spaces.Dict):
         items = [(str(key), space.spaces[key]) for key in sorted(space.spaces, key=str)]
     elif isinstance(space, gym.spaces.Tuple):
@@ -211,7 +212,14 @@ def observation_layout(space: gym.Space, prefix: str = "") -> list[tuple[str, in
     else:
         raise EnvError(f"observation {prefix or 'space'} is a {type(space).__name__}; iapo flattens Dicts and "
                        "Tuples of Boxes")
-    return [entry for key, sub in items for entry in observation_layout(sub, f"{prefix}/{key}" if prefix else key)]
+    for key, sub in items:
+        yield from _boxes(sub, f"{prefix}/{key}" if prefix else key)
+
+
+def observation_layout(space: gym.Space) -> list[tuple[str, int]]:
+    """(path, size) of each Box of a (nested) Dict or Tuple observation space, in the order iapo
+    flattens them (`_boxes`). A flat Box is [("", size)]."""
+    return [(path, int(np.prod(box.shape))) for path, box in _boxes(space)]
 
 
 def _leaves(space: gym.Space, obs):
@@ -249,8 +257,7 @@ class FlattenObservation(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self.layout = observation_layout(env.observation_space)
-        boxes = [box for box, _ in _leaves_of_space(env.observation_space)]
+        boxes = [box for _, box in _boxes(env.observation_space)]
         low = np.concatenate([np.broadcast_to(b.low, b.shape).ravel() for b in boxes]).astype(np.float64)
         high = np.concatenate([np.broadcast_to(b.high, b.shape).ravel() for b in boxes]).astype(np.float64)
         self.observation_space = gym.spaces.Box(low, high, dtype=np.float64)
@@ -266,17 +273,6 @@ def structured_observation_space(env: gym.Env) -> gym.Space | None:
             return env.env.observation_space
         env = env.env
     return None
-
-
-def _leaves_of_space(space: gym.Space):
-    if isinstance(space, gym.spaces.Box):
-        yield space, None
-    elif isinstance(space, gym.spaces.Dict):
-        for key in sorted(space.spaces, key=str):
-            yield from _leaves_of_space(space.spaces[key])
-    else:
-        for sub in space.spaces:
-            yield from _leaves_of_space(sub)
 
 
 class CheckedEnv(gym.Wrapper):
