@@ -31,7 +31,11 @@ def sweep_args(out, steps=300, extra=()):
 
 
 def eval_steps(run_dir):
-    return read_metrics(run_dir / "metrics.csv")["step"].astype(int).tolist()
+    """The evaluation steps in a run's metrics.csv; none while the file is missing or has no row
+    (a run checkpoints before its first evaluation, so a checkpoint alone does not mean a row)."""
+    path = run_dir / "metrics.csv"
+    metrics = read_metrics(path) if path.exists() else {}
+    return metrics["step"].astype(int).tolist() if metrics else []
 
 
 def test_grid_parsing():
@@ -111,7 +115,7 @@ def test_local_sweep_ctrl_c_then_rerun_completes(tmp_path):
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     trial = out / "Pendulum-v1_direct_iterations=1"
     deadline = time.time() + 240
-    while not all(list_checkpoints(trial / f"seed_{seed}") for seed in (0, 1)):
+    while not all(list_checkpoints(trial / f"seed_{seed}") and eval_steps(trial / f"seed_{seed}") for seed in (0, 1)):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
