@@ -4,10 +4,20 @@
 # pinned to one commit, with its own venv, so that the code under the runs does not change:
 #   git worktree add --detach ../evidence c99a54e && cd ../evidence
 #   python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[rliable]" "stable-baselines3>=2.3"
-#   mkdir -p logs && cp <main checkout>/benchmarks/learning.py logs/    # step 3 needs the sb3 contender
-#   nohup bash <main checkout>/benchmarks/issue35_runs.sh >> logs/evidence.log 2>&1 &
-# and copy every seed's records into the main checkout as they come:
+#   mkdir -p logs && cp <main checkout>/benchmarks/learning.py logs/    # step 5 needs the sb3 contender
+# The iterative agents run the code of a second pinned worktree, d65aed4 (the iterative network
+# computes its state input once per state: Humanoid's update 38.4 -> 18.1 GFLOP, same numbers up to
+# rounding), and write into the first one's runs/ all the same:
+#   git worktree add --detach ../evidence-iter d65aed4
+#   (cd ../evidence-iter && python3 -m venv .venv && .venv/bin/pip install -e ".[rliable]")
+# and start a copy of this script (bash reads a script as it runs it, so editing the original in the
+# main checkout would change a running queue):
+#   cp <main checkout>/benchmarks/issue35_runs.sh logs/queue.sh && nohup bash logs/queue.sh >> logs/evidence.log 2>&1 &
+# (ITER=<folder> names another second worktree.) Copy every seed's records into the main checkout
+# as they come:
 #   bash <main checkout>/benchmarks/issue35_runs.sh --sync <main checkout>
+# Order: the agents' comparison on Walker2d-v5, then Ant-v5, comes before the rest of the SAC study,
+# since it is the paper's claim and the initial-temperature study already ruled out alpha_0.
 set -u
 if [ "${1:-}" = "--sync" ]; then
   main=$2
@@ -21,20 +31,28 @@ if [ "${1:-}" = "--sync" ]; then
   exit 0
 fi
 . .venv/bin/activate
+ITER=${ITER:-../evidence-iter}
+[ -x "$ITER/.venv/bin/iapo" ] || { echo "no iapo in $ITER/.venv: set up the second worktree (see the header)"; exit 1; }
 # wait for a sweep started by an earlier copy of this script
 while pgrep -f "iapo sweep" > /dev/null; do sleep 30; done
 E="eval-every=5000 eval-episodes=10 checkpoint-every=5000"
 SAC="--config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 Walker2d-v5 --seeds 0-4 --total-steps 100000 --cpus-per-trial 2 --no-progress"
-SUITE="--envs Walker2d-v5 Ant-v5 --seeds 0-2 --total-steps 100000 --cpus-per-trial 2 --no-progress"
+SUITE="--seeds 0-2 --total-steps 100000 --cpus-per-trial 2 --no-progress"
 F="matmul-precision=float32 snapshot-every=0"
 # 1. SAC study: the initial temperature (SB3/SBX's 1.0 against 0.1)
 iapo sweep $SAC --set init-alpha=1.0,0.1 $E $F --out runs/sac-study/alpha || exit 1
-# 2. The paper's direct agent on Walker2d-v5 and Ant-v5
-iapo sweep --config configs/direct.yaml $SUITE --set $E snapshot-every=25000 --out runs/suite/direct || exit 1
-# 3. SAC study: Stable-Baselines3's SAC (PyTorch's initialization), same settings, HalfCheetah-v5 and Hopper-v5
+# 2-4. The paper's direct and iterative agents, Walker2d-v5 then Ant-v5
+for env in Walker2d-v5 Ant-v5; do
+  iapo sweep --config configs/direct.yaml $SUITE --envs $env --set $E snapshot-every=25000 --out runs/suite/direct || exit 1
+  "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs $env --set $E snapshot-every=25000 \
+    --out runs/suite/iterative || exit 1
+done
+# 5. SAC study: Stable-Baselines3's SAC (PyTorch's initialization), same settings, HalfCheetah-v5 and Hopper-v5
 python logs/learning.py run --envs HalfCheetah-v5 Hopper-v5 --contenders sb3 --seeds 0 1 2 --steps 100000 --out runs/sac-study/sb3 || exit 1
-# 4. SAC study: CleanRL's learning rates (critics and temperature 1e-3), RL Zoo's 10 000 random steps
+# 6. SAC study: CleanRL's learning rates (critics and temperature 1e-3), RL Zoo's 10 000 random steps
 iapo sweep $SAC --set critic-lr=1e-3 alpha-lr=1e-3 $E $F --out runs/sac-study/cleanrl-lr || exit 1
 iapo sweep $SAC --set random-steps=10000 $E $F --out runs/sac-study/zoo-random || exit 1
-# 5. The iterative agent on Walker2d-v5 and Ant-v5
-iapo sweep --config configs/iterative.yaml $SUITE --set $E snapshot-every=25000 --out runs/suite/iterative || exit 1
+# 7. Humanoid-v5: the direct agent, then the iterative one
+iapo sweep --config configs/direct.yaml $SUITE --envs Humanoid-v5 --set $E snapshot-every=25000 --out runs/suite/direct || exit 1
+"$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs Humanoid-v5 --set $E snapshot-every=25000 \
+  --out runs/suite/iterative || exit 1
