@@ -3,7 +3,8 @@
 # install the cuda extra, run the tests that exercise the device paths (device replay, bfloat16,
 # seeds trained together, resume), and measure the update's cost and the training throughput of
 # the direct and iterative agents (one seed and 5, float32 and bfloat16) on Hopper-v5 and
-# Humanoid-v5; everything goes to one results file.
+# Humanoid-v5, and the iterative update with its two optimizer runs in one scan; everything goes
+# to one results file.
 #
 #   bash benchmarks/gpu.sh          # GPU: results in $OUT (or .)
 #   bash benchmarks/gpu.sh --cpu    # the short CPU mode (tests/test_report.py runs it): the same steps,
@@ -44,11 +45,13 @@ print(' '.join(n for n in names if importlib.util.find_spec(n) is None))")
          "iapo direct, bfloat16" "iapo direct, 5 seeds, bfloat16" "iapo iterative K=5, bfloat16"
          "iapo iterative K=5, 5 seeds, bfloat16" "iapo direct, device replay")
   COST=""
+  MERGED="--env Hopper-v5 Humanoid-v5"
 else
   ENVS="Pendulum-v1"; PRECISIONS="float32"; REPEATS=1; SECONDS_EACH=0.2
   TESTS=(tests/test_structure.py)
   MATCH=("iapo direct")
   COST="--batch 8 --action-samples 2"
+  MERGED="--env Pendulum-v1 --batch 8 --action-samples 2 --iterations 2 --rounds 1 --repeats 1"
 fi
 run() { echo "\$ $*"; "$@"; echo "(exit $?)"; }
 {
@@ -61,6 +64,8 @@ run() { echo "\$ $*"; "$@"; echo "(exit $?)"; }
   for env in $ENVS; do for agent in direct iterative; do for precision in $PRECISIONS; do
     (cd benchmarks && run $PY update_cost.py --env "$env" --agent "$agent" --precision "$precision" --repeats "$REPEATS" $COST)
   done; done; done
+  echo "## the optimizer's two runs in one scan (benchmarks/merged_iterations.py)"
+  (cd benchmarks && run $PY merged_iterations.py $MERGED)
   echo "## training throughput (benchmarks/throughput.py)"
   for env in $ENVS; do
     run $PY benchmarks/throughput.py --env "$env" --only iapo --rounds 1 --seconds "$SECONDS_EACH" --match "${MATCH[@]}"

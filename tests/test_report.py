@@ -258,8 +258,10 @@ def test_the_gpu_script_runs_in_its_cpu_mode(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     text = (tmp_path / "gpu-results-cpu.txt").read_text()
-    for section in ("## tests of the device paths", "## the update's cost", "## training throughput"):
+    for section in ("## tests of the device paths", "## the update's cost", "## the optimizer's two runs in one scan",
+                    "## training throughput"):
         assert section in text
     statuses = [line for line in text.splitlines() if line.startswith("(exit ")]
-    assert len(statuses) == 5 and all(line == "(exit 0)" for line in statuses), statuses
+    assert '"ms_one_scan"' in text
+    assert len(statuses) == 6 and all(line == "(exit 0)" for line in statuses), statuses
     assert '"agent": "iterative"' in text and "| iapo direct |" in text
