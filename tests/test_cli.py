@@ -206,3 +206,12 @@ def test_snapshots_are_kept_through_training_and_evaluate_reads_one(tmp_path, ti
     assert code == 0 and "return" in out, err
     code, _, err = run_cli(["evaluate", str(run_dir), "--step", "50"], capsys)
     _assert_one_line_error(code, err, "no snapshot or checkpoint of step 50", "100 200 300")
+
+
+def test_a_warning_is_one_plain_line_without_colour_codes():
+    """Gymnasium's checker colours its warnings for a terminal; iapo prints them as its own lines."""
+    from iapo.cli import _format_warning
+
+    message = UserWarning("\x1b[33mWARN: The obs returned by the `step()` method is not within the observation space.\x1b[0m")
+    assert _format_warning(message, UserWarning, "checker.py", 1) == (
+        "iapo: warning: WARN: The obs returned by the `step()` method is not within the observation space.\n")

@@ -270,6 +270,13 @@ def test_sweeps_and_config_files_take_options(envmodule, tmp_path):
     path.write_text("algo:\n  <<: {batch_size: 16}\n  agent: direct\nmax_episode_steps: 1e3\n")
     config = read_config_file(path)
     assert (config.algo.batch_size, config.algo.agent, config.max_episode_steps) == (16, "direct", 1000)
+    # options that are neither a mapping nor KEY=VALUE texts
+    from iapo.errors import ConfigError
+
+    for bad in ("[1, 2]", "5"):
+        path.write_text(f"env: Pendulum-v1\nenv_kwargs: {bad}\n")
+        with pytest.raises(ConfigError, match="env_kwargs .* is not a mapping of option names to values"):
+            read_config_file(path)
 
 
 def test_dm_control_through_shimmy(tmp_path, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import re
 import signal
 import sys
 import warnings
@@ -97,9 +98,13 @@ def _command(args: list[str]) -> int:
     return 0
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    """Warnings as one plain line, like the errors (not Python's `file:line: UserWarning` form)."""
-    return f"iapo: warning: {message}\n"
+    """Warnings as one plain line, like the errors (not Python's `file:line: UserWarning` form),
+    without the terminal colour codes that some libraries put in theirs (Gymnasium's checker)."""
+    return f"iapo: warning: {_ANSI.sub('', str(message))}\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -139,6 +139,10 @@ def train_config_from_dict(data: dict, legacy: bool = True) -> TrainConfig:
         except (TypeError, ValueError):
             raise ConfigError(f"config field env_kwargs = {_shown(data['env_kwargs'])} holds a value that is not "
                               "JSON (numbers, text, true/false, null, lists, mappings)") from None
+    elif "env_kwargs" in data and not (isinstance(data["env_kwargs"], (list, tuple))
+                                       and all(isinstance(x, str) for x in data["env_kwargs"])):
+        raise ConfigError(f"config field env_kwargs = {_shown(data['env_kwargs'])} is not a mapping of option names "
+                          "to values (nor a list of KEY=VALUE texts)")
     _check_types(AgentConfig, agent_data)
     _check_types(TrainConfig, data)
     for name in ("hidden_sizes", "critic_hidden_sizes", "flow_hidden_sizes", "model_hidden_sizes"):

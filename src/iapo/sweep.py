@@ -267,8 +267,12 @@ def sweep(cfg: SweepConfig) -> int:
     stopped it (130 for Ctrl-C), 1 otherwise."""
     runner = Sweep(cfg)
     unfinished = runner.run()
-    if unfinished:
-        print(f"{unfinished} trial(s) did not finish; rerun the same command to complete them", file=sys.stderr)
+    failed = sum(t.status == "failed" for t in runner.trials)
+    if failed:
+        print(f"{failed} trial(s) failed (the table and {runner.out / MANIFEST} say why); after fixing the cause, "
+              "rerun the same command: it runs them again and skips the finished ones", file=sys.stderr)
+    if unfinished > failed:
+        print(f"{unfinished - failed} trial(s) did not finish; rerun the same command to complete them", file=sys.stderr)
     return 0 if not unfinished else signals.exit_status(runner.stop_signal) if runner.stop_requested else 1
 
 
