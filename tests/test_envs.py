@@ -5,9 +5,11 @@ import importlib
 import importlib.util
 import csv
 import json
+import os
 import shutil
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +72,30 @@ MODULE = textwrap.dedent('''
             self.t += 1
             self.p = self.p + self.speed * np.asarray(action)
             return self._obs(), -float(np.linalg.norm(self.p - self.g)), False, self.t >= 30, {}
+
+
+    class Pair(gym.Env):
+        """A Tuple observation (position (2,), time (1,)); at step `bad_at`, a position of 3 numbers."""
+
+        def __init__(self, bad_at=-1):
+            self.bad_at = bad_at
+            self.action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+            self.observation_space = gym.spaces.Tuple((gym.spaces.Box(-5, 5, (2,), np.float32),
+                                                       gym.spaces.Box(0, 1, (1,), np.float32)))
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t, self.p = 0, self.np_random.uniform(-1, 1, 2)
+            return self._obs(), {}
+
+        def _obs(self):
+            p = self.p if self.t != self.bad_at else np.zeros(3)
+            return (p.astype(np.float32), np.array([self.t / 30], np.float32))
+
+        def step(self, action):
+            self.t += 1
+            self.p = np.clip(self.p + 0.1 * np.asarray(action), -5, 5)
+            return self._obs(), -float(np.linalg.norm(self.p)), False, self.t >= 30, {}
 
 
     gym.register("IapoTestSteps-v0", entry_point=Steps, max_episode_steps=1000)
@@ -147,6 +173,7 @@ def test_a_class_path_and_a_json_object_of_options(envmodule, tmp_path, capsys):
     (["--env", "json:NoSuchThing"], "module 'json' neither registers an environment 'NoSuchThing' nor defines"),
     (["--env", "json:dumps"], "'json:dumps' names a function, not an environment class"),
     (["--env", "Pendulum-v1", "--env-kwargs", '{"g": 1, "g": 2}'], "--env-kwargs gives 'g' twice"),
+    (["--env", "Pendulum-v1", "--env-kwargs", 'g={"a": 1, "a": 2}'], "--env-kwargs g: its value gives 'a' twice"),
     (["--env", "Pendulum-v1", "--env-kwargs", "max_episode_steps=5"], "is iapo's own setting: use --max-episode-steps"),
     (["--env", "Pendulum-v1", "--env-kwargs", "render_mode=human"], "--env-kwargs render_mode: is chosen by iapo"),
 ])
@@ -176,6 +203,26 @@ def test_a_missing_package_is_named(tmp_path, capsys):
     assert code == 2 and "pip install gymnasium-robotics" in err and err.count("\n") == 1, err
 
 
+def test_a_package_that_registers_nothing_and_a_module_in_the_current_folder_are_named(tmp_path):
+    """shimmy installed without dm_control registers no dm_control/ id: the error says what to
+    install, not only "unknown id". A module in the current folder, which the `iapo` command does
+    not import from (unlike `python -m`), is named with the way to reach it."""
+    import subprocess
+
+    if importlib.util.find_spec("shimmy") is not None:
+        code = ("import sys; sys.modules['dm_control'] = None\n"
+                "from iapo.envs import make_env\nmake_env('dm_control/cheetah-run-v0')\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert "registered no dm_control/* environment; pip install \"iapo[dmc]\"" in done.stderr, done.stderr
+    (tmp_path / "mymodule.py").write_text("import gymnasium\n")
+    script = Path(sys.executable).parent / "iapo"
+    done = subprocess.run([str(script), "train", "--env", "mymodule:Thing-v0", "--run-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 2 and "run it with PYTHONPATH=." in done.stderr and done.stderr.count("\n") == 1, \
+        done.stderr
+
+
 def test_dict_observations_end_to_end(envmodule, tmp_path, capsys):
     """A Dict observation is flattened with its keys sorted; the order is recorded in config.json,
     and `iapo.load(run).act` takes the environment's own Dict observation (or a list of them)."""
@@ -200,6 +247,81 @@ def test_dict_observations_end_to_end(envmodule, tmp_path, capsys):
     assert iapo.load(run_dir).act([raw, raw, raw]).shape == (3, 2)
     with pytest.raises(iapo.IapoError, match="lacks the key 'goal'"):
         iapo.load(run_dir).act({"position": raw["position"]})
+    with pytest.raises(iapo.IapoError, match="does not fit its space"):
+        iapo.load(run_dir).act({"position": raw["position"], "goal": ["a", "b"]})
+
+
+def test_an_environment_that_lays_its_observation_out_otherwise_is_refused(envmodule, tmp_path, capsys):
+    """A run records its Dict observation's layout; if the environment later names or sizes its
+    entries otherwise, evaluating, loading or resuming the run is one line, not an agent that
+    reads one entry as another."""
+    import iapo
+
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", "--env", f"{envmodule}:Reach", "--agent", "direct", "--run-dir", str(run_dir),
+                            *TINY_RUN], capsys)
+    assert code == 0, err
+    checkpoint.checkpoint_path(run_dir, 160).unlink()  # (so that there is something left to resume)
+    module = tmp_path / f"{envmodule}.py"
+    module.write_text(module.read_text().replace('"goal"', '"target"'))  # same sizes, another order
+    sys.modules.pop(envmodule, None)
+    importlib.invalidate_caches()
+    says = "now lays its observation out as [['position', 2], ['target', 2]], not as the run recorded"
+    code, _, err = run_cli(["evaluate", str(run_dir), "--episodes", "1"], capsys)
+    assert code == 2 and says in err and err.count("\n") == 1, err
+    with pytest.raises(iapo.IapoError, match="not as the run recorded"):
+        iapo.load(run_dir)
+    code, _, err = run_cli(["train", "--resume", str(run_dir), "--no-progress"], capsys)
+    assert code == 2 and says in err, err
+
+
+def test_tuple_observations_and_an_entry_of_the_wrong_size(envmodule, tmp_path, capsys):
+    """A Tuple observation trains flattened; `act` takes the environment's tuple or a list of them,
+    and refuses a malformed one in one line; an entry of the wrong size from the environment is one
+    line naming the environment and the step."""
+    import iapo
+
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", "--env", f"{envmodule}:Pair", "--agent", "direct", "--run-dir", str(run_dir),
+                            *TINY_RUN], capsys)
+    assert code == 0, err
+    policy = iapo.load(run_dir)
+    obs = (np.array([0.1, -0.2], np.float32), np.array([0.5], np.float32))
+    np.testing.assert_array_equal(policy.act(obs), policy.act(np.array([0.1, -0.2, 0.5], np.float32)))
+    assert policy.act([obs, obs, obs]).shape == (3, 2)
+    with pytest.raises(iapo.IapoError, match=r"an observation entry has shape \(\); its space has shape \(2,\)"):
+        policy.act((0.3, np.array([0.5])))
+    with pytest.raises(iapo.IapoError, match="does not fit its space"):
+        policy.act((np.array(["a", "b"]), np.array([0.5])))
+    code, _, err = run_cli(["train", "--env", f"{envmodule}:Pair", "--env-kwargs", "bad_at=3", "--agent", "direct",
+                            "--run-dir", str(tmp_path / "bad"), *TINY_RUN], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"environment '{envmodule}:Pair', step 3 of an episode: an observation entry has shape (3,)" in err, err
+
+
+def test_a_mujoco_task_with_its_own_episode_state_is_restored_whole():
+    """A MuJoCo task that keeps episode state in its own attributes (a goal drawn at reset, as
+    gymnasium-robotics' Fetch tasks do) gets it back with the simulator's state, not the goal of
+    the episode the restoring environment happened to be in."""
+    from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+
+    from iapo.env_state import get_state, set_state, uncaptured
+
+    class GoalHopper(HopperEnv):
+        def reset_model(self):
+            self.goal = self.np_random.uniform(-1.0, 1.0)
+            return super().reset_model()
+
+    env, other = GoalHopper(), GoalHopper()
+    env.reset(seed=1)
+    other.reset(seed=0)
+    assert env.goal != other.goal
+    env.step(np.zeros(3))
+    set_state(other, get_state(env))
+    assert other.goal == env.goal and uncaptured(env) == []
+    np.testing.assert_array_equal(other.step(np.full(3, 0.5))[0], env.step(np.full(3, 0.5))[0])
+    for e in (env, other):
+        e.close()
 
 
 def test_a_legacy_random_state_environment_trains_and_resumes_exactly(envmodule, tmp_path, capsys):
@@ -242,6 +364,8 @@ def test_the_python_api_takes_options_as_a_dict():
     config = iapo.make_config(env="Pendulum-v1", env_kwargs={"g": 9.0, "name": "x"})
     assert config.env_kwargs == ("g=9.0", 'name="x"')
     config.validate()
+    with pytest.raises(iapo.IapoError, match="'g=1' is not an option name"):
+        iapo.make_config(env="Pendulum-v1", env_kwargs={"g=1": 5})
 
 
 def test_sweeps_and_config_files_take_options(envmodule, tmp_path):
@@ -270,6 +394,10 @@ def test_sweeps_and_config_files_take_options(envmodule, tmp_path):
     path.write_text("algo:\n  <<: {batch_size: 16}\n  agent: direct\nmax_episode_steps: 1e3\n")
     config = read_config_file(path)
     assert (config.algo.batch_size, config.algo.agent, config.max_episode_steps) == (16, "direct", 1000)
+    # a number with an exponent and no point is a number, as on the command line (YAML 1.1 reads text)
+    path.write_text("env: Pendulum-v1\nenv_kwargs: {g: 1e1, h: -2E-3, name: 1e1x}\nalgo: {policy_lr: 3e-4}\n")
+    config = read_config_file(path)
+    assert config.env_kwargs == ("g=10.0", "h=-0.002", 'name="1e1x"') and config.algo.policy_lr == 3e-4
     # options that are neither a mapping nor KEY=VALUE texts
     from iapo.errors import ConfigError
 

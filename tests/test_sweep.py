@@ -52,6 +52,8 @@ def test_grid_parsing():
     for bad in (("seed=3",), ("iterations=0",), ("nonsense=1",), ("gamma",)):
         with pytest.raises(ConfigError):
             build_trials(SweepConfig(set=bad))
+    with pytest.raises(ConfigError, match="would share the folder Pendulum-v1_direct_name=a-b"):
+        build_trials(SweepConfig(envs=("Pendulum-v1",), agents=("direct",), set=("env-kwargs.name=a/b,a-b",)))
 
 
 def test_a_config_file_is_every_trials_base_and_the_flags_override_it(tmp_path, capsys):

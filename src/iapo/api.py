@@ -67,8 +67,8 @@ class Policy:
         `iterations` (unset: the run's own number when acting). An environment with Dict (or
         Tuple) observations takes its own observation, or a list of them, as well as the flat
         vector in `iapo.envs.observation_layout`'s order."""
-        if isinstance(obs, Mapping) or (isinstance(obs, list) and obs and isinstance(obs[0], Mapping)) \
-                or (isinstance(obs, tuple) and isinstance(self.observation_space, gym.spaces.Tuple)):
+        structured = (Mapping, tuple) if isinstance(self.observation_space, gym.spaces.Tuple) else Mapping
+        if isinstance(obs, structured) or (isinstance(obs, list) and obs and isinstance(obs[0], structured)):
             if self.observation_space is None:
                 raise ConfigError(f"{self.env_id} observations are flat vectors of {self.obs_dim}, not a "
                                   f"{type(obs).__name__}")
@@ -126,6 +126,9 @@ def make_config(config: TrainConfig | None = None, **fields) -> TrainConfig:
     `env_kwargs` may be a dict of the environment's options."""
     config = config or TrainConfig()
     if isinstance(fields.get("env_kwargs"), Mapping):
+        odd = [k for k in fields["env_kwargs"] if not (isinstance(k, str) and k.isidentifier())]
+        if odd:
+            raise ConfigError(f"env_kwargs: {odd[0]!r} is not an option name")
         try:
             fields["env_kwargs"] = tuple(f"{k}={json.dumps(v)}" for k, v in fields["env_kwargs"].items())
         except (TypeError, ValueError) as exc:

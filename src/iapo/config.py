@@ -466,8 +466,10 @@ def parse_env_kwargs(tokens: Sequence[str]) -> dict:
             key, sep, text = token.partition("=")
             if not sep or not key.strip().isidentifier():
                 raise ConfigError(f"--env-kwargs {token!r}: expected KEY=VALUE (or a JSON object)")
+            inner = functools.partial(unique_keys, twice=lambda k, key=key.strip(): f"--env-kwargs {key}: its value "
+                                                                                 f"gives {k!r} twice")
             try:
-                value = json.loads(text, object_pairs_hook=unique)
+                value = json.loads(text, object_pairs_hook=inner)
             except json.JSONDecodeError:
                 value = {"True": True, "False": False, "None": None}.get(text.strip(), text.strip())
             given = {key.strip(): value}

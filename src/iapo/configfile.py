@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -44,6 +45,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     raise ConfigError(f"gives the key {_shown(key)} twice (line {key_node.start_mark.line + 1})")
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# Numbers with an exponent and no point (1e6, 3e-4) are floats, as in YAML 1.2 and JSON; PyYAML
+# (YAML 1.1) would read them as text, and pass an environment option g: 1e1 on as "1e1".
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                       list("-+0123456789"))
 
 
 def _unique_keys(pairs: list) -> dict:

@@ -3,9 +3,10 @@
 A MuJoCo environment is restored from a copy of its whole `MjData`: the integration state (time,
 qpos, qvel, activations, controls, warm start) is not enough, because Gymnasium's tasks read
 derived quantities (body positions for the forward reward, contact forces) that `mj_step` left
-one step behind the state. Any other environment is restored from a pickle of its unwrapped
-instance's attributes. Either way the env's
-random generator and the time-limit counter come along.
+one step behind the state. Every environment is also restored from a pickle of its unwrapped
+instance's other attributes (a MuJoCo task's goal, a counter), those that hold no episode state
+(the model, the data, the renderer) left out. Either way the env's random generator and the
+time-limit counter come along.
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ def get_state(env: gym.Env) -> dict:
         "np_random": _rng_state(base.np_random),
         "elapsed_steps": None if limit is None else limit._elapsed_steps,
     }
+    attrs = {k: v for k, v in vars(base).items() if not k.startswith("_np_random")}
     if _is_mujoco(base):
         state["mjdata"] = pickle.dumps(base.data)
-    else:
-        attrs = {k: v for k, v in vars(base).items() if not k.startswith("_np_random")}
-        kept = _picklable(attrs)
-        state["attributes"] = pickle.dumps(kept)
-        state["uncaptured"] = sorted(k for k in attrs if k not in kept and k not in _NOT_STATE)
+        # the task's own episode state beside the simulator's (a goal, a target, a counter);
+        # the model, the data and the renderer (which holds references to both) stay as they are
+        attrs = {k: v for k, v in attrs.items() if k not in _NOT_STATE and k not in ("model", "data")
+                 and not type(v).__module__.startswith("mujoco")}
+    kept = _picklable(attrs)
+    state["attributes"] = pickle.dumps(kept)
+    state["uncaptured"] = sorted(k for k in attrs if k not in kept and k not in _NOT_STATE)
     return state
 
 
@@ -69,7 +73,7 @@ def set_state(env: gym.Env, state: dict) -> None:
         limit._elapsed_steps = state["elapsed_steps"]
     if "mjdata" in state:
         mujoco.mj_copyData(base.data, base.model, pickle.loads(state["mjdata"]))
-    else:
+    if "attributes" in state:  # (a MuJoCo env's checkpoint of iapo 0.3 holds the simulator's state alone)
         vars(base).update(pickle.loads(state["attributes"]))
     _mark_reset(env)
 

@@ -19,6 +19,7 @@ import re
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -54,6 +55,10 @@ def _import(module: str, env_id: str, install: str | None = None):
             return importlib.import_module(module)
     except ImportError as exc:
         how = f"; {install}" if install else ""
+        top = module.split(".")[0]
+        if not install and module not in sys.modules and (Path(f"{top}.py").is_file() or Path(top).is_dir()) \
+                and "" not in sys.path and os.getcwd() not in sys.path:
+            how = "; it is in the current folder, which the iapo command does not import from: run it with PYTHONPATH=."
         raise EnvError(f"environment {env_id!r} needs the module {module!r}, which cannot be imported "
                        f"({type(exc).__name__}: {exc}){how}") from None
     except Exception as exc:  # noqa: BLE001 (whatever the module raises while it registers)
@@ -82,6 +87,9 @@ def env_spec(env_id: str) -> str | EnvSpec:
     for prefix, (module, install) in REGISTERING_PACKAGES.items():
         if env_id.startswith(prefix) and env_id not in gym.registry:
             _import(module, env_id, install)
+            if not any(i.startswith(prefix) for i in gym.registry):  # (shimmy without dm_control registers none)
+                raise EnvError(f"unknown environment id {env_id!r}: {module!r} registered no {prefix}* environment; "
+                               f"{install}")
     if env_id not in gym.registry:
         raise EnvError(f"unknown environment id {env_id!r}{_suggest(env_id)}")
     return env_id
@@ -151,7 +159,7 @@ def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | Non
         raise EnvError(f"cannot make environment {env_id!r}: TypeError: {exc}") from None
     except Exception as exc:  # noqa: BLE001  (any failure to construct is reported, not raised)
         raise EnvError(f"cannot make environment {env_id!r}: {type(exc).__name__}: {exc}") from None
-    if not _has_time_limit(env) and not env_id.startswith(SELF_LIMITED):
+    if not _has_time_limit(env) and not env_id.split(":", 1)[-1].startswith(SELF_LIMITED):
         warnings.warn(f"environment {env_id!r} registers no time limit: iapo ends its episodes after "
                       f"{DEFAULT_EPISODE_STEPS} steps (--max-episode-steps sets another)", stacklevel=2)
         env = gym.wrappers.TimeLimit(env, DEFAULT_EPISODE_STEPS)
@@ -244,12 +252,29 @@ def _leaves(space: gym.Space, obs):
 def flatten_observation(space: gym.Space, obs) -> np.ndarray:
     """A (nested) Dict or Tuple observation as one vector, in `observation_layout`'s order."""
     parts = []
-    for box, value in _leaves(space, obs):
-        value = np.asarray(value)
-        if value.size != int(np.prod(box.shape)):
-            raise EnvError(f"an observation entry has shape {value.shape}; its space has shape {box.shape}")
-        parts.append(value.astype(np.float64).ravel())
+    try:
+        for box, value in _leaves(space, obs):
+            value = np.asarray(value)
+            if value.size != int(np.prod(box.shape)):
+                raise EnvError(f"an observation entry has shape {value.shape}; its space has shape {box.shape}")
+            parts.append(value.astype(np.float64).ravel())
+    except (TypeError, ValueError) as exc:  # (text where numbers belong, a number where a tuple does)
+        raise EnvError(f"the observation does not fit its space ({type(exc).__name__}: {exc})") from None
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def check_observation_layout(env: gym.Env, recorded: list | None, env_id: str) -> list[list] | None:
+    """The layout of `env`'s flat observation ([[key path, size], ...], None for a Box), checked
+    against the one a run recorded (`recorded`, None for a Box or a run of a version before
+    layouts were recorded): an environment that now lays its Dict out otherwise (a key renamed,
+    added or resized) is an EnvError, not an agent that reads one entry as another."""
+    structured = structured_observation_space(env)
+    now = None if structured is None else [[path, size] for path, size in observation_layout(structured)]
+    if recorded is not None and now != [list(entry) for entry in recorded]:
+        shown = "a flat Box" if now is None else now
+        raise EnvError(f"environment {env_id!r} now lays its observation out as {shown}, not as the run recorded "
+                       f"({recorded}): its agent would read the entries in another order")
+    return now
 
 
 class FlattenObservation(gym.ObservationWrapper):
@@ -294,8 +319,9 @@ class CheckedEnv(gym.Wrapper):
     def _call(self, what: str, fn, *args, **kwargs):
         try:
             out = fn(*args, **kwargs)
-        except EnvError:
-            raise
+        except EnvError as exc:  # (flattening a Dict or Tuple observation: said with where it happened)
+            where = "reset" if what == "reset" else f"step {self.t} of an episode"
+            raise EnvError(f"environment {self.env_id!r}, {where}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 (whatever the environment raises)
             raise EnvError(f"environment {self.env_id!r} raised in {what}: {type(exc).__name__}: {exc}") from None
         size = 2 if what == "reset" else 5

@@ -240,6 +240,20 @@ def build_trials(cfg: SweepConfig) -> list[Trial]:
         except ConfigError as exc:
             raise ConfigError(f"trial {name}: {exc}") from None
         trials.append(Trial(name, config, {k: chosen[k] for k in axes}))
+    folders: dict[str, Trial] = {}
+    for trial in trials:  # values that differ only where a folder name cannot (a/b and a-b)
+        if trial.name in folders:
+            first = folders[trial.name]
+            raise ConfigError(f"trials {_cell(first)} and {_cell(trial)} would share the folder {trial.name}; "
+                              "give values that differ in more than / and \\")
+        folders[trial.name] = trial
     return trials
+
+
+def _cell(trial: Trial) -> str:
+    """A trial's grid cell as the user wrote it: its environment, agent and settings."""
+    parts = [trial.config.env, trial.config.algo.agent] + [f"{k.removeprefix('env_kwargs.')}={show_value(v)}"
+                                                           for k, v in trial.settings.items()]
+    return "(" + ", ".join(parts) + ")"
 
 

@@ -21,10 +21,10 @@ from iapo import checkpoint
 from iapo.agent import Agent, AgentState
 from iapo.config import TrainConfig, show_value
 from iapo.configfile import PRESENTATION_FIELDS, train_config_from_dict, upgrade
-from iapo.envs import dims, make_run_env
+from iapo.envs import check_observation_layout, dims, make_run_env
 from iapo.errors import ConfigError, IapoError
 from iapo.resolve import apply
-from iapo.rundir import CONFIG, read_config, seed_dir
+from iapo.rundir import CONFIG, OBSERVATION_LAYOUT, read_config, seed_dir
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
@@ -33,18 +33,15 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     return read_config(run_dir)[0]
 
 
-def load_run_config_as_run(run_dir: Path) -> TrainConfig:
-    """The run's `TrainConfig` with its "auto" settings at what they resolved to when it started
-    (a run of a version that did not record them: what they mean on this machine)."""
-    config, resolved = read_config(run_dir)
-    return apply(config, resolved)
-
-
-def make_agent(config: TrainConfig) -> Agent:
-    """The agent `config` describes, with its environment's dimensions."""
+def make_agent(config: TrainConfig, layout: list | None = None) -> Agent:
+    """The agent `config` describes, with its environment's dimensions; the environment's
+    observation layout checked against `layout`, the one the run recorded (if any)."""
     env = make_run_env(config)
-    obs_dim, act_dim = dims(env)
-    env.close()
+    try:
+        check_observation_layout(env, layout, config.env)
+        obs_dim, act_dim = dims(env)
+    finally:
+        env.close()
     return Agent(config.algo, obs_dim, act_dim)
 
 
@@ -52,13 +49,14 @@ def load_agent(run_dir: Path, step: int | None = None) -> tuple[TrainConfig, Age
     """(config, agent, state, step) of the newest checkpoint in `run_dir`, or of the snapshot (or
     checkpoint) at `step`. A group of seeds is refused: one of its seeds' folders is a run."""
     run_dir = Path(run_dir)
-    config = load_run_config_as_run(run_dir)
+    config, resolved = read_config(run_dir)
+    config = apply(config, resolved)
     if config.seeds is not None:
         raise IapoError(
             f"{run_dir} holds seeds {' '.join(map(str, config.seeds))} trained together; "
             f"name one of them: {seed_dir(run_dir, config.seeds[0])}"
         )
-    agent = make_agent(config)
+    agent = make_agent(config, resolved.get(OBSERVATION_LAYOUT))
     if step is None:
         step, state, _ = checkpoint.load_latest(run_dir, _template(agent))
         return config, agent, state, step

@@ -21,7 +21,7 @@ import numpy as np
 from iapo import checkpoint, resolve, rundir, signals
 from iapo.agent import Agent, act_seeds
 from iapo.config import TrainConfig
-from iapo.envs import check_env_id, dims, observation_layout, structured_observation_space
+from iapo.envs import check_env_id, check_observation_layout, dims
 from iapo.errors import ConfigError, EnvError, IapoError, NumericError
 from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
 from iapo.env_state import get_state, set_state
@@ -121,9 +121,11 @@ class Trainer:
             for run in self.runs:
                 run.run_dir.mkdir(exist_ok=True)
         obs_dim, self.act_dim = dims(self.runs[0].env)
-        structured = structured_observation_space(self.runs[0].env)
-        if structured is not None:  # recorded beside the resolved settings: the order of the flat observation
-            self.resolved[rundir.OBSERVATION_LAYOUT] = [list(entry) for entry in observation_layout(structured)]
+        # recorded beside the resolved settings: the order of the flat observation (a resumed run's
+        # environment must lay it out as the run recorded)
+        layout = check_observation_layout(self.runs[0].env, recorded.get(rundir.OBSERVATION_LAYOUT), config.env)
+        if layout is not None:
+            self.resolved[rundir.OBSERVATION_LAYOUT] = layout
         self.agent = Agent(resolve.apply(config, self.resolved).algo, obs_dim, self.act_dim)
         roots = [jax.random.PRNGKey(seed) for seed in seeds]
         self.templates = [self.agent.init(jax.random.fold_in(root, 0)) for root in roots]
