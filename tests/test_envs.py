@@ -343,7 +343,12 @@ def test_a_legacy_random_state_environment_trains_and_resumes_exactly(envmodule,
     fresh.reset(seed=5)
     set_state(fresh, saved)
     np.testing.assert_array_equal(first, [fresh.step(np.zeros(1, np.float32))[0] for _ in range(3)])
-    for e in (env, fresh):
+    # the step of the episode that iapo's messages name comes back too
+    later = make_env(f"{envmodule}:IapoTestSteps-v0", ["legacy_rng=true"])
+    later.reset(seed=9)
+    set_state(later, get_state(fresh))
+    assert get_state(later)["episode_step"] == 3
+    for e in (env, fresh, later):
         e.close()
 
     common = ["--env", f"{envmodule}:IapoTestSteps-v0", "--env-kwargs", "legacy_rng=true", "horizon=50",

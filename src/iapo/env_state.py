@@ -26,6 +26,15 @@ def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
     return None
 
 
+def _step_counter(env: gym.Env) -> gym.Wrapper | None:
+    """The wrapper that counts the steps of the episode for iapo's messages (`envs.CheckedEnv`)."""
+    while isinstance(env, gym.Wrapper):
+        if hasattr(env, "episode_step"):
+            return env
+        env = env.env
+    return None
+
+
 def _is_mujoco(env) -> bool:
     return hasattr(env, "model") and hasattr(env, "data") and type(env.data).__module__.startswith("mujoco")
 
@@ -38,6 +47,9 @@ def get_state(env: gym.Env) -> dict:
         "np_random": _rng_state(base.np_random),
         "elapsed_steps": None if limit is None else limit._elapsed_steps,
     }
+    counter = _step_counter(env)
+    if counter is not None:
+        state["episode_step"] = counter.episode_step
     attrs = {k: v for k, v in vars(base).items() if not k.startswith("_np_random")}
     if _is_mujoco(base):
         state["mjdata"] = pickle.dumps(base.data)
@@ -71,6 +83,9 @@ def set_state(env: gym.Env, state: dict) -> None:
     limit = _time_limit(env)
     if limit is not None:
         limit._elapsed_steps = state["elapsed_steps"]
+    counter = _step_counter(env)
+    if counter is not None and "episode_step" in state:  # (a checkpoint of iapo 0.3 lacks it)
+        counter.episode_step = state["episode_step"]
     if "mjdata" in state:
         mujoco.mj_copyData(base.data, base.model, pickle.loads(state["mjdata"]))
     if "attributes" in state:  # (a MuJoCo env's checkpoint of iapo 0.3 holds the simulator's state alone)

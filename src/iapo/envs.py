@@ -310,17 +310,17 @@ class CheckedEnv(gym.Wrapper):
     def __init__(self, env: gym.Env, env_id: str):
         super().__init__(env)
         self.env_id = env_id
-        self.t = 0  # steps into the current episode
+        self.episode_step = 0  # steps into the current episode (saved in checkpoints: `env_state`)
 
     def _fail(self, what: str, problem: str) -> EnvError:
-        where = "reset" if what == "reset" else f"step {self.t} of an episode"
+        where = "reset" if what == "reset" else f"step {self.episode_step} of an episode"
         return EnvError(f"environment {self.env_id!r} returned {problem} from {where}")
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
             out = fn(*args, **kwargs)
         except EnvError as exc:  # (flattening a Dict or Tuple observation: said with where it happened)
-            where = "reset" if what == "reset" else f"step {self.t} of an episode"
+            where = "reset" if what == "reset" else f"step {self.episode_step} of an episode"
             raise EnvError(f"environment {self.env_id!r}, {where}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 (whatever the environment raises)
             raise EnvError(f"environment {self.env_id!r} raised in {what}: {type(exc).__name__}: {exc}") from None
@@ -347,11 +347,11 @@ class CheckedEnv(gym.Wrapper):
         return out
 
     def reset(self, **kwargs):
-        self.t = 0
+        self.episode_step = 0
         return self._call("reset", self.env.reset, **kwargs)
 
     def step(self, action):
-        self.t += 1
+        self.episode_step += 1
         return self._call("step", self.env.step, action)
 
 
