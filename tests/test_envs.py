@@ -425,6 +425,19 @@ def test_dm_control_through_shimmy(tmp_path, capsys):
     assert layout == [["position", 3], ["velocity", 2]]
     code, out, err = run_cli(["evaluate", str(run_dir), "--episodes", "1"], capsys)
     assert code == 0 and out.startswith("return "), out + err
+    # a video: dm_control chooses its GL backend when imported, so iapo chooses before (a new
+    # process, as a user's: this one may have imported dm_control already)
+    import subprocess
+
+    video = tmp_path / "episode.mp4"
+    done = subprocess.run([sys.executable, "-m", "iapo.cli", "evaluate", str(run_dir), "--episodes", "1", "--video",
+                           str(video)], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")})
+    assert "Traceback" not in done.stderr and "warning" not in done.stderr, done.stderr
+    if done.returncode == 0:
+        assert video.read_bytes()[4:8] == b"ftyp"
+    else:
+        assert done.returncode == 2 and "MUJOCO_GL" in done.stderr, done.stderr
 
 
 def test_the_time_limit_warning_is_said_once_per_process(envmodule, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -52,6 +53,8 @@ class Config:
 def evaluate_run(cfg: Config) -> tuple[float, float, int]:
     """`iapo evaluate`: (mean, std) of the return over `cfg.episodes` episodes, and their number."""
     cfg.validate()
+    if cfg.video is not None:  # before any environment is made: dm_control picks its GL backend when imported
+        use_offscreen_gl()
     config, agent, state, _ = load_agent(Path(cfg.run_dir), cfg.step)
     iterations = cfg.iterations or config.algo.acting_iterations
     envs = [make_run_env(config) for _ in range(cfg.episodes)]
@@ -109,5 +112,7 @@ def record_video(config: TrainConfig, agent: Agent, state, path: Path, seed: int
 
     frames, fps = render_frames(config, agent, state, seed, iterations)
     tmp = path.with_name(path.stem + ".tmp.mp4")
-    imageio.mimsave(tmp, list(frames), fps=fps, macro_block_size=1)
+    with warnings.catch_warnings():  # (JAX's warning when imageio starts ffmpeg: it runs no Python, so no deadlock)
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
+        imageio.mimsave(tmp, list(frames), fps=fps, macro_block_size=1)
     tmp.replace(path)
