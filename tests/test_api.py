@@ -66,3 +66,30 @@ def test_a_loaded_policy_acts_as_evaluation_does(tmp_path):
     assert samples.std() > 0 and np.all(np.abs(samples) <= 2.0)
     with pytest.raises(iapo.ConfigError, match=r"observations have shape \(3,\)"):
         policy.act(np.zeros(4))
+    for call, says in [(lambda: policy.act(obs, iterations=2.5), "iterations must be an integer"),
+                       (lambda: policy.act(obs, deterministic="no"), "deterministic must be True or False"),
+                       (lambda: iapo.load(result.run_dir, seed="x"), "seed must be an integer"),
+                       (lambda: iapo.load(result.run_dir, step=600.0), "step must be an integer or None"),
+                       (lambda: iapo.load(None), "run_dir must name a run's folder")]:
+        with pytest.raises(iapo.ConfigError, match=says):
+            call()
+
+
+def test_fields_given_to_the_api_are_checked_as_a_config_files_are(tmp_path):
+    """`iapo.make_config` and `iapo.train` check each field's type and choices before anything is
+    written (a run with critic_layout="x" used to train, then could not be loaded), take lists
+    where a config file does, and a config file's path as `config`."""
+    import iapo
+
+    config = iapo.make_config(env="Pendulum-v1", hidden_sizes=[16, 16], seeds=[0, 1], run_dir=tmp_path / "run")
+    assert config.algo.hidden_sizes == (16, 16) and config.seeds == (0, 1) and config.run_dir == str(tmp_path / "run")
+    for bad, says in [(dict(critic_layout="x"), "critic_layout"), (dict(total_steps=True), "total_steps = true"),
+                      (dict(iterations=2.5), "iterations = 2.5"), (dict(agent="foo"), "agent = \"foo\""),
+                      (dict(overwrite="no"), "overwrite = \"no\""), (dict(run_dir=None), "run_dir = null")]:
+        with pytest.raises(iapo.ConfigError, match=says):
+            iapo.train(env="Pendulum-v1", **{"run_dir": str(tmp_path / "bad"), **bad})
+    assert not (tmp_path / "bad").exists()
+    (tmp_path / "c.yaml").write_text("env: Pendulum-v1\nagent: direct\n")
+    assert iapo.make_config(tmp_path / "c.yaml", iterations=2).algo.iterations == 2
+    with pytest.raises(iapo.ConfigError, match="not dict"):
+        iapo.make_config({"env": "Pendulum-v1"})

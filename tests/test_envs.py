@@ -369,7 +369,7 @@ def test_the_python_api_takes_options_as_a_dict():
     config = iapo.make_config(env="Pendulum-v1", env_kwargs={"g": 9.0, "name": "x"})
     assert config.env_kwargs == ("g=9.0", 'name="x"')
     config.validate()
-    with pytest.raises(iapo.IapoError, match="'g=1' is not an option name"):
+    with pytest.raises(iapo.IapoError, match='"g=1" is not an option name'):
         iapo.make_config(env="Pendulum-v1", env_kwargs={"g=1": 5})
 
 

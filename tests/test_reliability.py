@@ -569,6 +569,19 @@ def test_a_sweep_value_or_environment_given_twice_is_one_trial(tmp_path):
     assert [t.name for t in trials] == ["Pendulum-v1_direct_iterations=1", "Pendulum-v1_direct_iterations=2"]
 
 
+def test_config_given_empty_or_twice_is_one_line(tmp_path, capsys):
+    """`--config=` (empty) would have started a default 1M-step run; `--config A --config B` read A
+    and recorded B."""
+    path = tmp_path / "a.yaml"
+    path.write_text("env: Pendulum-v1\n")
+    for argv, says in [(["train", "--config="], "--config needs a file name, got an empty one"),
+                       (["sweep", "--config=", "--out", str(tmp_path / "s")], "--config needs a file name"),
+                       (["train", "--config", str(path), f"--config={path}"], "--config is given 2 times")]:
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("name, raw, says", [
     ("twice.yaml", b"lr: 1\nlr: 2\n", 'gives the key "lr" twice (line 2)'),
     ("twice.json", b'{"algo": {"iterations": 2, "iterations": 3}}', 'gives the key "iterations" twice'),
@@ -580,6 +593,8 @@ def test_a_sweep_value_or_environment_given_twice_is_one_trial(tmp_path):
     ("latin1.yaml", b"env: Hopper\xff\n", "is not UTF-8 text (byte 0xff at position 11)"),
     ("options.yaml", b"env_kwargs: {a: 2024-01-01}\n", "holds a value that is not JSON"),
     ("long.yaml", b"env: " + b"x" * 5000 + b"\nseed: [" + b"1, " * 2000 + b"1]\n", "is not of type int"),
+    ("both.yaml", b"agent: iterative\nalgo: {agent: direct}\n", "agent is given both under algo and beside it"),
+    ("nested.yaml", b"env: Pendulum-v1\nconfig: other.yaml\n", 'a config file cannot name another (config: "other'),
 ])
 def test_a_malformed_config_file_is_one_short_line(name, raw, says, tmp_path, capsys):
     """Whatever a config file holds, a one-line error naming the key and what was wrong, at most a

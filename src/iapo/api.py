@@ -25,7 +25,7 @@ import numpy as np
 
 from iapo.agent import act
 from iapo.config import AgentConfig, TrainConfig
-from iapo.configfile import read_config_file
+from iapo.configfile import read_config_file, train_config_from_dict
 from iapo.envs import flatten_observation, make_run_env, structured_observation_space
 from iapo.errors import ConfigError
 from iapo.logger import read_metrics
@@ -40,6 +40,10 @@ class Policy:
     stochastic policy's samples and the iterative optimizer's estimates of J draw on it)."""
 
     def __init__(self, run_dir: str | Path, step: int | None = None, seed: int = 0):
+        if not isinstance(run_dir, (str, Path)) or not str(run_dir).strip():
+            raise ConfigError(f"run_dir must name a run's folder, got {run_dir!r}")
+        _check_int("step", step, none=True)
+        _check_int("seed", seed)
         self.run_dir = Path(run_dir)
         self.config, self.agent, self.state, self.step = load_agent(self.run_dir, step)
         env = make_run_env(self.config)
@@ -86,8 +90,11 @@ class Policy:
         if not np.all(np.isfinite(obs)):
             raise ConfigError(f"the observation holds non-finite values in float32 (NaN, inf, or beyond "
                               f"3.4e38): {obs[~np.isfinite(obs)][:3].tolist()}; the policy would act on NaN")
+        _check_int("iterations", iterations, none=True)
         if iterations is not None and iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {iterations}")
+        if not isinstance(deterministic, (bool, np.bool_)):
+            raise ConfigError(f"deterministic must be True or False, got {deterministic!r}")
         batch = obs[None] if obs.ndim == 1 else obs
         actions, self._key = act(self.agent, self.state, jnp.asarray(batch), self._key, deterministic=deterministic,
                                  iterations=iterations or self.config.algo.acting_iterations)
@@ -98,6 +105,13 @@ class Policy:
 
     def __repr__(self) -> str:
         return f"Policy({self.env_id}, {self.config.algo.agent}, step {self.step}, from {self.run_dir})"
+
+
+def _check_int(name: str, value, none: bool = False) -> None:
+    """A ConfigError unless `value` is an integer (not a bool; or None where `none`)."""
+    if (value is None and none) or (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))):
+        return
+    raise ConfigError(f"{name} must be an integer{' or None' if none else ''}, got {value!r}")
 
 
 def load(run_dir: str | Path, step: int | None = None, seed: int = 0) -> Policy:
@@ -120,26 +134,28 @@ class TrainResult:
         return float(np.mean([row["eval_return_mean"] for row in self.metrics if row["step"] == last]))
 
 
-def make_config(config: TrainConfig | None = None, **fields) -> TrainConfig:
-    """`config` (default: every field at its default) with `fields` replaced: any field of
-    `TrainConfig` or of its `AgentConfig` (`agent`, `iterations`, ...), as on the command line;
-    `env_kwargs` may be a dict of the environment's options."""
-    config = config or TrainConfig()
-    if isinstance(fields.get("env_kwargs"), Mapping):
-        odd = [k for k in fields["env_kwargs"] if not (isinstance(k, str) and k.isidentifier())]
-        if odd:
-            raise ConfigError(f"env_kwargs: {odd[0]!r} is not an option name")
-        try:
-            fields["env_kwargs"] = tuple(f"{k}={json.dumps(v)}" for k, v in fields["env_kwargs"].items())
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"env_kwargs: a value is not JSON: {exc}") from None
+def make_config(config: TrainConfig | str | Path | None = None, **fields) -> TrainConfig:
+    """`config` (a TrainConfig, a YAML or JSON file as `iapo train --config` reads, or unset: every
+    field at its default) with `fields` replaced: any field of `TrainConfig` or of its
+    `AgentConfig` (`agent`, `iterations`, ...), as on the command line; `env_kwargs` may be a dict
+    of the environment's options. Each value is checked as a config file's is (its type, its
+    choices), so a wrong one is a ConfigError naming the field, not a run that fails later."""
+    if isinstance(config, (str, Path)):
+        config = read_config_file(config)
+    elif config is None:
+        config = TrainConfig()
+    elif not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig or the path of a YAML or JSON file, not "
+                          f"{type(config).__name__}")
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"algo"}
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     unknown = sorted(set(fields) - train_fields - agent_fields)
     if unknown:
         raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
-    algo = dataclasses.replace(config.algo, **{k: v for k, v in fields.items() if k in agent_fields})
-    return dataclasses.replace(config, algo=algo, **{k: v for k, v in fields.items() if k in train_fields})
+    data = dataclasses.asdict(config)
+    for name, value in fields.items():
+        (data["algo"] if name in agent_fields else data)[name] = str(value) if isinstance(value, Path) else value
+    return train_config_from_dict(data, legacy=False)
 
 
 def train(config: TrainConfig | str | Path | None = None, *, callback: Callable[[list[dict]], object] | None = None,
@@ -149,8 +165,6 @@ def train(config: TrainConfig | str | Path | None = None, *, callback: Callable[
     returns the run directory and its metrics. `callback(rows)` is called after every evaluation
     with that evaluation's rows (one per seed, as metrics.csv gets them). No progress bar unless
     `progress=True`."""
-    if isinstance(config, (str, Path)):
-        config = read_config_file(config)
     config = make_config(config, **{"progress": False, **fields})
     trainer = make_trainer(config, on_evaluation=callback)
     run_dir = trainer.run()

@@ -16,7 +16,7 @@ import warnings
 import tyro
 
 from iapo import signals
-from iapo.errors import IapoError
+from iapo.errors import ConfigError, IapoError
 
 # name -> module whose `Config` and `analyze(config)` make the command (imported when it runs, so
 # that `iapo --help` imports only what the top-level parser needs).
@@ -54,13 +54,19 @@ def _analyze(args: list[str]) -> None:
 
 
 def _config_file(args: list[str]) -> str | None:
-    """The FILE of `--config FILE` (or `--config=FILE`) among `iapo train`'s arguments."""
+    """The FILE of `--config FILE` (or `--config=FILE`) among `iapo train`'s arguments: given once,
+    and not empty (one file gives the defaults, and config.json records which)."""
+    found = []
     for i, arg in enumerate(args):
         if arg == "--config" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+            found.append(args[i + 1])
+        elif arg.startswith("--config="):
+            found.append(arg.split("=", 1)[1])
+    if len(found) > 1:
+        raise ConfigError(f"--config is given {len(found)} times ({', '.join(found)}); give one file")
+    if found and not found[0].strip():
+        raise ConfigError("--config needs a file name, got an empty one")
+    return found[0] if found else None
 
 
 def _command(args: list[str]) -> int:

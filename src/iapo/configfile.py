@@ -171,6 +171,8 @@ def read_config_file(path: str | Path) -> TrainConfig:
     """The TrainConfig in a YAML or JSON file: every field of `TrainConfig`, the algorithm's under
     `algo` or beside the others (as flags are given); missing ones at their defaults. Unknown
     fields and values of the wrong type are one-line ConfigErrors."""
+    if not str(path).strip():
+        raise ConfigError("--config needs a file name, got an empty one")
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -189,19 +191,23 @@ def read_config_file(path: str | Path) -> TrainConfig:
     if data.get("algo") is not None and not isinstance(data["algo"], dict):
         raise ConfigError(f"--config {path}: algo must be a mapping of the algorithm's fields, not "
                           f"{type(data['algo']).__name__} {_shown(data['algo'])}")
+    # A run's own config.json (every field iapo has always written): read as that version ran it.
+    written = isinstance(data.get("algo"), dict) and "agent" in data["algo"] and \
+        {"env", "seed", "seeds", "total_steps", "run_dir", "random_steps", "eval_every"} <= set(data)
+    if data.get("config") is not None and not written:  # (a run's config.json records the file it began from)
+        raise ConfigError(f"--config {path}: a config file cannot name another (config: {_shown(data['config'])})")
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     algo = dict(data.get("algo") or {})
     rest = {}
     for name, value in data.items():
         if name in agent_fields:
+            if name in algo:
+                raise ConfigError(f"--config {path}: {name} is given both under algo and beside it")
             algo[name] = value
         elif name != "algo":
             rest[name] = value
     if isinstance(rest.get("seeds"), str):  # ("0-4", as on the command line)
         rest["seeds"] = list(parse_seeds((rest["seeds"],)))
-    # A run's own config.json (every field iapo has always written): read as that version ran it.
-    written = isinstance(data.get("algo"), dict) and "agent" in data["algo"] and \
-        {"env", "seed", "seeds", "total_steps", "run_dir", "random_steps", "eval_every"} <= set(data)
     try:
         config = train_config_from_dict({**rest, "algo": algo}, legacy=written)
     except ConfigError as exc:
