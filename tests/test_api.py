@@ -70,7 +70,10 @@ def test_a_loaded_policy_acts_as_evaluation_does(tmp_path):
                        (lambda: policy.act(obs, deterministic="no"), "deterministic must be True or False"),
                        (lambda: iapo.load(result.run_dir, seed="x"), "seed must be an integer"),
                        (lambda: iapo.load(result.run_dir, step=600.0), "step must be an integer or None"),
-                       (lambda: iapo.load(None), "run_dir must name a run's folder")]:
+                       (lambda: iapo.load(None), "run_dir must name a run's folder"),
+                       (lambda: policy.act(np.zeros(3, complex)), "real numbers: got values of dtype complex128"),
+                       (lambda: policy.act(np.array(["1", "2", "3"])), "real numbers: got values of dtype <U1"),
+                       (lambda: iapo.train(env="Pendulum-v1", callback=5), "callback must be a function")]:
         with pytest.raises(iapo.ConfigError, match=says):
             call()
 

@@ -80,10 +80,13 @@ class Policy:
             flat = [flatten_observation(self.observation_space, o) for o in (obs if many else [obs])]
             obs = np.stack(flat) if many else flat[0]
         try:
+            kind = np.asarray(obs).dtype.kind
+            if kind not in "biuf":  # (text, complex numbers, objects: no silent conversion)
+                raise ValueError(f"got values of dtype {np.asarray(obs).dtype}")
             with np.errstate(over="ignore"):
                 obs = np.asarray(obs, np.float32)  # (what the agent computes with: 1e300 is inf here)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.env_id} observations are numbers: {exc}") from None
+            raise ConfigError(f"{self.env_id} observations are real numbers: {exc}") from None
         if obs.ndim not in (1, 2) or obs.shape[-1] != self.obs_dim:
             raise ConfigError(f"{self.env_id} observations have shape ({self.obs_dim},) (or a batch (B, "
                               f"{self.obs_dim})), got {obs.shape}")
@@ -165,6 +168,8 @@ def train(config: TrainConfig | str | Path | None = None, *, callback: Callable[
     returns the run directory and its metrics. `callback(rows)` is called after every evaluation
     with that evaluation's rows (one per seed, as metrics.csv gets them). No progress bar unless
     `progress=True`."""
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback must be a function of the evaluation's rows, got {callback!r}")
     config = make_config(config, **{"progress": False, **fields})
     trainer = make_trainer(config, on_evaluation=callback)
     run_dir = trainer.run()
