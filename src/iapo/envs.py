@@ -312,16 +312,17 @@ class CheckedEnv(gym.Wrapper):
         self.env_id = env_id
         self.episode_step = 0  # steps into the current episode (saved in checkpoints: `env_state`)
 
+    def _where(self, what: str) -> str:
+        return "reset" if what == "reset" else f"step {self.episode_step} of an episode"
+
     def _fail(self, what: str, problem: str) -> EnvError:
-        where = "reset" if what == "reset" else f"step {self.episode_step} of an episode"
-        return EnvError(f"environment {self.env_id!r} returned {problem} from {where}")
+        return EnvError(f"environment {self.env_id!r} returned {problem} from {self._where(what)}")
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
             out = fn(*args, **kwargs)
         except EnvError as exc:  # (flattening a Dict or Tuple observation: said with where it happened)
-            where = "reset" if what == "reset" else f"step {self.episode_step} of an episode"
-            raise EnvError(f"environment {self.env_id!r}, {where}: {exc}") from None
+            raise EnvError(f"environment {self.env_id!r}, {self._where(what)}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 (whatever the environment raises)
             raise EnvError(f"environment {self.env_id!r} raised in {what}: {type(exc).__name__}: {exc}") from None
         size = 2 if what == "reset" else 5
