@@ -30,14 +30,12 @@ import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from iapo import distributions as dist
 from iapo.agent import Agent, AgentState
 from iapo.config import AgentConfig
-from iapo.objective import MonteCarloObjective, pessimistic_value, value_and_grad
+from iapo.objective import MonteCarloObjective, value_and_grad
 from iapo.replay import Batch
-from iapo.update import all_finite, critic_loss, target_step, temperature_step, update
+from iapo.update import all_finite, apply_policy_gradient, fit_critics, soft_target, target_step, temperature_step, update
 
 from hopper_batch import random_batch
 from update_cost import machine
@@ -86,21 +84,12 @@ def merged_update(agent: Agent, state: AgentState, batch: Batch):
         return -jnp.mean(j_train), (lam_next, aux["kl"])
 
     (p_loss, (lam_next, kl)), p_grads = jax.value_and_grad(policy_loss, has_aux=True)(state.policy_params)
-    # the critics' step, its target from the s′ half (update.critic_target from lambda′ on)
-    a_next, log_pi = opt.sample(state.policy_params, batch.next_obs, lam_next, k_sample)
-    q_next = pessimistic_value(agent.critic.apply(state.target_critic_params, batch.next_obs, a_next), cfg.beta,
-                               cfg.pessimism_std)
-    soft_value = q_next - jnp.exp(state.log_alpha) * dist.kl_sample(log_pi, agent.act_dim)
-    target = sg(batch.reward + cfg.gamma * (1.0 - batch.terminated) * soft_value)
-    (c_loss, q_mean), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic_params, agent, batch,
-                                                                            target)
-    updates, c_opt = agent.adam.critic.update(c_grads, state.critic_opt_state)
-    state = state.replace(critic_params=optax.apply_updates(state.critic_params, updates), critic_opt_state=c_opt)
-    updates, p_opt = agent.adam.policy.update(p_grads, state.policy_opt_state)
-    state = state.replace(policy_params=optax.apply_updates(state.policy_params, updates), policy_opt_state=p_opt)
+    # the critics' step, its target from the s′ half (update.critic_target from λ′ on), then the policy's
+    state, c_info = fit_critics(agent, state, batch, soft_target(agent, state, batch, lam_next, k_sample))
+    state = apply_policy_gradient(agent, state, p_grads)
     state, t_info = temperature_step(agent, state, sg(jnp.mean(kl)))
     state, _ = target_step(agent, state)
-    info = {"critic_loss": c_loss, "q_mean": q_mean, "policy_loss": p_loss, **t_info}
+    info = {**c_info, "policy_loss": p_loss, **t_info}
     info["finite"] = all_finite(state, info)
     return state, info
 

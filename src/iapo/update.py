@@ -34,13 +34,19 @@ TRACE_COUNT = {"update": 0}
 def critic_target(agent: Agent, state: AgentState, batch: Batch, key: jax.Array) -> jax.Array:
     """y = r + γ (1 − terminated) [Q̂_target(s′, a′) − α KL(a′)], a′ ~ π_λ′ with λ′ the policy
     optimizer's output at s′ (Eq. 8, 13): (B,), a constant for the critics."""
-    cfg = agent.config
     k_opt, k_sample = jax.random.split(key)
     k_model = jax.random.fold_in(k_opt, 1)
     lam_next, _ = agent.optimizer.optimize(
         state.policy_params, batch.next_obs, agent.objective(state, batch.next_obs, k_model), k_opt
     )
-    a_next, log_pi = agent.optimizer.sample(state.policy_params, batch.next_obs, lam_next, k_sample)  # (B, d), (B,)
+    return soft_target(agent, state, batch, lam_next, k_sample)
+
+
+def soft_target(agent: Agent, state: AgentState, batch: Batch, lam_next: jax.Array, key: jax.Array) -> jax.Array:
+    """`critic_target` from the distribution parameters λ′ (B, 2d) at s′ on: one action a′ ~ π_λ′
+    drawn with `key`."""
+    cfg = agent.config
+    a_next, log_pi = agent.optimizer.sample(state.policy_params, batch.next_obs, lam_next, key)  # (B, d), (B,)
     q_next = pessimistic_value(
         agent.critic.apply(state.target_critic_params, batch.next_obs, a_next), cfg.beta, cfg.pessimism_std
     )
@@ -57,11 +63,22 @@ def critic_loss(critic_params, agent: Agent, batch: Batch, target: jax.Array) ->
 
 def critic_step(agent: Agent, state: AgentState, batch: Batch, key: jax.Array) -> tuple[AgentState, dict]:
     """One Adam step of the twin critics towards `critic_target`."""
-    target = critic_target(agent, state, batch, key)
+    return fit_critics(agent, state, batch, critic_target(agent, state, batch, key))
+
+
+def fit_critics(agent: Agent, state: AgentState, batch: Batch, target: jax.Array) -> tuple[AgentState, dict]:
+    """One Adam step of the twin critics towards the targets `target` (B,)."""
     (loss, q_mean), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic_params, agent, batch, target)
     updates, opt_state = agent.adam.critic.update(grads, state.critic_opt_state)
     params = optax.apply_updates(state.critic_params, updates)
     return state.replace(critic_params=params, critic_opt_state=opt_state), {"critic_loss": loss, "q_mean": q_mean}
+
+
+def apply_policy_gradient(agent: Agent, state: AgentState, grads) -> AgentState:
+    """One Adam step of the policy optimizer's parameters along the loss gradient `grads`."""
+    updates, opt_state = agent.adam.policy.update(grads, state.policy_opt_state)
+    params = optax.apply_updates(state.policy_params, updates)
+    return state.replace(policy_params=params, policy_opt_state=opt_state)
 
 
 def policy_step(agent: Agent, state: AgentState, batch: Batch, key: jax.Array) -> tuple[AgentState, dict]:
@@ -71,8 +88,6 @@ def policy_step(agent: Agent, state: AgentState, batch: Batch, key: jax.Array) -
     (loss, pinfo), grads = jax.value_and_grad(agent.optimizer.loss, has_aux=True)(
         state.policy_params, batch.obs, objective, key
     )
-    updates, opt_state = agent.adam.policy.update(grads, state.policy_opt_state)
-    params = optax.apply_updates(state.policy_params, updates)
     per_iteration = pinfo["objective_per_iteration"]  # (K + 1,): J at λ_0 … λ_K (direct: at λ, twice)
     _, log_scale = dist.split(pinfo["lam"])
     info = {
@@ -84,7 +99,7 @@ def policy_step(agent: Agent, state: AgentState, batch: Batch, key: jax.Array) -
         "objective_improvement": per_iteration[-1] - per_iteration[min(1, per_iteration.shape[0] - 1)],
         "objective_per_iteration": per_iteration,
     }
-    return state.replace(policy_params=params, policy_opt_state=opt_state), info
+    return apply_policy_gradient(agent, state, grads), info
 
 
 def temperature_step(agent: Agent, state: AgentState, kl: jax.Array) -> tuple[AgentState, dict]:
