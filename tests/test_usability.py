@@ -51,6 +51,21 @@ def test_a_config_file_with_flags_overriding_it(tmp_path, capsys):
     assert again["seeds"] == [2] and again["algo"] == written["algo"] and again["total_steps"] == 400
 
 
+def test_yaml_anchors_under_x_keys(tmp_path):
+    """Top-level keys that begin with "x-" hold anchors and are not fields; what they define is
+    merged with `<<:` at the top level and under `algo`."""
+    path = tmp_path / "anchors.yaml"
+    path.write_text("x-short: &short {total_steps: 2000, eval_every: 500}\n"
+                    "x-small: &small {hidden_sizes: [32], critic_hidden_sizes: [32]}\n"
+                    "<<: *short\nenv: Pendulum-v1\nalgo:\n  <<: *small\n  agent: direct\n")
+    config = read_config_file(path)
+    assert (config.total_steps, config.eval_every, config.env) == (2000, 500, "Pendulum-v1")
+    assert (config.algo.hidden_sizes, config.algo.critic_hidden_sizes, config.algo.agent) == ((32,), (32,), "direct")
+    path.write_text("xshort: 3\n")  # (only the "x-" prefix)
+    with pytest.raises(Exception, match="unknown fields: xshort"):
+        read_config_file(path)
+
+
 @pytest.mark.parametrize("content, message", [
     ("env: Pendulum-v1\nno_such_field: 3\n", "config has unknown fields: no_such_field"),
     ("iterations: five\n", 'config field iterations = "five" is not of type int'),

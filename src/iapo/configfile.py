@@ -169,8 +169,9 @@ PRESENTATION_FIELDS = ("run_dir", "progress", "quiet", "overwrite", "resume", "c
 
 def read_config_file(path: str | Path) -> TrainConfig:
     """The TrainConfig in a YAML or JSON file: every field of `TrainConfig`, the algorithm's under
-    `algo` or beside the others (as flags are given); missing ones at their defaults. Unknown
-    fields and values of the wrong type are one-line ConfigErrors."""
+    `algo` or beside the others (as flags are given); missing ones at their defaults. Top-level
+    keys beginning with "x-" are ignored (YAML anchors live there). Unknown fields and values of the
+    wrong type are one-line ConfigErrors."""
     if not str(path).strip():
         raise ConfigError("--config needs a file name, got an empty one")
     path = Path(path)
@@ -188,6 +189,9 @@ def read_config_file(path: str | Path) -> TrainConfig:
         odd = [k for k in mapping if not isinstance(k, str)]
         if odd:
             raise ConfigError(f"--config {path}: the key {_shown(odd[0])} is not a field name")
+    # Top-level keys that begin with "x-" are the file's own (as in Compose files): a place for
+    # YAML anchors (`x-common: &common {...}`, merged with `<<: *common`), not fields.
+    data = {k: v for k, v in data.items() if not k.startswith("x-")}
     if data.get("algo") is not None and not isinstance(data["algo"], dict):
         raise ConfigError(f"--config {path}: algo must be a mapping of the algorithm's fields, not "
                           f"{type(data['algo']).__name__} {_shown(data['algo'])}")
