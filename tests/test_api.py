@@ -42,6 +42,21 @@ def test_unknown_names_are_errors():
         iapo.make_config(no_such_field=1)
 
 
+def test_errors_name_fields_not_flags(tmp_path):
+    """The API's errors name its keyword arguments, not the command line's flags."""
+    import iapo
+
+    with pytest.raises(iapo.ConfigError, match=r"^iterations must be >= 1, got 0$"):
+        iapo.train(env="Pendulum-v1", iterations=0, run_dir=str(tmp_path / "a"))
+    with pytest.raises(iapo.ConfigError, match=r"drop total_steps \(other settings make a new run: start one with "
+                                               r"run_dir\)"):
+        iapo.train(resume=str(tmp_path / "a"), total_steps=10)
+    from iapo.api import _python_words
+
+    assert _python_words("pass --overwrite, not --no-progress or --no-such-flag") == \
+        "pass overwrite=True, not progress=False or --no-such-flag"
+
+
 def test_a_loaded_policy_acts_as_evaluation_does(tmp_path):
     """The deterministic actions of `iapo.load(...).act`, mapped back to (-1, 1), are those that
     the training run's evaluation takes (the agent's mode for the same state), for one observation

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -136,6 +138,36 @@ class TrainResult:
         return float(np.mean([row["eval_return_mean"] for row in self.metrics if row["step"] == last]))
 
 
+def _python_words(message: str) -> str:
+    """A ConfigError's message in the API's words: a flag `--total-steps` named as its field
+    `total_steps`, a switch `--overwrite` as `overwrite=True` (`--no-progress`: `progress=False`)."""
+    kinds = {f.name: f.type for cls in (TrainConfig, AgentConfig) for f in dataclasses.fields(cls)}
+
+    def field(match: re.Match) -> str:
+        name = match.group(1).replace("-", "_")
+        if name.startswith("no_") and kinds.get(name[3:]) in (bool, "bool"):
+            return f"{name[3:]}=False"
+        if name not in kinds:
+            return match.group(0)
+        return f"{name}=True" if kinds[name] in (bool, "bool") else name
+
+    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", field, message)
+
+
+def _in_python_words(fn):
+    """`fn`, its ConfigErrors reworded by `_python_words`."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            raise ConfigError(_python_words(str(exc))) from None
+
+    return wrapped
+
+
+@_in_python_words
 def make_config(config: TrainConfig | str | Path | None = None, **fields) -> TrainConfig:
     """`config` (a TrainConfig, a YAML or JSON file as `iapo train --config` reads, or unset: every
     field at its default) with `fields` replaced: any field of `TrainConfig` or of its
@@ -160,6 +192,7 @@ def make_config(config: TrainConfig | str | Path | None = None, **fields) -> Tra
     return train_config_from_dict(data, legacy=False)
 
 
+@_in_python_words
 def train(config: TrainConfig | str | Path | None = None, *, callback: Callable[[list[dict]], object] | None = None,
           **fields) -> TrainResult:
     """Train as `config` (a TrainConfig, or a YAML or JSON file as `iapo train --config` reads)
