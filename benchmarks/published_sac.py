@@ -4,7 +4,9 @@
         [--published docs/results/published-sac/sac-mujoco-v4.csv] [--steps 50000 100000]
 
 The published file holds each seed's evaluation return at the steps where it was evaluated
-(columns env, step, seed, return; docs/results/published-sac/README.md says where it comes from).
+(columns env or task, step, seed, return; docs/results/published-sac/README.md says where each comes
+from: `sac-mujoco-v4.csv`, SimbaV2's Gym MuJoCo curves, and `sac-dmc-tdmpc2.csv`, TD-MPC2's dm_control
+ones, whose tasks `dm_control/cheetah-run-v0` is matched with).
 iapo's runs are grouped into settings as `iapo plot` groups them (same configuration apart from
 the seed). A run's task is matched with the published curves of the same task name whatever the
 version (`Hopper-v5` with `Hopper-v4`: `benchmarks/env_versions.py` tells which versions simulate
@@ -25,7 +27,6 @@ import argparse
 import csv
 import datetime
 import math
-import platform
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -35,6 +36,8 @@ import numpy as np
 from iapo.errors import IapoError
 from iapo.figures import colors, new_figure, save_figure, steps_axis
 from iapo.plot import find_runs, group_runs
+
+from update_cost import machine
 
 
 def task_of(env: str) -> str:
@@ -49,7 +52,8 @@ def read_published(path: Path) -> dict[str, dict]:
     by_env: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     with path.open() as f:
         for row in csv.DictReader(f):
-            by_env[row["env"]][int(row["step"])][int(row["seed"])] = float(row["return"])
+            env = row["env"] if "env" in row else row["task"]  # (TD-MPC2's dm_control file names tasks)
+            by_env[env][int(row["step"])][int(row["seed"])] = float(row["return"])
     result = {}
     for env, steps in by_env.items():
         order = sorted(steps)
@@ -93,11 +97,13 @@ def table(groups, published, at_steps: list[int]) -> list[str]:
         ]
         for g in groups:
             ref = published.get(task_of(g.env))
-            i = nearest(g.steps, step)
-            if ref is None or i is None:
+            if ref is None:
                 continue
-            j = nearest(ref["steps"], step)
-            if j is None:
+            i, j = nearest(g.steps, step), nearest(ref["steps"], step)
+            if i is None or j is None:
+                missing = "iapo's run (not there yet?)" if i is None else "the published curves"
+                lines.append(f"| {g.env} | {g.label} | no evaluation within 1% of this step in {missing} "
+                             f"| | {ref['env']} | | | |")
                 continue
             ours, theirs = g.returns[:, i], ref["returns"][:, j]
             lo, hi = theirs.mean() - theirs.std(ddof=1), theirs.mean() + theirs.std(ddof=1)
@@ -149,7 +155,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/published_sac.py " + " ".join(sys.argv[1:])
     lines = [
-        f"Written {datetime.date.today()} on {platform.machine()} by `{command}`; published curves: "
+        f"Written {datetime.date.today()} on {machine()} by `{command}`; published curves: "
         f"`{args.published}`.",
         "",
     ] + table(groups, published, args.steps)
