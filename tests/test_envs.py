@@ -363,6 +363,44 @@ def test_a_legacy_random_state_environment_trains_and_resumes_exactly(envmodule,
     assert _rows(part) == _rows(whole)
 
 
+def test_action_repeat_holds_each_action_and_sums_the_rewards(envmodule, tmp_path, capsys):
+    """--action-repeat N: one step of the agent is N of the environment, rewards summed, stopping
+    where the episode ends; evaluation returns are whole episodes' returns; recorded in config.json
+    for every later command; the run resumes exactly; 0 is refused in one line."""
+    from iapo.envs import make_env
+
+    env = make_env(f"{envmodule}:IapoTestSteps-v0", ["horizon=7"], action_repeat=3)
+    env.reset(seed=0)
+    steps = [env.step(np.zeros(1, np.float32)) for _ in range(3)]
+    assert [s[1] for s in steps] == [3.0, 3.0, 1.0] and [s[3] for s in steps] == [False, False, True]
+    assert steps[-1][0][1] == 1.0  # the observation of the episode's last step (t / horizon)
+    from iapo.env_state import get_state
+
+    assert get_state(env)["episode_step"] == 7  # (iapo's messages count the environment's steps)
+    env.close()
+
+    common = ["--env", f"{envmodule}:IapoTestSteps-v0", "--env-kwargs", "horizon=50", "--action-repeat", "2",
+              "--agent", "direct", *TINY_RUN]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    code, _, err = run_cli(["train", *common, "--run-dir", str(whole)], capsys)
+    assert code == 0, err
+    assert _config(whole)["action_repeat"] == 2
+    rows = _rows(whole)
+    assert [float(r["eval_return_mean"]) for r in rows] == [50.0, 50.0]  # whole episodes: 50 rewards of 1
+    assert [float(r["eval_length_mean"]) for r in rows] == [25.0, 25.0]  # of 25 actions each
+    assert [int(r["episodes"]) for r in rows] == [3, 6]  # 80 and 160 actions, 25 per episode
+    code, out, err = run_cli(["evaluate", str(whole), "--episodes", "1"], capsys)
+    assert code == 0 and "return 50.00" in out, out + err
+    shutil.copytree(whole, part)
+    checkpoint.checkpoint_path(part, 160).unlink()  # as if killed between the checkpoints at 80 and 160
+    code, _, err = run_cli(["train", "--resume", str(part), "--no-progress", "--quiet"], capsys)
+    assert code == 0, err
+    assert _rows(part) == rows
+    code, _, err = run_cli(["train", "--env", "Pendulum-v1", "--action-repeat", "0", "--run-dir",
+                            str(tmp_path / "bad"), *TINY_RUN], capsys)
+    assert code == 2 and "--action-repeat must be >= 1, got 0" in err and err.count("\n") == 1, err
+
+
 def test_the_python_api_takes_options_as_a_dict():
     import iapo
 

@@ -325,12 +325,18 @@ class TrainConfig:
     `0 1 2` or `0-4`; seed s writes its own run to RUN_DIR/seed_<s>. Replaces --seed."""
 
     total_steps: Count = 1_000_000
-    """Environment steps to train for."""
+    """Steps to train for: environment steps, or actions under --action-repeat."""
 
     max_episode_steps: Count | None = None
-    """Cut episodes off (truncated) after this many steps, in training and evaluation; unset: the
-    environment's registered time limit, or 1000 steps where it registers none (said at start-up;
-    dm_control's tasks end their own episodes), so that no episode runs for ever."""
+    """Cut episodes off (truncated) after this many environment steps, in training and evaluation;
+    unset: the environment's registered time limit, or 1000 steps where it registers none (said at
+    start-up; dm_control's tasks end their own episodes), so that no episode runs for ever."""
+
+    action_repeat: Count = 1
+    """Hold each action for this many environment steps and sum their rewards (as the papers that
+    train on dm_control usually do, with 2); a step of every other count (`--total-steps`,
+    `--random-steps`, `--eval-every`, ...) is then one action, `action_repeat` environment steps.
+    Evaluation returns are whole episodes' returns, as without it."""
 
     run_dir: str = "runs/iapo"
     """Directory that receives config.json, metrics.csv, TensorBoard events, checkpoints and the
@@ -434,6 +440,7 @@ class TrainConfig:
         parse_env_kwargs(self.env_kwargs)
         if self.max_episode_steps is not None:
             _positive_int("max-episode-steps", self.max_episode_steps)
+        _positive_int("action-repeat", self.action_repeat)
 
 
 def unique_keys(pairs: list, twice: Callable[[object], str]) -> dict:

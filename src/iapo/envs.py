@@ -130,16 +130,18 @@ SELF_LIMITED = ("dm_control/",)
 
 
 def make_run_env(config, render_mode: str | None = None) -> gym.Env:
-    """The environment a run's `TrainConfig` names: its id, its options and its episode limit."""
-    return make_env(config.env, config.env_kwargs, render_mode, config.max_episode_steps)
+    """The environment a run's `TrainConfig` names: its id, its options, its episode limit and its
+    action repeat."""
+    return make_env(config.env, config.env_kwargs, render_mode, config.max_episode_steps, config.action_repeat)
 
 
 def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | None = None,
-             max_episode_steps: int | None = None) -> gym.Env:
+             max_episode_steps: int | None = None, action_repeat: int = 1) -> gym.Env:
     """Make `env_id` with the options `env_kwargs`, its episodes cut off after `max_episode_steps`
-    (unset: its registered time limit, or `DEFAULT_EPISODE_STEPS` where it has none, said in a
-    warning), check its spaces, flatten a Dict or Tuple observation, and rescale its actions from
-    (-1, 1) to its bounds."""
+    environment steps (unset: its registered time limit, or `DEFAULT_EPISODE_STEPS` where it has
+    none, said in a warning), check its spaces, flatten a Dict or Tuple observation, hold each
+    action for `action_repeat` steps (`ActionRepeat`), and rescale its actions from (-1, 1) to its
+    bounds."""
     spec = env_spec(env_id)
     options = parse_env_kwargs(env_kwargs)
     known = _options_of(spec)
@@ -200,7 +202,30 @@ def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | Non
         env.close()
         raise EnvError(f"environment {env_id!r} has observations of size 0; iapo needs at least one number")
     ones = np.ones(space.shape, space.dtype)  # (of the env's dtype: Box warns on float32 bounds of a float64 Box)
-    return gym.wrappers.RescaleAction(CheckedEnv(env, env_id), -ones, ones)
+    env = CheckedEnv(env, env_id)  # (each environment step checked, also under ActionRepeat)
+    if action_repeat > 1:
+        env = ActionRepeat(env, action_repeat)
+    return gym.wrappers.RescaleAction(env, -ones, ones)
+
+
+class ActionRepeat(gym.Wrapper):
+    """Each action held for `repeat` environment steps, their rewards summed (undiscounted), the
+    observation, flags and info those of the last; an episode that ends on an earlier one ends
+    there. A step of the agent is then `repeat` steps of the environment (DrQ-v2's and TD-MPC2's
+    dm_control runs use 2). It holds no state of its own, so that a checkpoint captures it."""
+
+    def __init__(self, env: gym.Env, repeat: int):
+        super().__init__(env)
+        self.repeat = int(repeat)
+
+    def step(self, action):
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
 
 
 # -- Dict and Tuple observations --------------------------------------------------------------

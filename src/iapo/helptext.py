@@ -19,7 +19,7 @@ import typing
 from iapo.config import AgentConfig, TrainConfig
 
 GROUPS = {
-    "environment and run": ("env", "env_kwargs", "max_episode_steps", "seed", "seeds", "total_steps", "stop_return", "run_dir", "config", "resume",
+    "environment and run": ("env", "env_kwargs", "max_episode_steps", "action_repeat", "seed", "seeds", "total_steps", "stop_return", "run_dir", "config", "resume",
                             "overwrite", "random_steps", "buffer_capacity", "updates_per_step"),
     "evaluation, logging and checkpoints": ("eval_every", "eval_episodes", "checkpoint_every", "snapshot_every",
                                             "log_every", "wandb_project", "progress", "quiet"),
