@@ -220,6 +220,14 @@ def test_published_sac_compares_like_steps(tmp_path, monkeypatch, capsys):
     ours, ref = drawn[0].axes[0].lines[0], drawn[0].axes[0].lines[1]
     assert list(ours.get_ydata()) == [20, 120] and list(ref.get_ydata()) == [0, 175]
     assert script.task_of("dm_control/cheetah-run-v0") == "cheetah-run" and script.task_of("Ant-v4") == "Ant"
+    # a run with --action-repeat 2 is compared in environment steps: its evaluation at step 1000 at 2000
+    fake_run(tmp_path / "ar" / "seed_0", [100.0, 200.0], seed=0)
+    config = json.loads((tmp_path / "ar" / "seed_0" / "config.json").read_text())
+    (tmp_path / "ar" / "seed_0" / "config.json").write_text(json.dumps({**config, "action_repeat": 2}))
+    monkeypatch.setattr(sys, "argv", ["published_sac.py", str(tmp_path / "ar"), "--published", str(published),
+                                      "--steps", "2000", "--out", str(tmp_path / "cmp2")])
+    script.main()
+    assert "| Hopper-v5 | direct | 100 (1) | 100 | Hopper-v4 at 1999 |" in (tmp_path / "cmp2.md").read_text()
     # TD-MPC2's dm_control file names its tasks in a `task` column
     dmc = tmp_path / "dmc.csv"
     dmc.write_text("task,step,seed,return\ncheetah-run,100000,1,362.4\ncheetah-run,100000,2,236.9\n")
