@@ -23,11 +23,21 @@ mkdir -p logs
 while pgrep -f "iapo sweep" > /dev/null; do sleep 30; done
 E="eval-every=5000 eval-episodes=10 checkpoint-every=5000 matmul-precision=float32"
 C="--seeds 0-2 --cpus-per-trial 2 --no-progress"
-# 1. cartpole-balance (ceiling 1000), both agents, 50 000 steps
-for agent in direct iterative; do
-  iapo sweep --config configs/$agent.yaml --envs dm_control/cartpole-balance-v0 $C --total-steps 50000 \
-    --set $E snapshot-every=25000 --out runs/dmc/cartpole-$agent || exit 1
-done
+# 1. cartpole-balance (ceiling 1000), the direct agent, 50 000 steps
+iapo sweep --config configs/direct.yaml --envs dm_control/cartpole-balance-v0 $C --total-steps 50000 \
+  --set $E snapshot-every=25000 --out runs/dmc/cartpole-direct || exit 1
 # 2. cheetah-run, the direct agent, 100 000 steps (published SAC: 310 +- 65 at 100 000, TD-MPC2's results)
 iapo sweep --config configs/direct.yaml --envs dm_control/cheetah-run-v0 $C --total-steps 100000 \
   --set $E snapshot-every=25000 --out runs/dmc/cheetah || exit 1
+# 3. cheetah-run as TD-MPC2 runs dm_control (its envs/dmcontrol.py: each action held for 2 steps),
+#    100 000 environment steps = 50 000 actions, evaluated every 5 000 environment steps. It needs
+#    --action-repeat (2d7816a): the iapo of a second worktree, $AR (../evidence-dmc2 by default):
+#      git worktree add --detach ../evidence-dmc2 2d7816a && (cd ../evidence-dmc2 && python3 -m venv .venv \
+#        && .venv/bin/pip install -e ".[dmc]")
+AR=${AR:-../evidence-dmc2}
+"$AR/.venv/bin/iapo" sweep --config "$AR/configs/direct.yaml" --envs dm_control/cheetah-run-v0 $C --total-steps 50000 \
+  --set action-repeat=2 eval-every=2500 eval-episodes=10 checkpoint-every=2500 matmul-precision=float32 \
+  snapshot-every=12500 --out runs/dmc/cheetah-ar2 || exit 1
+# 4. cartpole-balance, the iterative agent, 50 000 steps
+iapo sweep --config configs/iterative.yaml --envs dm_control/cartpole-balance-v0 $C --total-steps 50000 \
+  --set $E snapshot-every=25000 --out runs/dmc/cartpole-iterative || exit 1
