@@ -30,14 +30,16 @@ iapo sweep --config configs/direct.yaml --envs dm_control/cartpole-balance-v0 $C
 iapo sweep --config configs/direct.yaml --envs dm_control/cheetah-run-v0 $C --total-steps 100000 \
   --set $E snapshot-every=25000 --out runs/dmc/cheetah || exit 1
 # 3. cheetah-run as TD-MPC2 runs dm_control (its envs/dmcontrol.py: each action held for 2 steps),
-#    100 000 environment steps = 50 000 actions, evaluated every 5 000 environment steps. It needs
+#    100 000 actions = 200 000 environment steps, evaluated every 5 000 environment steps: TD-MPC2's
+#    trainer counts a step per action, so its "100 000 steps" are 50 000 or 100 000 actions depending
+#    on whether its SAC files count environment steps or actions, and both are on this curve. It needs
 #    --action-repeat (2d7816a): the iapo of a second worktree, $AR (../evidence-dmc2 by default):
 #      git worktree add --detach ../evidence-dmc2 2d7816a && (cd ../evidence-dmc2 && python3 -m venv .venv \
 #        && .venv/bin/pip install -e ".[dmc]")
 AR=${AR:-../evidence-dmc2}
-"$AR/.venv/bin/iapo" sweep --config "$AR/configs/direct.yaml" --envs dm_control/cheetah-run-v0 $C --total-steps 50000 \
+"$AR/.venv/bin/iapo" sweep --config "$AR/configs/direct.yaml" --envs dm_control/cheetah-run-v0 $C --total-steps 100000 \
   --set action-repeat=2 eval-every=2500 eval-episodes=10 checkpoint-every=2500 matmul-precision=float32 \
-  snapshot-every=12500 --out runs/dmc/cheetah-ar2 || exit 1
+  snapshot-every=25000 --out runs/dmc/cheetah-ar2 || exit 1
 # 4. cartpole-balance, the iterative agent, 50 000 steps
 iapo sweep --config configs/iterative.yaml --envs dm_control/cartpole-balance-v0 $C --total-steps 50000 \
   --set $E snapshot-every=25000 --out runs/dmc/cartpole-iterative || exit 1
