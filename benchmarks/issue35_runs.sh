@@ -43,8 +43,10 @@ iapo sweep $SAC --set init-alpha=1.0,0.1 $E $F --out runs/sac-study/alpha || exi
 # 2. SAC study: CleanRL's learning rates (critics and temperature 1e-3); random steps as RL Zoo
 #    (10 000) and as SB3's default (100): the published curves lead iapo's by some 15 000 steps from
 #    the first evaluation on, which fewer random steps could explain and more could not
-iapo sweep $SAC --set critic-lr=1e-3 alpha-lr=1e-3 $E $F --out runs/sac-study/cleanrl-lr || exit 1
-iapo sweep $SAC --set random-steps=10000,100 $E $F --out runs/sac-study/random-steps || exit 1
+#    Walker2d-v5 is left out: configs/sac.yaml already lies within published SAC's spread there.
+SAC2="--config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 --seeds 0-4 --total-steps 100000 --cpus-per-trial 2 --no-progress"
+iapo sweep $SAC2 --set critic-lr=1e-3 alpha-lr=1e-3 $E $F --out runs/sac-study/cleanrl-lr || exit 1
+iapo sweep $SAC2 --set random-steps=10000,100 $E $F --out runs/sac-study/random-steps || exit 1
 # 3. SAC study: Stable-Baselines3's SAC (PyTorch's initialization), same settings, HalfCheetah-v5 and Hopper-v5
 python logs/learning.py run --envs HalfCheetah-v5 Hopper-v5 --contenders sb3 --seeds 0 1 2 --steps 100000 --out runs/sac-study/sb3 || exit 1
 # 4-6. The paper's direct and iterative agents: the direct ones first (Walker2d-v5 is done), then
