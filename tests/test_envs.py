@@ -401,6 +401,24 @@ def test_action_repeat_holds_each_action_and_sums_the_rewards(envmodule, tmp_pat
     assert code == 2 and "--action-repeat must be >= 1, got 0" in err and err.count("\n") == 1, err
 
 
+def test_overestimation_rollouts_run_their_horizon_in_actions(envmodule, tmp_path, capsys):
+    """`iapo analyze overestimation` rolls out `horizon` actions from each visited state past the
+    episode's limit; under --action-repeat that is `horizon` x N environment steps (reward 1 per
+    environment step here, so with alpha -> 0 and gamma = 1 a return is 2 per action)."""
+    from iapo.analysis.overestimation import value_bias
+    from iapo.saved import load_agent
+
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", "--env", f"{envmodule}:IapoTestSteps-v0", "--env-kwargs", "horizon=10000",
+                            "--max-episode-steps", "40", "--action-repeat", "2", "--agent", "direct",
+                            "--run-dir", str(run_dir), *TINY_RUN], capsys)
+    assert code == 0, err
+    config, agent, state, _ = load_agent(run_dir)
+    state = state.replace(log_alpha=state.log_alpha * 0 - 60.0)  # alpha ~ 1e-26: the rewards alone
+    out = value_bias(config, agent, state, gamma=1.0, states=2, horizon=30, seed=0)
+    np.testing.assert_allclose(out["returns"], 60.0, rtol=1e-5)  # 30 actions, 60 environment steps (> 40)
+
+
 def test_the_python_api_takes_options_as_a_dict():
     import iapo
 

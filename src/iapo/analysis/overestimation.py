@@ -134,7 +134,8 @@ def value_bias(config: TrainConfig, agent, state, gamma: float, states: int, hor
         for env, env_state in zip(envs, env_states):
             env.reset(seed=seed)
             set_state(env, env_state)
-            extend_time_limit(env, horizon)  # the rollout runs `horizon` steps, not to the episode's limit
+            # the rollout runs `horizon` actions (each `action_repeat` environment steps), not to the episode's limit
+            extend_time_limit(env, horizon * config.action_repeat)
         keys = iter(jax.random.split(key, horizon))
 
         def policy(obs):
