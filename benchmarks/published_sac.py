@@ -10,9 +10,9 @@ ones, whose tasks `dm_control/cheetah-run-v0` is matched with).
 iapo's runs are grouped into settings as `iapo plot` groups them (same configuration apart from
 the seed). A run's task is matched with the published curves of the same task name whatever the
 version (`Hopper-v5` with `Hopper-v4`: `benchmarks/env_versions.py` tells which versions simulate
-the same thing). Steps are environment steps on both sides: a run with `--action-repeat N` has
-its steps multiplied by N. At each of `--steps`, each side's evaluation nearest to it (within 1% of
-the step) is compared:
+the same thing). Steps are environment steps on both sides (as `iapo plot` counts them, a run with
+`--action-repeat N` has its steps multiplied by N). At each of `--steps`, each side's evaluation
+nearest to it (within 1% of the step) is compared:
 
 - mean ± sample std over seeds, and each side's number of seeds;
 - Welch's t-test of iapo's seeds against the published seeds;
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import math
 import sys
 from collections import defaultdict
@@ -65,11 +64,6 @@ def read_published(path: Path) -> dict[str, dict]:
             "returns": np.array([[steps[s][seed] for s in order] for seed in seeds]),
         }
     return result
-
-
-def action_repeat(run: Path) -> int:
-    """The run's `action_repeat` (1 in a config.json written before the field existed)."""
-    return int(json.loads((Path(run) / "config.json").read_text()).get("action_repeat", 1))
 
 
 def nearest(steps: np.ndarray, step: int) -> int | None:
@@ -158,8 +152,6 @@ def main() -> None:
     except (OSError, KeyError, ValueError, IapoError) as exc:
         sys.exit(f"published_sac: {exc}")
     groups = [g for g in groups if g.steps is not None and len(g.steps)]
-    for g in groups:  # environment steps, as the published curves count them
-        g.steps = g.steps * action_repeat(g.runs[0])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/published_sac.py " + " ".join(sys.argv[1:])

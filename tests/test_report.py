@@ -33,6 +33,23 @@ def fake_run(path, returns, agent="direct", env="Hopper-v5", seed=0, wall=None, 
             w.writerows([[s, r, 0.0, t] for s, r, t in zip(steps, returns, wall)])
 
 
+def test_runs_with_an_action_repeat_are_drawn_in_environment_steps(tmp_path):
+    """A run trained with --action-repeat 2 evaluated at its steps 1000 and 2000 stands at 2000 and
+    4000 environment steps, beside a run without it; --max-step counts environment steps too."""
+    from iapo.plot import find_runs, group_runs
+
+    fake_run(tmp_path / "plain" / "seed_0", [1.0, 2.0, 3.0, 4.0])
+    fake_run(tmp_path / "ar2" / "seed_0", [5.0, 6.0])
+    config = json.loads((tmp_path / "ar2" / "seed_0" / "config.json").read_text())
+    (tmp_path / "ar2" / "seed_0" / "config.json").write_text(json.dumps({**config, "action_repeat": 2}))
+    groups = {g.label: g for g in group_runs(find_runs([tmp_path]))}
+    assert set(groups) == {"direct action_repeat=1", "direct action_repeat=2"}, set(groups)
+    assert groups["direct action_repeat=2"].steps.tolist() == [2000, 4000]
+    assert groups["direct action_repeat=1"].steps.tolist() == [1000, 2000, 3000, 4000]
+    short = {g.label: g for g in group_runs(find_runs([tmp_path]), max_step=3000)}
+    assert short["direct action_repeat=2"].steps.tolist() == [2000]
+
+
 def test_mean_std_area_and_threshold(tmp_path, capsys):
     # direct: seeds return 0, 10, 20 at steps 1000, 2000, 3000 shifted by -+5: mean 0, 10, 20; std 5
     fake_run(tmp_path / "a" / "seed_0", [-5, 5, 15], seed=0)

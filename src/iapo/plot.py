@@ -59,7 +59,8 @@ class Config:
     """Only the evaluations up to this step (to compare runs of different budgets at one step)."""
 
     x: Literal["steps", "wall-time"] = "steps"
-    """The horizontal axis: environment steps, or training wall time in hours (each run's
+    """The horizontal axis: environment steps (a run's steps times its --action-repeat), or
+    training wall time in hours (each run's
     `wall_time_s`, which goes on across resumes; mean over a group's seeds), for agents whose
     steps cost different amounts of time."""
 
@@ -111,7 +112,8 @@ def group_runs(runs: list[Path], max_step: int | None = None) -> list[Group]:
 
 def _align(group: Group, max_step: int | None = None) -> None:
     """The evaluation returns of the group's seeds at the steps all of them logged (up to
-    `max_step`)."""
+    `max_step`), in environment steps: a run's steps times its `action_repeat`."""
+    repeat = int(group.identity.get("action_repeat", 1))
     curves = []
     for run in group.runs:
         try:
@@ -122,7 +124,8 @@ def _align(group: Group, max_step: int | None = None) -> None:
             curves.append({})
             continue
         wall = m.get("wall_time_s", np.full(len(m["step"]), np.nan))
-        curves.append({step: (ret, w) for step, ret, w in zip(m["step"].astype(np.int64).tolist(), m["eval_return_mean"], wall)})
+        steps = (m["step"].astype(np.int64) * repeat).tolist()
+        curves.append({step: (ret, w) for step, ret, w in zip(steps, m["eval_return_mean"], wall)})
     common = sorted(set.intersection(*[set(c) for c in curves]))  # (a group has at least one run)
     common = [step for step in common if max_step is None or step <= max_step]
     group.steps = np.array(common, dtype=np.int64)
