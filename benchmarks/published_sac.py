@@ -11,8 +11,9 @@ iapo's runs are grouped into settings as `iapo plot` groups them (same configura
 the seed). A run's task is matched with the published curves of the same task name whatever the
 version (`Hopper-v5` with `Hopper-v4`: `benchmarks/env_versions.py` tells which versions simulate
 the same thing). Steps are environment steps on both sides (as `iapo plot` counts them, a run with
-`--action-repeat N` has its steps multiplied by N). At each of `--steps`, each side's evaluation
-nearest to it (within 1% of the step) is compared:
+`--action-repeat N` has its steps multiplied by N; `--published-steps-per-step N` does the same to
+the published file's, where its runs counted actions of N environment steps). At each of
+`--steps`, each side's evaluation nearest to it (within 1% of the step) is compared:
 
 - mean ± sample std over seeds, and each side's number of seeds;
 - Welch's t-test of iapo's seeds against the published seeds;
@@ -143,11 +144,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories, or folders holding them (sweeps)")
     parser.add_argument("--published", default="docs/results/published-sac/sac-mujoco-v4.csv")
+    parser.add_argument("--published-steps-per-step", type=int, default=1, metavar="N",
+                        help="read the published file's steps as N environment steps each (its runs held each "
+                             "action for N steps and counted actions)")
     parser.add_argument("--steps", nargs="+", type=int, default=[50_000, 100_000])
     parser.add_argument("--out", required=True, help="OUT.md and OUT.png are written")
     args = parser.parse_args()
     try:
         published = read_published(Path(args.published))
+        for ref in published.values():
+            ref["steps"] = ref["steps"] * args.published_steps_per_step
         groups = group_runs(find_runs([Path(r) for r in args.runs]))
     except (OSError, KeyError, ValueError, IapoError) as exc:
         sys.exit(f"published_sac: {exc}")

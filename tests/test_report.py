@@ -245,6 +245,12 @@ def test_published_sac_compares_like_steps(tmp_path, monkeypatch, capsys):
                                       "--steps", "2000", "--out", str(tmp_path / "cmp2")])
     script.main()
     assert "| Hopper-v5 | direct | 100 (1) | 100 | Hopper-v4 at 1999 |" in (tmp_path / "cmp2.md").read_text()
+    # a published file that counted actions of 2 environment steps: its step 1999 is 3998 environment steps
+    monkeypatch.setattr(sys, "argv", ["published_sac.py", str(tmp_path / "ar"), "--published", str(published),
+                                      "--published-steps-per-step", "2", "--steps", "4000", "--out",
+                                      str(tmp_path / "cmp3")])
+    script.main()
+    assert "| Hopper-v5 | direct | 200 (1) | 200 | Hopper-v4 at 3998 |" in (tmp_path / "cmp3.md").read_text()
     # TD-MPC2's dm_control file names its tasks in a `task` column
     dmc = tmp_path / "dmc.csv"
     dmc.write_text("task,step,seed,return\ncheetah-run,100000,1,362.4\ncheetah-run,100000,2,236.9\n")
