@@ -47,6 +47,9 @@ iapo sweep $SAC --set init-alpha=1.0,0.1 $E $F --out runs/sac-study/alpha || exi
 SAC2="--config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 --seeds 0-4 --total-steps 100000 --cpus-per-trial 2 --no-progress"
 iapo sweep $SAC2 --set critic-lr=1e-3 alpha-lr=1e-3 $E $F --out runs/sac-study/cleanrl-lr || exit 1
 iapo sweep $SAC2 --set random-steps=10000,100 $E $F --out runs/sac-study/random-steps || exit 1
+#    and the discount: SimbaV2's training configs (the repository that published the curves) set γ by
+#    TD-MPC2's heuristic, 0.995 for 1 000-step episodes; it does not say its SAC curves used them
+iapo sweep $SAC2 --set gamma=0.995 $E $F --out runs/sac-study/gamma || exit 1
 # 3. SAC study: Stable-Baselines3's SAC (PyTorch's initialization), same settings, HalfCheetah-v5 and Hopper-v5
 python logs/learning.py run --envs HalfCheetah-v5 Hopper-v5 --contenders sb3 --seeds 0 1 2 --steps 100000 --out runs/sac-study/sb3 || exit 1
 # 4-6. The paper's direct and iterative agents: the direct ones first (Walker2d-v5 is done), then
