@@ -19,6 +19,10 @@ the published file's, where its runs counted actions of N environment steps). At
 - Welch's t-test of iapo's seeds against the published seeds;
 - whether iapo's mean lies inside the published mean ± one std ("within their seed spread").
 
+Curves of other SAC implementations written by `benchmarks/learning.py run` (its `--out` folder:
+`<env>/<contender>/seed_*.csv`, e.g. Stable-Baselines3's SAC) join the comparison with
+`--learning FOLDER ...`, one setting per contender and task.
+
 Writes OUT.md (that table, with the command, the machine and the date) and OUT.png (one panel per
 task: each iapo setting's mean ± std over seeds, and the published mean ± std at its evaluations).
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import math
 import sys
@@ -40,6 +45,42 @@ from iapo.figures import colors, new_figure, save_figure, steps_axis
 from iapo.plot import find_runs, group_runs
 
 from update_cost import machine
+
+
+@dataclasses.dataclass
+class Curves:
+    """One setting's evaluations: `returns` (seeds, evaluations) at `steps` (environment steps)."""
+
+    env: str
+    label: str  # in the table
+    name: str  # in the figure's legend
+    steps: np.ndarray
+    returns: np.ndarray
+
+
+def iapo_curves(groups) -> list[Curves]:
+    """`iapo plot`'s groups of runs (one per configuration apart from the seed) as Curves."""
+    return [Curves(g.env, g.label, f"iapo {g.label}", g.steps, g.returns)
+            for g in groups if g.steps is not None and len(g.steps)]
+
+
+def learning_curves(folder: Path) -> list[Curves]:
+    """Each contender's seeds in a `benchmarks/learning.py run` folder, over the evaluations every
+    seed has."""
+    from learning import LABELS, _read_rows
+
+    found = []
+    for family_dir in sorted(p for p in folder.glob("*/*") if p.is_dir()):
+        runs = [rows for rows in map(_read_rows, sorted(family_dir.glob("seed_*.csv"))) if rows]
+        if not runs:
+            continue
+        n = min(len(rows) for rows in runs)
+        label = LABELS.get(family_dir.name, family_dir.name)
+        found.append(Curves(family_dir.parent.name, label, label, np.array([row["step"] for row in runs[0][:n]]),
+                            np.array([[row["eval_return_mean"] for row in rows[:n]] for rows in runs])))
+    if not found:
+        raise ValueError(f"{folder}: no <env>/<contender>/seed_*.csv of benchmarks/learning.py there")
+    return found
 
 
 def task_of(env: str) -> str:
@@ -93,8 +134,8 @@ def table(groups, published, at_steps: list[int]) -> list[str]:
         lines += [
             f"### At {step:,} steps".replace(",", " "),
             "",
-            "| task | iapo setting | iapo, mean ± sample std (seeds) | each iapo seed | published | published, mean ± sample std (seeds) "
-            "| Welch's p | iapo inside published mean ± std |",
+            "| task | setting | mean ± sample std (seeds) | each seed | published | published, mean ± sample std (seeds) "
+            "| Welch's p | inside published mean ± std |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for g in groups:
@@ -103,7 +144,7 @@ def table(groups, published, at_steps: list[int]) -> list[str]:
                 continue
             i, j = nearest(g.steps, step), nearest(ref["steps"], step)
             if i is None or j is None:
-                missing = "iapo's run (not there yet?)" if i is None else "the published curves"
+                missing = "the run (not there yet?)" if i is None else "the published curves"
                 lines.append(f"| {g.env} | {g.label} | no evaluation within 1% of this step in {missing} "
                              f"| | {ref['env']} | | | |")
                 continue
@@ -124,8 +165,9 @@ def figure(groups, published, out: Path, max_step: int) -> None:
     for ax, task in zip(axes[0], tasks):
         mine = [g for g in groups if task_of(g.env) == task]
         for g, color in zip(mine, colors(len(mine) + 1)):
-            mean, std = g.returns.mean(axis=0), g.returns.std(axis=0, ddof=1) if len(g.runs) > 1 else 0 * g.steps
-            ax.plot(g.steps, mean, color=color, label=f"iapo {g.label} ({len(g.runs)} seeds)")
+            seeds = g.returns.shape[0]
+            mean, std = g.returns.mean(axis=0), g.returns.std(axis=0, ddof=1) if seeds > 1 else 0 * g.steps
+            ax.plot(g.steps, mean, color=color, label=f"{g.name} ({seeds} seeds)")
             ax.fill_between(g.steps, mean - std, mean + std, color=color, alpha=0.2)
         ref = published.get(task)
         if ref is not None:
@@ -142,7 +184,9 @@ def figure(groups, published, out: Path, max_step: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories, or folders holding them (sweeps)")
+    parser.add_argument("runs", nargs="*", help="iapo's run directories, or folders holding them (sweeps)")
+    parser.add_argument("--learning", nargs="+", default=[], metavar="FOLDER",
+                        help="folders written by `benchmarks/learning.py run` (other SAC implementations)")
     parser.add_argument("--published", default="docs/results/published-sac/sac-mujoco-v4.csv")
     parser.add_argument("--published-steps-per-step", type=int, default=1, metavar="N",
                         help="read the published file's steps as N environment steps each (its runs held each "
@@ -150,14 +194,17 @@ def main() -> None:
     parser.add_argument("--steps", nargs="+", type=int, default=[50_000, 100_000])
     parser.add_argument("--out", required=True, help="OUT.md and OUT.png are written")
     args = parser.parse_args()
+    if not args.runs and not args.learning:
+        parser.error("give iapo's runs, --learning folders, or both")
     try:
         published = read_published(Path(args.published))
         for ref in published.values():
             ref["steps"] = ref["steps"] * args.published_steps_per_step
-        groups = group_runs(find_runs([Path(r) for r in args.runs]))
+        groups = iapo_curves(group_runs(find_runs([Path(r) for r in args.runs]))) if args.runs else []
+        for folder in args.learning:
+            groups += learning_curves(Path(folder))
     except (OSError, KeyError, ValueError, IapoError) as exc:
         sys.exit(f"published_sac: {exc}")
-    groups = [g for g in groups if g.steps is not None and len(g.steps)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/published_sac.py " + " ".join(sys.argv[1:])

@@ -152,6 +152,7 @@ def _benchmark_script(name="overlay_curves"):
         sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # (as `import` does: dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 
@@ -232,7 +233,7 @@ def test_published_sac_compares_like_steps(tmp_path, monkeypatch, capsys):
     row = f"| Hopper-v5 | direct | 120 ± 20 (3) | 100, 140, 120 | Hopper-v4 at 1999 | 175 ± 65 (4) | {p:.2g} | yes |"
     assert row in text.splitlines()
     assert "At 3 000 steps" in text and text.count("| Hopper-v5 |") == 2
-    assert "| Hopper-v5 | direct | no evaluation within 1% of this step in iapo's run" in text  # none near 3 000
+    assert "| Hopper-v5 | direct | no evaluation within 1% of this step in the run" in text  # none near 3 000
     assert f" on {script.machine()} by " in text.splitlines()[0]  # the CPU model, not just "x86_64"
     ours, ref = drawn[0].axes[0].lines[0], drawn[0].axes[0].lines[1]
     assert list(ours.get_ydata()) == [20, 120] and list(ref.get_ydata()) == [0, 175]
@@ -251,6 +252,24 @@ def test_published_sac_compares_like_steps(tmp_path, monkeypatch, capsys):
                                       str(tmp_path / "cmp3")])
     script.main()
     assert "| Hopper-v5 | direct | 200 (1) | 200 | Hopper-v4 at 3998 |" in (tmp_path / "cmp3.md").read_text()
+    # another implementation's seeds, from benchmarks/learning.py's folder, join as their own setting
+    for seed, returns in enumerate([[5.0, 110.0], [15.0, 130.0]]):
+        path = tmp_path / "learn" / "Hopper-v5" / "sb3" / f"seed_{seed}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("step,eval_return_mean,eval_return_std,wall_time_s\n"
+                        + "".join(f"{1000 * (i + 1)},{r},0.0,1.0\n" for i, r in enumerate(returns)))
+    monkeypatch.setattr(sys, "argv", ["published_sac.py", str(tmp_path / "runs"), "--learning", str(tmp_path / "learn"),
+                                      "--published", str(published), "--steps", "2000", "--out", str(tmp_path / "cmp4")])
+    script.main()
+    rows = [line for line in (tmp_path / "cmp4.md").read_text().splitlines() if line.startswith("| Hopper-v5 |")]
+    p = stats.ttest_ind([110, 130], theirs, equal_var=False).pvalue
+    assert rows[0].startswith("| Hopper-v5 | direct | 120 ± 20 (3) |")
+    assert rows[1] == f"| Hopper-v5 | SB3 SAC (PyTorch) | 120 ± 14 (2) | 110, 130 | Hopper-v4 at 1999 | 175 ± 65 (4) | {p:.2g} | yes |"
+    assert [line.get_label() for line in drawn[-1].axes[0].lines][:2] == ["iapo direct (3 seeds)", "SB3 SAC (PyTorch) (2 seeds)"]
+    monkeypatch.setattr(sys, "argv", ["published_sac.py", "--learning", str(tmp_path / "runs"), "--published",
+                                      str(published), "--out", str(tmp_path / "cmp5")])
+    with pytest.raises(SystemExit, match="no <env>/<contender>/seed_"):
+        script.main()
     # TD-MPC2's dm_control file names its tasks in a `task` column
     dmc = tmp_path / "dmc.csv"
     dmc.write_text("task,step,seed,return\ncheetah-run,100000,1,362.4\ncheetah-run,100000,2,236.9\n")
