@@ -196,6 +196,41 @@ def test_a_class_path_never_calls_what_is_not_an_environment_class(envmodule, tm
     assert not (tmp_path / "touched").exists()
 
 
+def test_a_module_that_exits_on_import_is_one_line(envmodule, tmp_path, capsys):
+    """A module that calls sys.exit, or parses a command line of its own, on import: one line naming
+    it and its last word, not iapo's exit with that status or another program's usage text."""
+    (tmp_path / f"{envmodule}_exits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / f"{envmodule}_script.py").write_text(
+        "import argparse\np = argparse.ArgumentParser()\np.add_argument('--lr', required=True)\np.parse_args()\n")
+    code, _, err = run_cli(["train", "--env", f"{envmodule}_exits:Env", "--run-dir", str(tmp_path / "run")], capsys)
+    assert code == 2 and f"importing '{envmodule}_exits' for environment" in err and "exited (status 3)" in err, err
+    assert err.count("\n") == 1, err
+    code, _, err = run_cli(["train", "--env", f"{envmodule}_script:Env", "--run-dir", str(tmp_path / "run")], capsys)
+    assert code == 2 and "exited (status 2): " in err and "required: --lr" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_environment_failing_at_its_first_step_writes_nothing_and_keeps_the_old_run(envmodule, tmp_path, capsys):
+    """An option that fails only when the environment steps (a string where a number goes) is
+    found by a trial step before anything is written: --overwrite keeps the old run, and a new
+    run directory is not left half made. A message of several lines is said on one."""
+    run_dir = tmp_path / "run"
+    assert run_cli(["train", "--env", f"{envmodule}:IapoTestSteps-v0", "--run-dir", str(run_dir), *TINY_RUN],
+                   capsys)[0] == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    (tmp_path / f"{envmodule}_bad.py").write_text(
+        f"from {envmodule} import Steps\n\n\nclass Bad(Steps):\n    def step(self, action):\n"
+        "        raise TypeError('step took\\n    a string\\n  where a number goes')\n")
+    code, _, err = run_cli(["train", "--env", f"{envmodule}_bad:Bad", "--run-dir", str(run_dir), "--overwrite",
+                            *TINY_RUN], capsys)
+    assert code == 2 and "raised in step: TypeError: step took a string where a number goes, in a trial step " \
+        "before the run started (nothing was written)" in err and err.count("\n") == 1, err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    code, _, err = run_cli(["train", "--env", f"{envmodule}_bad:Bad", "--run-dir", str(tmp_path / "new"), *TINY_RUN],
+                           capsys)
+    assert code == 2 and not (tmp_path / "new").exists(), err
+
+
 def test_a_missing_package_is_named(tmp_path, capsys):
     if importlib.util.find_spec("gymnasium_robotics") is not None:
         pytest.skip("gymnasium-robotics is installed")

@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
             _analyze(args[1:])
         else:
             code = _command(args)
-    except IapoError as exc:
-        print(f"iapo: error: {exc}", file=sys.stderr)
+    except IapoError as exc:  # one line, whatever the text it quotes (an environment's own may span several)
+        print(f"iapo: error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("iapo: interrupted", file=sys.stderr)

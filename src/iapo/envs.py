@@ -11,8 +11,10 @@ are flattened in a fixed order: a Dict's keys sorted, depth first (`observation_
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import io
 import inspect
 import os
 import re
@@ -49,10 +51,16 @@ def _suggest(env_id: str) -> str:
 def _import(module: str, env_id: str, install: str | None = None):
     if module in sys.modules:  # (imported already: no new catch_warnings, which resets "warn once")
         return sys.modules[module]
+    said = io.StringIO()  # what the module prints on import: passed on, unless it exits (below)
     try:
-        with warnings.catch_warnings():  # (dm_control warns when no display is there to render to)
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), contextlib.redirect_stderr(said):
+            warnings.simplefilter("ignore")  # (dm_control warns when no display is there to render to)
             return importlib.import_module(module)
+    except SystemExit as exc:  # a script that parses its own command line, or calls sys.exit, on import
+        last = [line for line in said.getvalue().splitlines() if line.strip()][-1:]
+        said.seek(0), said.truncate()  # (its usage text is not passed on: its last line is in the error)
+        raise EnvError(f"importing {module!r} for environment {env_id!r} exited (status {exc.code})"
+                       + (f": {last[0].strip()}" if last else "")) from None
     except ImportError as exc:
         how = f"; {install}" if install else ""
         top = module.split(".")[0]
@@ -63,6 +71,8 @@ def _import(module: str, env_id: str, install: str | None = None):
                        f"({type(exc).__name__}: {exc}){how}") from None
     except Exception as exc:  # noqa: BLE001 (whatever the module raises while it registers)
         raise EnvError(f"importing {module!r} for environment {env_id!r} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.stderr.write(said.getvalue())
 
 
 def env_spec(env_id: str) -> str | EnvSpec:
@@ -133,6 +143,22 @@ def make_run_env(config, render_mode: str | None = None) -> gym.Env:
     """The environment a run's `TrainConfig` names: its id, its options, its episode limit and its
     action repeat."""
     return make_env(config.env, config.env_kwargs, render_mode, config.max_episode_steps, config.action_repeat)
+
+
+def probe_run_env(config) -> None:
+    """One reset and one step (of the action at the middle of the bounds) of a fresh environment
+    of the run's: an environment that fails at once (an option of the wrong type, say) fails here,
+    before a new run writes anything or `--overwrite` deletes the old one."""
+    with warnings.catch_warnings():  # (the run's own environments, made already, said them)
+        warnings.simplefilter("ignore")
+        env = make_run_env(config)
+    try:
+        env.reset(seed=config.seed)
+        env.step(np.zeros(env.action_space.shape, env.action_space.dtype))
+    except EnvError as exc:
+        raise EnvError(f"{exc}, in a trial step before the run started (nothing was written)") from None
+    finally:
+        env.close()
 
 
 def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | None = None,

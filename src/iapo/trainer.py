@@ -21,7 +21,7 @@ import numpy as np
 from iapo import checkpoint, resolve, rundir, signals
 from iapo.agent import Agent, act_seeds
 from iapo.config import TrainConfig
-from iapo.envs import check_env_id, check_observation_layout, dims
+from iapo.envs import check_env_id, check_observation_layout, dims, probe_run_env
 from iapo.errors import ConfigError, EnvError, IapoError, NumericError
 from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
 from iapo.env_state import get_state, set_state
@@ -111,6 +111,7 @@ class Trainer:
         if resume:
             rundir.lock(self.run_dir)
         else:
+            probe_run_env(config)
             rundir.prepare(config)
             if config.total_steps <= config.random_steps:
                 warnings.warn(f"--total-steps {config.total_steps} is not above --random-steps {config.random_steps}: "
