@@ -65,22 +65,65 @@ def iapo_curves(groups) -> list[Curves]:
 
 
 def learning_curves(folder: Path) -> list[Curves]:
-    """Each contender's seeds in a `benchmarks/learning.py run` folder, over the evaluations every
+    """Each contender's seeds in a `benchmarks/learning.py run` folder (`<env>/<contender>/seed_*.csv`,
+    where a namespaced env, `dm_control/cheetah-run-v0`, is two folders), at the evaluations every
     seed has."""
-    from learning import LABELS, _read_rows
+    from learning import LABELS
 
+    if not folder.is_dir():
+        raise ValueError(f"--learning {folder}: no such folder")
+    by_dir: dict[Path, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for path in sorted(folder.rglob("seed_*.csv")):
+        for line, row in _csv_rows(path, {"step": int, "eval_return_mean": float}):
+            by_dir[path.parent][row["step"]][path.name] = row["eval_return_mean"]
     found = []
-    for family_dir in sorted(p for p in folder.glob("*/*") if p.is_dir()):
-        runs = [rows for rows in map(_read_rows, sorted(family_dir.glob("seed_*.csv"))) if rows]
-        if not runs:
-            continue
-        n = min(len(rows) for rows in runs)
+    for family_dir, by_step in sorted(by_dir.items()):
+        env = family_dir.parent.relative_to(folder).as_posix()
+        if env == ".":
+            raise ValueError(f"--learning {folder}: seed files straight in it; expected <env>/<contender>/seed_*.csv")
+        steps, returns = _aligned(by_step, f"{family_dir}")
         label = LABELS.get(family_dir.name, family_dir.name)
-        found.append(Curves(family_dir.parent.name, label, label, np.array([row["step"] for row in runs[0][:n]]),
-                            np.array([[row["eval_return_mean"] for row in rows[:n]] for rows in runs])))
+        found.append(Curves(env, label, label, steps, returns))
     if not found:
-        raise ValueError(f"{folder}: no <env>/<contender>/seed_*.csv of benchmarks/learning.py there")
+        raise ValueError(f"--learning {folder}: no <env>/<contender>/seed_*.csv of benchmarks/learning.py there")
     return found
+
+
+def _csv_rows(path: Path, columns: dict):
+    """(line, row) of a CSV file, each of `columns` converted by its type (int or float) and
+    finite; a ValueError naming the file, the line and the column otherwise."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: no column {', '.join(map(repr, missing))} in its header "
+                             f"({', '.join(reader.fieldnames or []) or 'empty'})")
+        for row in reader:
+            line, out = reader.line_num, dict(row)
+            for column, kind in columns.items():
+                text = row.get(column)
+                if not text:
+                    raise ValueError(f"{path}, line {line}: no {column}")
+                if kind is str:
+                    continue
+                try:
+                    value = float(text)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{path}, line {line}: {column} = {text!r} is not a number") from None
+                if not math.isfinite(value) or (kind is int and value != int(value)):
+                    raise ValueError(f"{path}, line {line}: {column} = {text!r} is not "
+                                     + ("finite" if not math.isfinite(value) else "a whole number"))
+                out[column] = kind(value)
+            yield line, out
+
+
+def _aligned(by_step: dict[int, dict], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (T,), returns (S, T)) at the steps where every one of the S seeds has an evaluation."""
+    seeds = sorted(set().union(*by_step.values()))
+    steps = sorted(step for step, values in by_step.items() if len(values) == len(seeds))
+    if not steps:
+        raise ValueError(f"{where}: no step at which all {len(seeds)} seeds have an evaluation")
+    return np.array(steps), np.array([[by_step[step][seed] for step in steps] for seed in seeds])
 
 
 def task_of(env: str) -> str:
@@ -91,20 +134,22 @@ def task_of(env: str) -> str:
 
 
 def read_published(path: Path) -> dict[str, dict]:
-    """{task: {"env": published id, "steps": (T,), "returns": (S, T)}} from the published file."""
+    """{task: {"env": published id, "steps": (T,), "returns": (S, T)}} from the published file, at
+    the steps where all its seeds have an evaluation."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f), [])
+    name = "env" if "env" in header else "task"  # (TD-MPC2's dm_control file names tasks)
+    if name not in header:
+        raise ValueError(f"{path}: no column 'env' (or 'task') in its header ({', '.join(header) or 'empty'})")
     by_env: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    with path.open() as f:
-        for row in csv.DictReader(f):
-            env = row["env"] if "env" in row else row["task"]  # (TD-MPC2's dm_control file names tasks)
-            by_env[env][int(row["step"])][int(row["seed"])] = float(row["return"])
+    for _, row in _csv_rows(path, {name: str, "step": int, "seed": int, "return": float}):
+        by_env[row[name]][row["step"]][row["seed"]] = row["return"]
+    if not by_env:
+        raise ValueError(f"{path}: no evaluations in it")
     result = {}
     for env, steps in by_env.items():
-        order = sorted(steps)
-        seeds = sorted(set.intersection(*[set(steps[s]) for s in order]))
-        result[task_of(env)] = {
-            "env": env, "steps": np.array(order),
-            "returns": np.array([[steps[s][seed] for s in order] for seed in seeds]),
-        }
+        order, returns = _aligned(steps, f"{path}, {env}")
+        result[task_of(env)] = {"env": env, "steps": order, "returns": returns}
     return result
 
 
@@ -149,11 +194,14 @@ def table(groups, published, at_steps: list[int]) -> list[str]:
                              f"| | {ref['env']} | | | |")
                 continue
             ours, theirs = g.returns[:, i], ref["returns"][:, j]
-            lo, hi = theirs.mean() - theirs.std(ddof=1), theirs.mean() + theirs.std(ddof=1)
+            inside = "—"  # (one published seed: no spread to be inside)
+            if len(theirs) > 1:
+                lo, hi = theirs.mean() - theirs.std(ddof=1), theirs.mean() + theirs.std(ddof=1)
+                inside = "yes" if lo <= ours.mean() <= hi else "no"
             lines.append(
                 f"| {g.env} | {g.label} | {stats(ours)} ({len(ours)}) | {', '.join(f'{v:.0f}' for v in ours)} "
                 f"| {ref['env']} at {int(ref['steps'][j])} | {stats(theirs)} ({len(theirs)}) | {welch(ours, theirs):.2g} "
-                f"| {'yes' if lo <= ours.mean() <= hi else 'no'} |"
+                f"| {inside} |"
             )
         lines.append("")
     return lines
@@ -173,7 +221,8 @@ def figure(groups, published, out: Path, max_step: int) -> None:
         if ref is not None:
             keep = ref["steps"] <= max_step
             r = ref["returns"][:, keep]
-            ax.errorbar(ref["steps"][keep], r.mean(axis=0), yerr=r.std(axis=0, ddof=1), color="black", marker="o",
+            ax.errorbar(ref["steps"][keep], r.mean(axis=0), yerr=r.std(axis=0, ddof=1) if len(r) > 1 else None,
+                        color="black", marker="o",
                         capsize=3, linestyle="--", label=f"published SAC, {ref['env']} ({r.shape[0]} seeds)")
         ax.set_title(task)
         ax.set_ylabel("evaluation return")
@@ -196,6 +245,11 @@ def main() -> None:
     args = parser.parse_args()
     if not args.runs and not args.learning:
         parser.error("give iapo's runs, --learning folders, or both")
+    if min(args.steps) < 1 or args.published_steps_per_step < 1:
+        parser.error("--steps and --published-steps-per-step must be at least 1")
+    out = Path(args.out)
+    if not out.name or out.name in (".", ".."):
+        parser.error(f"--out {args.out!r} names no file")
     try:
         published = read_published(Path(args.published))
         for ref in published.values():
@@ -203,18 +257,24 @@ def main() -> None:
         groups = iapo_curves(group_runs(find_runs([Path(r) for r in args.runs]))) if args.runs else []
         for folder in args.learning:
             groups += learning_curves(Path(folder))
+        compared = [g for g in groups if task_of(g.env) in published]
+        if not compared:
+            raise ValueError(f"none of the runs' tasks ({', '.join(sorted({task_of(g.env) for g in groups}))}) is in "
+                             f"{args.published} (its tasks: {', '.join(sorted(published))})")
     except (OSError, KeyError, ValueError, IapoError) as exc:
         sys.exit(f"published_sac: {exc}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/published_sac.py " + " ".join(sys.argv[1:])
     lines = [
         f"Written {datetime.date.today()} on {machine()} by `{command}`; published curves: "
         f"`{args.published}`.",
         "",
-    ] + table(groups, published, args.steps)
-    out.with_suffix(".md").write_text("\n".join(lines))
-    figure(groups, published, out.with_suffix(".png"), max(args.steps))
+    ] + table(compared, published, args.steps)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text("\n".join(lines))
+        figure(compared, published, out.with_suffix(".png"), max(args.steps))
+    except OSError as exc:
+        sys.exit(f"published_sac: cannot write {out}.md and .png: {exc.strerror or exc}")
     print("\n".join(lines))
 
 

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -270,6 +271,31 @@ def test_published_sac_compares_like_steps(tmp_path, monkeypatch, capsys):
                                       str(published), "--out", str(tmp_path / "cmp5")])
     with pytest.raises(SystemExit, match="no <env>/<contender>/seed_"):
         script.main()
+    # seeds are set side by side at the steps they share, not row by row; a namespaced id is two folders
+    for seed, rows in enumerate(["1000,5\n2000,7\n", "2000,9\n4000,11\n"]):
+        path = tmp_path / "learn2" / "dm_control" / "hopper-hop-v0" / "sbx" / f"seed_{seed}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("step,eval_return_mean\n" + rows)
+    (curves,) = script.learning_curves(tmp_path / "learn2")
+    assert curves.env == "dm_control/hopper-hop-v0" and curves.steps.tolist() == [2000]
+    assert curves.returns.tolist() == [[7], [9]]
+    # what is not a comparison is one line naming the file, the line or the option
+    bad = tmp_path / "bad.csv"
+    for text, says in (("env,step,seed,return\nHopper-v4,1999,0,nan\n", "bad.csv, line 2: return = 'nan' is not finite"),
+                       ("env,step,seed,return\nHopper-v4,1999,0\n", "bad.csv, line 2: no return"),
+                       ("env;step;seed;return\n", "no column 'env' (or 'task')"),
+                       ("env,step,seed,return\nAnt-v4,1999,0,1\n", "none of the runs' tasks (Hopper) is in")):
+        bad.write_text(text)
+        monkeypatch.setattr(sys, "argv", ["published_sac.py", str(tmp_path / "runs"), "--published", str(bad),
+                                          "--out", str(tmp_path / "cmp6")])
+        with pytest.raises(SystemExit, match=re.escape(says)):
+            script.main()
+    monkeypatch.setattr(sys, "argv", ["published_sac.py", str(tmp_path / "runs"), "--published", str(published),
+                                      "--steps", "0", "--out", str(tmp_path / "cmp6")])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "--steps and --published-steps-per-step must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "cmp6.md").exists()
     # TD-MPC2's dm_control file names its tasks in a `task` column
     dmc = tmp_path / "dmc.csv"
     dmc.write_text("task,step,seed,return\ncheetah-run,100000,1,362.4\ncheetah-run,100000,2,236.9\n")
