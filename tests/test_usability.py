@@ -70,7 +70,9 @@ def test_yaml_anchors_under_x_keys(tmp_path):
     ("env: Pendulum-v1\nno_such_field: 3\n", "config has unknown fields: no_such_field"),
     ("iterations: five\n", 'config field iterations = "five" is not of type int'),
     ("iterations: 0\n", "--iterations must be >= 1, got 0"),
-    ("env: [\n", "is not valid YAML"),
+    ("env: [\n", "is not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)"),
+    ("env:\tPendulum-v1\n", "is not valid YAML: found character '\\t' that cannot start any token (line 1, column 5)"),
+    ("env: Pendulum-v1\naction_repeat: 2\n  seed: 3\n", "mapping values are not allowed here (line 3, column 7)"),
     ("- 1\n- 2\n", "must hold a mapping of fields"),
 ])
 def test_a_bad_config_file_is_one_line(tmp_path, capsys, content, message):

@@ -68,6 +68,10 @@ def parse_config_text(raw: bytes, json_file: bool) -> object:
     kind = "JSON" if json_file else "YAML"
     try:
         return json.loads(text, object_pairs_hook=_unique_keys) if json_file else yaml.load(text, _UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:  # what is wrong and where (PyYAML's first line says only what it was doing)
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"is not valid YAML: {exc.problem or exc.context or exc}{where}") from None
     except (ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"is not valid {kind}: {str(exc).splitlines()[0]}") from None
 
