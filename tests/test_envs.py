@@ -27,10 +27,13 @@ MODULE = textwrap.dedent('''
 
 
     class Steps(gym.Env):
-        """Reward 1 per step for `horizon` steps (then truncated); observation (2,)."""
+        """Reward 1 per step for `horizon` steps (then truncated); observation (2,); renders a
+        4 x 4 picture whose first pixel is the step."""
 
-        def __init__(self, horizon=20, legacy_rng=False):
-            self.horizon, self.legacy_rng = horizon, legacy_rng
+        metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+        def __init__(self, horizon=20, legacy_rng=False, render_mode=None):
+            self.horizon, self.legacy_rng, self.render_mode = horizon, legacy_rng, render_mode
             self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
             self.observation_space = gym.spaces.Box(-10, 10, (2,), np.float32)
 
@@ -48,6 +51,11 @@ MODULE = textwrap.dedent('''
             self.t += 1
             self.x = float(np.clip(self.x + 0.1 * action[0] + 0.01 * self.np_random.standard_normal(), -5, 5))
             return self._obs(), 1.0, False, self.t >= self.horizon, {}
+
+        def render(self):
+            picture = np.zeros((4, 4, 3), np.uint8)
+            picture[0, 0, 0] = self.t
+            return picture
 
 
     class Reach(gym.Env):
@@ -398,7 +406,7 @@ def test_a_legacy_random_state_environment_trains_and_resumes_exactly(envmodule,
     assert _rows(part) == _rows(whole)
 
 
-def test_action_repeat_holds_each_action_and_sums_the_rewards(envmodule, tmp_path, capsys):
+def test_action_repeat_holds_each_action_and_sums_the_rewards(envmodule, tmp_path, capsys, monkeypatch):
     """--action-repeat N: one step of the agent is N of the environment, rewards summed, stopping
     where the episode ends; evaluation returns are whole episodes' returns; recorded in config.json
     for every later command; the run resumes exactly; 0 is refused in one line."""
@@ -426,6 +434,12 @@ def test_action_repeat_holds_each_action_and_sums_the_rewards(envmodule, tmp_pat
     assert [int(r["episodes"]) for r in rows] == [3, 6]  # 80 and 160 actions, 25 per episode
     code, out, err = run_cli(["evaluate", str(whole), "--episodes", "1"], capsys)
     assert code == 0 and "return 50.00" in out, out + err
+    saved, imageio = {}, pytest.importorskip("imageio")
+    monkeypatch.setattr(imageio, "mimsave", lambda path, frames, fps, **kw: saved.update(frames=frames, fps=fps)
+                        or Path(path).write_bytes(b""))
+    code, _, err = run_cli(["evaluate", str(whole), "--episodes", "1", "--video", str(tmp_path / "v.mp4")], capsys)
+    assert code == 0, err  # a frame per action, played at 20 / 2 frames per second: in real time
+    assert [int(f[0, 0, 0]) for f in saved["frames"]] == list(range(0, 51, 2)) and saved["fps"] == 10
     shutil.copytree(whole, part)
     checkpoint.checkpoint_path(part, 160).unlink()  # as if killed between the checkpoints at 80 and 160
     code, _, err = run_cli(["train", "--resume", str(part), "--no-progress", "--quiet"], capsys)

@@ -90,7 +90,9 @@ _NO_RENDERER = (
 
 
 def render_frames(config: TrainConfig, agent: Agent, state, seed: int, iterations: int, max_frames: int = 10_000):
-    """Frames (T, H, W, 3) of one deterministic episode rendered offscreen, and the env's frame rate."""
+    """Frames (T, H, W, 3) of one deterministic episode rendered offscreen, one per action, and the
+    frame rate that plays them in real time (the env's, over --action-repeat: a frame stands for
+    that many environment steps)."""
     use_offscreen_gl()
     env = make_run_env(config, render_mode="rgb_array")
     try:
@@ -104,7 +106,7 @@ def render_frames(config: TrainConfig, agent: Agent, state, seed: int, iteration
                       jax.random.PRNGKey(seed), start_obs=obs[None], steps=max_frames, capture=lambda e: e.render())
     finally:
         env.close()
-    return np.stack(out.captured[0] + out.final), env.metadata.get("render_fps", 30)
+    return np.stack(out.captured[0] + out.final), env.metadata.get("render_fps", 30) / config.action_repeat
 
 
 def record_video(config: TrainConfig, agent: Agent, state, path: Path, seed: int, iterations: int) -> None:
