@@ -204,6 +204,7 @@ def test_overwrite_replaces_a_run_of_iapo_whole(tmp_path, capsys, tiny_args):
     ('{"env": "Hopper-v5", "algo": {"batch_size": "abc"}}', 'batch_size = "abc" is not of type int'),
     ('{"env": "Hopper-v5", "seed": null, "algo": {"agent": "direct"}}', "seed = null is not of type int"),
     ('{"env": "Hopper-v5", "algo": []}', 'a JSON object with an "algo" object'),
+    ('{"env": "Pendulum-v1", "action_repeat": 0, "algo": {"agent": "direct"}}', "--action-repeat must be >= 1, got 0"),
     (None, "is a folder"),
 ])
 def test_a_broken_config_json_is_one_line(text, says, tmp_path, capsys):

@@ -147,6 +147,18 @@ def test_return_against_wall_time(tmp_path, capsys):
     assert code == 2 and "no wall_time_s" in err and "Traceback" not in err
 
 
+def test_plot_refuses_a_run_whose_action_repeat_is_not_a_count(tmp_path, capsys):
+    fake_run(tmp_path / "a", [10, 20], seed=0)
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    for bad, says in ((0, "action_repeat = 0 is not a whole number >= 1"),
+                      (-2, "action_repeat = -2 is not a whole number >= 1"),
+                      (1.5, "action_repeat = 1.5 is not of type int")):
+        (tmp_path / "a" / "config.json").write_text(json.dumps({**config, "action_repeat": bad}))
+        code, _, err = run_cli(["plot", str(tmp_path / "a"), "--out", str(tmp_path / "a.png")], capsys)
+        assert code == 2 and says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "a.png").exists()
+
+
 def _benchmark_script(name="overlay_curves"):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     if str(path.parent) not in sys.path:  # (the scripts import each other, as when run from there)

@@ -113,7 +113,9 @@ def group_runs(runs: list[Path], max_step: int | None = None) -> list[Group]:
 def _align(group: Group, max_step: int | None = None) -> None:
     """The evaluation returns of the group's seeds at the steps all of them logged (up to
     `max_step`), in environment steps: a run's steps times its `action_repeat`."""
-    repeat = int(group.identity.get("action_repeat", 1))
+    repeat = group.identity.get("action_repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise IapoError(f"{group.runs[0] / CONFIG}: action_repeat = {repeat!r} is not a whole number >= 1")
     curves = []
     for run in group.runs:
         try:

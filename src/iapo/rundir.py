@@ -249,6 +249,7 @@ def read_config(run_dir: Path) -> tuple[TrainConfig, dict[str, str]]:
     resolved = data.pop(RESOLVED, {}) if isinstance(data, dict) else {}
     try:
         config = train_config_from_dict(data)
+        config.validate()  # (every command on the run takes these values: a hand-edited 0 is refused here)
     except (ValueError, TypeError, ConfigError) as exc:
         raise ConfigError(f"{path} is not a valid run configuration: {exc}") from None
     if not isinstance(resolved, dict) or not all(isinstance(v, str) for k, v in resolved.items()
