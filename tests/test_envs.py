@@ -478,7 +478,7 @@ def test_the_python_api_takes_options_as_a_dict():
         iapo.make_config(env="Pendulum-v1", env_kwargs={"g=1": 5})
 
 
-def test_sweeps_and_config_files_take_options(envmodule, tmp_path):
+def test_sweeps_and_config_files_take_options(envmodule, tmp_path, capsys):
     from iapo.configfile import read_config_file
     from iapo.grid import build_trials
     from iapo.grid import SweepConfig
@@ -508,6 +508,11 @@ def test_sweeps_and_config_files_take_options(envmodule, tmp_path):
     path.write_text("env: Pendulum-v1\nenv_kwargs: {g: 1e1, h: -2E-3, name: 1e1x}\nalgo: {policy_lr: 3e-4}\n")
     config = read_config_file(path)
     assert config.env_kwargs == ("g=10.0", "h=-0.002", 'name="1e1x"') and config.algo.policy_lr == 3e-4
+    # a misspelt option in a sweep is refused before any trial starts, and nothing is written
+    code, _, err = run_cli(["sweep", "--envs", "Pendulum-v1", "--agents", "direct", "--seeds", "0", "--total-steps", "300",
+                         "--no-progress", "--out", str(tmp_path / "swk"), "--set", "env_kwargs.gg=1,2"], capsys)
+    assert code == 2 and "environment 'Pendulum-v1' has no option 'gg'; did you mean 'g'?" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "swk").exists()
     # options that are neither a mapping nor KEY=VALUE texts
     from iapo.errors import ConfigError
 

@@ -105,9 +105,21 @@ def env_spec(env_id: str) -> str | EnvSpec:
     return env_id
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise EnvError when `env_id` names no environment (see `env_spec`)."""
-    env_spec(env_id)
+def check_env_id(env_id: str, env_kwargs: Sequence[str] = ()) -> None:
+    """Raise EnvError when `env_id` names no environment (see `env_spec`), or its constructor
+    names none of an option of `env_kwargs` (where it can be inspected), without making it."""
+    _check_options(env_id, env_spec(env_id), parse_env_kwargs(env_kwargs))
+
+
+def _check_options(env_id: str, spec: str | EnvSpec, options: dict) -> tuple[list[str], bool] | None:
+    """An EnvError for the first option the environment's constructor does not take (unless it
+    takes **kwargs, whose own error decides); its known options otherwise."""
+    known = _options_of(spec)
+    if known is not None and not known[1]:
+        unknown = [k for k in options if k not in known[0]]
+        if unknown:
+            raise _no_option(env_id, unknown[0], known)
+    return known
 
 
 def _options_of(spec: str | EnvSpec) -> tuple[list[str], bool] | None:
@@ -170,11 +182,7 @@ def make_env(env_id: str, env_kwargs: Sequence[str] = (), render_mode: str | Non
     bounds."""
     spec = env_spec(env_id)
     options = parse_env_kwargs(env_kwargs)
-    known = _options_of(spec)
-    if known is not None and not known[1]:  # (with **kwargs, the constructor's error below decides)
-        unknown = [k for k in options if k not in known[0]]
-        if unknown:
-            raise _no_option(env_id, unknown[0], known)
+    known = _check_options(env_id, spec, options)
     limit = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
     try:
         env = gym.make(spec, **options, **limit, **({} if render_mode is None else {"render_mode": render_mode}))

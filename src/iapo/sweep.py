@@ -67,8 +67,8 @@ class Sweep:
         self.seeds = parse_seeds(cfg.seeds)
         self.out = Path(cfg.out)
         self.trials = build_trials(cfg)
-        for env in cfg.envs:
-            check_env_id(env)
+        for env, options in dict.fromkeys((t.config.env, t.config.env_kwargs) for t in self.trials):
+            check_env_id(env, options)  # (an unknown id or a misspelt option: before any trial starts)
         if self.out.exists() and not self.out.is_dir():
             raise RunDirError(f"--out {self.out} is a file, not a directory")
         for trial in self.trials:
