@@ -177,6 +177,8 @@ def test_a_class_path_and_a_json_object_of_options(envmodule, tmp_path, capsys):
     (["--env", "Pendulum-v1", "--env-kwargs", "g"], "--env-kwargs 'g': expected KEY=VALUE"),
     (["--env", "Pendulum-v1", "--env-kwargs", "{g: 1}"], "--env-kwargs '{g: 1}' is not a JSON object"),
     (["--env", "Pendulum-v1", "--env-kwargs", "g=1", "g=2"], "--env-kwargs gives 'g' twice"),
+    (["--env", "Pendulum-v1", "--env-kwargs", "g=1e999"], "--env-kwargs: 1e999 is not a finite number"),
+    (["--env", "Pendulum-v1", "--env-kwargs", '{"g": NaN}'], "--env-kwargs: NaN is not a finite number"),
     (["--env", "no_such_module_here:Thing-v0"], "needs the module 'no_such_module_here', which cannot be imported"),
     (["--env", "json:NoSuchThing"], "module 'json' neither registers an environment 'NoSuchThing' nor defines"),
     (["--env", "json:dumps"], "'json:dumps' names a function, not an environment class"),

@@ -459,12 +459,19 @@ def parse_env_kwargs(tokens: Sequence[str]) -> dict:
     A value is JSON where it parses (numbers, true/false, null, lists) and a string otherwise."""
     unique = functools.partial(unique_keys, twice=lambda key: f"--env-kwargs gives {key!r} twice")
 
+    def finite(text: str) -> float:  # (json reads NaN, Infinity and 1e999 as numbers no environment wants)
+        value = float(text)
+        if not math.isfinite(value):
+            raise ConfigError(f"--env-kwargs: {text} is not a finite number")
+        return value
+
+    numbers = {"parse_float": finite, "parse_constant": finite}
     options: dict = {}
     for token in tokens:
         token = token.strip()
         if token.startswith("{"):
             try:
-                given = json.loads(token, object_pairs_hook=unique)
+                given = json.loads(token, object_pairs_hook=unique, **numbers)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"--env-kwargs {token!r} is not a JSON object: {exc.msg}") from None
             if not isinstance(given, dict):
@@ -476,7 +483,7 @@ def parse_env_kwargs(tokens: Sequence[str]) -> dict:
             inner = functools.partial(unique_keys, twice=lambda k, key=key.strip(): f"--env-kwargs {key}: its value "
                                                                                  f"gives {k!r} twice")
             try:
-                value = json.loads(text, object_pairs_hook=inner)
+                value = json.loads(text, object_pairs_hook=inner, **numbers)
             except json.JSONDecodeError:
                 value = {"True": True, "False": False, "None": None}.get(text.strip(), text.strip())
             given = {key.strip(): value}
