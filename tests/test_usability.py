@@ -69,7 +69,8 @@ def test_yaml_anchors_under_x_keys(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("env: Pendulum-v1\nno_such_field: 3\n", "config has unknown fields: no_such_field"),
     ("iterations: five\n", 'config field iterations = "five" is not of type int'),
-    ("iterations: 0\n", "--iterations must be >= 1, got 0"),
+    ("iterations: 0\n", "bad.yaml: --iterations must be >= 1, got 0"),  # (the file that holds it named)
+    ("action_repeat: 0\n", "bad.yaml: --action-repeat must be >= 1, got 0"),
     ("env: [\n", "is not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)"),
     ("env:\tPendulum-v1\n", "is not valid YAML: found character '\\t' that cannot start any token (line 1, column 5)"),
     ("env: Pendulum-v1\naction_repeat: 2\n  seed: 3\n", "mapping values are not allowed here (line 3, column 7)"),

@@ -218,6 +218,7 @@ def read_config_file(path: str | Path) -> TrainConfig:
         rest["seeds"] = list(parse_seeds((rest["seeds"],)))
     try:
         config = train_config_from_dict({**rest, "algo": algo}, legacy=written)
+        config.validate()  # (its values, at the defaults elsewhere: an error names the file it is in)
     except ConfigError as exc:
         raise ConfigError(f"--config {path}: {exc}") from None
     if written:  # (how that run was started, not what it computes: not carried over)
