@@ -42,7 +42,8 @@ class SweepConfig:
     --config file's seeds (or seed), or 0-4."""
 
     total_steps: Annotated[int | None, tyro.conf.arg(metavar="INT")] = None
-    """Environment steps of every trial. Unset: the --config file's total_steps, or 1000000."""
+    """Steps of every trial (environment steps; actions under --action-repeat). Unset: the --config
+    file's total_steps, or 1000000."""
 
     out: str = "sweeps/study"
     """The sweep's directory."""

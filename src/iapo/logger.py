@@ -16,11 +16,11 @@ from iapo.rundir import CURVE, METRICS, TENSORBOARD, WANDB
 
 # The columns of metrics.csv, in order, with their meaning (also in the README, "What a run directory holds").
 COLUMNS = {
-    "step": "environment steps taken so far",
+    "step": "steps of the agent taken so far: environment steps, or actions of --action-repeat N environment steps each",
     "episodes": "training episodes finished so far",
     "eval_return_mean": "mean undiscounted return of the deterministic policy over the evaluation episodes",
     "eval_return_std": "standard deviation of that return over the evaluation episodes",
-    "eval_length_mean": "mean length of the evaluation episodes",
+    "eval_length_mean": "mean length of the evaluation episodes, in steps of the agent (as step)",
     "train_episode_return": "mean return of the training episodes that ended since the last evaluation (empty if none)",
     "critic_loss": "mean critic loss sum_i 1/2 (Q_i - y)^2 over the updates since the last evaluation",
     "policy_loss": "mean policy-optimizer loss (-J, averaged over iterates for the iterative agent)",

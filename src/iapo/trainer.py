@@ -392,7 +392,7 @@ class Trainer:
                 "eval_length_mean": float(np.mean(lengths[i])),
                 "train_episode_return": float(np.mean(loop.finished_returns)) if loop.finished_returns else math.nan,
                 "updates": int(updates[i]),
-                "env_steps_per_s": first.window_steps / max(train_seconds, 1e-9),
+                "env_steps_per_s": first.window_steps * self.config.action_repeat / max(train_seconds, 1e-9),
                 "wall_time_s": wall_seconds,
             }
             row.update({k: float(v) for k, v in stats.items() if np.ndim(v) == 0 and k != "finite"})
@@ -517,8 +517,8 @@ class Trainer:
         else:
             means = [r["eval_return_mean"] for r in rows]
             mean, std, over = float(np.mean(means)), float(np.std(means)), f"{len(rows)} seeds"
-        rate = rows[0]["env_steps_per_s"]
-        eta = _format_time((total - step) / rate) if rate > 0 and step < total else "0:00:00"
+        rate = rows[0]["env_steps_per_s"]  # (environment steps; `step` counts actions of --action-repeat of them)
+        eta = _format_time((total - step) * self.config.action_repeat / rate) if rate > 0 and step < total else "0:00:00"
         return (f"{self.title}  step {step}/{total}  return {mean:.1f} ± {std:.1f} ({over})  "
                 f"{rate:.0f} env-steps/s  ETA {eta}")
 
