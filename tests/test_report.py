@@ -99,6 +99,12 @@ def test_groups_label_the_settings_that_differ(tmp_path):
     assert [(g.env, g.label, len(g.runs)) for g in groups] == [
         ("Ant-v5", "direct", 1), ("Hopper-v5", "iterative iterations=1", 2),
         ("Hopper-v5", "iterative iterations=2", 2), ("Hopper-v5", "iterative iterations=5", 2)]
+    # settings that differ only in budget or bookkeeping are named by it rather than alike
+    config = json.loads((tmp_path / "other_env" / "config.json").read_text())
+    fake_run(tmp_path / "other_env_2", [0, 0], env="Ant-v5")
+    (tmp_path / "other_env_2" / "config.json").write_text(json.dumps({**config, "eval_every": 500}))
+    groups = plot.group_runs(plot.find_runs([tmp_path / "other_env", tmp_path / "other_env_2"]))
+    assert [g.label for g in groups] == ["direct eval_every=1000", "direct eval_every=500"]
 
 
 def test_iqm_and_its_bootstrap():

@@ -151,8 +151,16 @@ def settings_of(runs: list[Path]) -> list[Setting]:
     for env in {s.env for s in result}:
         same_env = [s for s in result if s.env == env]
         keys = sorted({k for s in same_env for k in s.identity})
-        varying = [k for k in keys if k != "agent" and k not in UNLABELLED
-                   and len({repr(s.identity.get(k)) for s in same_env}) > 1]
-        for s in same_env:
-            s.label = " ".join([str(s.identity.get("agent", "?"))] + [f"{k}={show_value(s.identity.get(k))}" for k in varying])
+        differ = [k for k in keys if k != "agent" and len({repr(s.identity.get(k)) for s in same_env}) > 1]
+        varying = [k for k in differ if k not in UNLABELLED]
+
+        def labels(names):
+            return [" ".join([str(s.identity.get("agent", "?"))] + [f"{k}={show_value(s.identity.get(k))}"
+                                                                     for k in names]) for s in same_env]
+
+        named = labels(varying)
+        if len(set(named)) < len(named):  # settings that differ only in budget or bookkeeping: named by it too
+            named = labels(differ)
+        for s, label in zip(same_env, named):
+            s.label = label
     return result
