@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated
 
+import gymnasium as gym
 import jax
 import numpy as np
 import tyro
@@ -100,6 +101,8 @@ def render_frames(config: TrainConfig, agent: Agent, state, seed: int, iteration
         env.render()  # (a renderer that cannot start fails here, with its own words)
     except Exception as exc:  # noqa: BLE001  (the GL backends raise many kinds)
         env.close()
+        if isinstance(exc, gym.error.DependencyNotInstalled):  # (Gymnasium's classic tasks draw with pygame)
+            raise IapoError(f"rendering {config.env!r} needs a missing dependency: {exc}") from None
         raise IapoError(_NO_RENDERER.format(why=f"{type(exc).__name__}: {exc}".strip())) from None
     try:
         out = rollout([env], agent_policy(agent, state, deterministic=True, iterations=iterations),
