@@ -345,6 +345,10 @@ def test_resume_refuses_other_settings_given_with_it(tmp_path, capsys):
     (run_dir / "config.json").write_text(json.dumps({"env": "Pendulum-v1", "algo": {"agent": "direct"}}))
     code, _, err = run_cli(["train", "--resume", str(run_dir), "--total-steps", "5", "--iterations", "3"], capsys)
     assert code == 2 and "drop --total-steps, --iterations" in err and err.count("\n") == 1, err
+    # a flag at its default value is a setting given all the same (the run may have been made with another)
+    code, _, err = run_cli(["train", "--resume", str(run_dir), "--action-repeat", "1", "--no-progress",
+                            "--random-steps=5000"], capsys)
+    assert code == 2 and "drop --action-repeat, --random-steps (other" in err and err.count("\n") == 1, err
 
 
 def test_warnings_are_one_plain_line_and_a_run_without_updates_says_so(tmp_path):

@@ -69,6 +69,28 @@ def _config_file(args: list[str]) -> str | None:
     return found[0] if found else None
 
 
+def _refuse_flags_with_resume(args: list[str], cfg) -> None:
+    """--resume takes every setting from the run: a setting flag given with it is refused, even
+    one at its default value (`--action-repeat 1` on a run made with 2)."""
+    from iapo.config import AgentConfig, TrainConfig
+    from iapo.trainer import RESUME_FLAGS
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(AgentConfig)}
+    given = []
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        name = arg[2:].split("=", 1)[0].replace("-", "_")
+        if name not in fields and name.startswith("no_") and name[3:] in fields:
+            name = name[3:]
+        if name in fields and name not in ("resume", "algo", *RESUME_FLAGS) and name not in given:
+            given.append(name)
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"--resume takes every setting from {os.path.join(cfg.resume, 'config.json')}; drop {flags} "
+                          "(other settings make a new run: start one with --run-dir)")
+
+
 def _command(args: list[str]) -> int:
     from iapo import evaluate, helptext, plot, sweep, trainer
     from iapo.config import TrainConfig
@@ -92,6 +114,8 @@ def _command(args: list[str]) -> int:
             config=(tyro.conf.OmitArgPrefixes,),
         )
     if isinstance(cfg, TrainConfig):
+        if cfg.resume:  # (a flag given at its default value is invisible to `check_resume`: named here)
+            _refuse_flags_with_resume(args[1:], cfg)
         return trainer.train(cfg)
     elif isinstance(cfg, sweep.SweepConfig):
         return sweep.sweep(cfg)
