@@ -220,12 +220,13 @@ def test_a_sweep_named_by_another_spelling_of_its_folder_is_the_same_sweep(tmp_p
 
 
 def test_a_failed_trial_is_said_as_failed_with_its_cause(tmp_path, capsys):
-    """A trial that fails (here: an option its environment does not have) is reported as failed,
-    with the cause in the manifest, not as a trial that a plain rerun would complete."""
+    """A trial that fails (here: an option of the wrong type, which only the environment's step
+    finds; a misspelt one is refused before any trial starts) is reported as failed, with the cause
+    in the manifest, not as a trial that a plain rerun would complete."""
     out = tmp_path / "sweep"
     code, _, err = run_cli(["sweep", "--envs", "Pendulum-v1", "--agents", "direct", "--seeds", "0", "--total-steps",
-                            "300", "--out", str(out), "--set", *TINY_SET, "env-kwargs.nosuch=1", "--no-progress"], capsys)
+                            "300", "--out", str(out), "--set", *TINY_SET, "env-kwargs.g=abc", "--no-progress"], capsys)
     assert code == 1
     assert "1 trial(s) failed" in err and "after fixing the cause" in err and "did not finish" not in err
     (trial,) = json.loads((out / "sweep.json").read_text())["trials"]
-    assert trial["status"] == "failed" and "has no option 'nosuch'" in trial["error"]
+    assert trial["status"] == "failed" and "raised in step: TypeError" in trial["error"]
