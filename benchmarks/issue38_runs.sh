@@ -5,8 +5,9 @@
 # dmc extra, after issue 35's queue (one long run at a time on these two cores):
 #   git worktree add --detach ../evidence-dmc <commit> && cd ../evidence-dmc
 #   python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[dmc]"
-#   nohup bash -c 'while pgrep -f issue35_runs.sh > /dev/null; do sleep 60; done; \
+#   nohup bash -c 'while pgrep -f "[i]ssue35_runs.sh" > /dev/null; do sleep 60; done; \
 #       bash <main checkout>/benchmarks/issue38_runs.sh' >> logs/dmc.log 2>&1 &
+# (the [i] keeps pgrep from finding the waiting shell itself, whose command line names the script)
 # and copy every seed's records into the main checkout as they come:
 #   bash <main checkout>/benchmarks/issue38_runs.sh --sync <main checkout>
 set -u
