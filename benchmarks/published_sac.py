@@ -74,7 +74,7 @@ def learning_curves(folder: Path) -> list[Curves]:
         raise ValueError(f"--learning {folder}: no such folder")
     by_dir: dict[Path, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for path in sorted(folder.rglob("seed_*.csv")):
-        for line, row in _csv_rows(path, {"step": int, "eval_return_mean": float}):
+        for _, row in _csv_rows(path, {"step": int, "eval_return_mean": float}):
             by_dir[path.parent][row["step"]][path.name] = row["eval_return_mean"]
     found = []
     for family_dir, by_step in sorted(by_dir.items()):

@@ -73,7 +73,7 @@ def _refuse_flags_with_resume(args: list[str], cfg) -> None:
     """--resume takes every setting from the run: a setting flag given with it is refused, even
     one at its default value (`--action-repeat 1` on a run made with 2)."""
     from iapo.config import AgentConfig, TrainConfig
-    from iapo.trainer import RESUME_FLAGS
+    from iapo.trainer import RESUME_FLAGS, refuse_with_resume
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(AgentConfig)}
     given = []
@@ -85,10 +85,7 @@ def _refuse_flags_with_resume(args: list[str], cfg) -> None:
             name = name[3:]
         if name in fields and name not in ("resume", "algo", *RESUME_FLAGS) and name not in given:
             given.append(name)
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise ConfigError(f"--resume takes every setting from {os.path.join(cfg.resume, 'config.json')}; drop {flags} "
-                          "(other settings make a new run: start one with --run-dir)")
+    refuse_with_resume(cfg, given)
 
 
 def _command(args: list[str]) -> int:

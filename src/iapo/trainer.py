@@ -577,6 +577,11 @@ def check_resume(config: TrainConfig) -> None:
              and getattr(config, f.name) != getattr(defaults, f.name)]
     given += [f.name for f in dataclasses.fields(config.algo)
               if getattr(config.algo, f.name) != getattr(defaults.algo, f.name)]
+    refuse_with_resume(config, given)
+
+
+def refuse_with_resume(config: TrainConfig, given: list[str]) -> None:
+    """The one-line error for setting fields `given` with --resume (none: nothing to refuse)."""
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise ConfigError(f"--resume takes every setting from {Path(config.resume) / rundir.CONFIG}; drop {flags} "
