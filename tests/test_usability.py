@@ -28,6 +28,8 @@ def test_every_shipped_config_file_reads(tmp_path):
     sac = read_config_file(CONFIGS / "sac.yaml")
     assert (sac.algo.agent, sac.algo.action_samples, sac.algo.beta, sac.algo.objective_critics) == ("direct", 1, 1.0,
                                                                                                   "online")
+    # CleanRL's learning rates, with which iapo's SAC reproduces published SAC (docs/results.md, section 2)
+    assert (sac.algo.policy_lr, sac.algo.critic_lr, sac.algo.alpha_lr) == (3e-4, 1e-3, 1e-3)
 
 
 def test_a_config_file_with_flags_overriding_it(tmp_path, capsys):
