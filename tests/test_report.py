@@ -90,6 +90,31 @@ def test_mean_std_area_and_threshold(tmp_path, capsys):
     assert [float(r["low"]) for r in curves] == pytest.approx([-5, 5, 15])
 
 
+def test_the_table_gives_each_seeds_final_the_final_iqm_and_the_wall_time(tmp_path, capsys):
+    """Each seed's final return in seed order, the IQM over seeds at the last common step with its
+    bootstrap interval (only with --iqm), and the mean training wall time to that step."""
+    finals = [10.0, 20.0, 30.0, 40.0, 1000.0]  # the IQM (25% trimmed mean) drops 10 and 1000
+    for seed, final in enumerate(finals):
+        fake_run(tmp_path / "runs" / f"seed_{seed}", [0.0, final], seed=seed, wall=[50.0, 100.0 + seed])
+    out = tmp_path / "t.png"
+    code, stdout, err = run_cli(["plot", str(tmp_path / "runs"), "--out", str(out), "--iqm", "--bootstrap", "500"],
+                                capsys)
+    assert code == 0, err
+    (row,) = csv.DictReader(open(out.with_suffix(".csv")))
+    assert row["seed_finals"] == "0:10 1:20 2:30 3:40 4:1000"
+    assert float(row["final_iqm"]) == pytest.approx(30.0)
+    assert float(row["final_iqm_low"]) <= 30.0 <= float(row["final_iqm_high"])
+    assert float(row["final_wall_s"]) == pytest.approx(102.0)
+    table_row = stdout.splitlines()[2]
+    assert "| 10.0, 20.0, 30.0, 40.0, 1000.0 | 30.0 [" in table_row and table_row.endswith("| 102 |")
+    # without --iqm the IQM column is left out, and so is a wall time that was never logged
+    fake_run(tmp_path / "old" / "seed_0", [1.0, 2.0])
+    code, stdout, err = run_cli(["plot", str(tmp_path / "old"), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "IQM" not in stdout.splitlines()[0]
+    assert stdout.splitlines()[2].endswith("| 2.0 | 1500 | 1.5 | not reached (≥ 3800; –) | — |")
+
+
 def test_groups_label_the_settings_that_differ(tmp_path):
     for i, k in enumerate((1, 2, 5)):
         for seed in (0, 1):

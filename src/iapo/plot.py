@@ -6,10 +6,11 @@ seeds at the evaluation steps every seed has reached:
 
 - curves: mean +- std over seeds (std with ddof = 0), or with `iqm`, the interquartile mean with
   a percentile-bootstrap confidence interval over seeds, computed by rliable (the `rliable` extra);
-- table: final return (mean +- std over seeds at the last common step), area under the mean
-  curve (trapezoid over steps, return x steps) and that area over the steps spanned (the mean
-  return over training), and the first step at which the mean curve reaches a threshold, and at
-  which each seed's curve does.
+- table: final return (mean +- std over seeds at the last common step, each seed's, and with
+  `iqm` their IQM with its bootstrap interval), area under the mean curve (trapezoid over steps,
+  return x steps) and that area over the steps spanned (the mean return over training), the first
+  step at which the mean curve reaches a threshold, and at which each seed's curve does, and the
+  training wall time to the last common step (mean over the seeds' runs).
 """
 
 from __future__ import annotations
@@ -158,17 +159,26 @@ def iqm_interval(returns: np.ndarray, reps: int = 2000, confidence: float = 0.95
     return point["runs"], interval["runs"][0], interval["runs"][1]
 
 
-def summarize(group: Group, threshold: float | None) -> dict:
-    """The group's row of the results table."""
+def summarize(group: Group, threshold: float | None, use_iqm: bool = False, reps: int = 2000) -> dict:
+    """The group's row of the results table (with `use_iqm`, the final IQM and its interval)."""
     steps, returns = group.steps, group.returns
     row = {"env": group.env, "label": group.label, "seeds": len(group.runs), "final_step": None,
-           "final_mean": math.nan, "final_std": math.nan, "auc": math.nan, "mean_over_training": math.nan,
-           "threshold": threshold, "steps_to_threshold": None, "seed_steps_to_threshold": None}
+           "final_mean": math.nan, "final_std": math.nan, "seed_finals": None, "final_iqm": math.nan,
+           "final_iqm_low": math.nan, "final_iqm_high": math.nan, "auc": math.nan, "mean_over_training": math.nan,
+           "threshold": threshold, "steps_to_threshold": None, "seed_steps_to_threshold": None,
+           "final_wall_s": math.nan}
     if steps is None or not len(steps):
         return row
     mean = returns.mean(axis=0)
-    final = returns[:, -1]
-    row.update(final_step=int(steps[-1]), final_mean=float(final.mean()), final_std=float(final.std()))
+    final = returns[:, -1]  # (S,)
+    row.update(final_step=int(steps[-1]), final_mean=float(final.mean()), final_std=float(final.std()),
+               seed_finals={seed: float(value) for seed, value in zip(group.seeds, final)})
+    if use_iqm:
+        center, low, high = iqm_interval(returns[:, -1:], reps)
+        row.update(final_iqm=float(center[0]), final_iqm_low=float(low[0]), final_iqm_high=float(high[0]))
+    wall = group.wall[:, -1]
+    if not np.isnan(wall).any():  # (runs that predate wall_time_s have none)
+        row["final_wall_s"] = float(wall.mean())
     if len(steps) > 1:
         auc = float(np.sum((mean[1:] + mean[:-1]) / 2 * np.diff(steps)))
         row.update(auc=auc, mean_over_training=auc / float(steps[-1] - steps[0]))
@@ -215,28 +225,36 @@ def thresholds_for(envs: list[str], given: tuple[str, ...]) -> dict[str, float |
 
 
 # -- outputs -------------------------------------------------------------------------------------
-TABLE_COLUMNS = ("env", "label", "seeds", "final_step", "final_mean", "final_std", "auc", "mean_over_training",
-                 "threshold", "steps_to_threshold", "seed_steps_to_threshold")
+TABLE_COLUMNS = ("env", "label", "seeds", "final_step", "final_mean", "final_std", "seed_finals", "final_iqm",
+                 "final_iqm_low", "final_iqm_high", "auc", "mean_over_training", "threshold", "steps_to_threshold",
+                 "seed_steps_to_threshold", "final_wall_s")
 
 
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, dict):  # seed -> steps to threshold: "0:3000 1:2000 2:-" ("-": not reached)
-        return " ".join(f"{seed}:{'-' if step is None else step}" for seed, step in value.items())
+    if isinstance(value, dict):  # seed -> steps to threshold: "0:3000 1:2000 2:-" ("-": not reached), or -> return
+        return " ".join(f"{seed}:{'-' if v is None else _cell(v)}" for seed, v in value.items())
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
 
 
 def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
-    """The results table as CSV (every column) and Markdown; returns the Markdown."""
+    """The results table as CSV (every column) and Markdown; returns the Markdown. The IQM column
+    is there when some row has an IQM (`iapo plot --iqm`)."""
     write_csv_atomic(csv_path, list(TABLE_COLUMNS), [[_cell(row[c]) for c in TABLE_COLUMNS] for row in rows])
-    lines = ["| env | agent / setting | seeds | final return (mean ± std) | at step | AUC (return × steps) "
-             "| mean return over training | steps to threshold: mean curve (each seed) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    with_iqm = any(not math.isnan(row["final_iqm"]) for row in rows)
+    lines = ["| env | agent / setting | seeds | final return (mean ± std) | at step | each seed's final "
+             + ("| final IQM [95% CI] " if with_iqm else "") + "| AUC (return × steps) "
+             "| mean return over training | steps to threshold: mean curve (each seed) | training wall time (s) |",
+             "|" + " --- |" * (10 + with_iqm)]
     for row in rows:
         final = "—" if math.isnan(row["final_mean"]) else f"{row['final_mean']:.1f} ± {row['final_std']:.1f}"
+        finals = ", ".join(f"{v:.1f}" for v in (row["seed_finals"] or {}).values()) or "—"
+        iqm = ("—" if math.isnan(row["final_iqm"]) else
+               f"{row['final_iqm']:.1f} [{row['final_iqm_low']:.1f}, {row['final_iqm_high']:.1f}]")
+        wall = "—" if math.isnan(row["final_wall_s"]) else f"{row['final_wall_s']:.0f}"
         auc = "—" if math.isnan(row["auc"]) else f"{row['auc']:.4g}"
         over = "—" if math.isnan(row["mean_over_training"]) else f"{row['mean_over_training']:.1f}"
         if row["threshold"] is None:
@@ -246,7 +264,7 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
             each = ", ".join("–" if step is None else str(step) for step in (row["seed_steps_to_threshold"] or {}).values())
             reach = f"{where} (≥ {row['threshold']:g}; {each})"
         lines.append(f"| {row['env']} | {row['label']} | {row['seeds']} | {final} | {_cell(row['final_step']) or '—'} "
-                     f"| {auc} | {over} | {reach} |")
+                     f"| {finals} " + (f"| {iqm} " if with_iqm else "") + f"| {auc} | {over} | {reach} | {wall} |")
     md = "\n".join(lines) + "\n"
     write_text_atomic(md_path, md)
     return md
@@ -304,6 +322,6 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
     curves = out.with_name(out.stem + "_curves.csv")
     write_csv_atomic(curves, ["env", "label", "seeds", "step", "wall_time_s", "mean", "std", "center", "low", "high"],
                      [[_cell(v) if isinstance(v, float) else v for v in row] for row in curve_rows])
-    rows = [summarize(g, limits[g.env]) for g in groups]
+    rows = [summarize(g, limits[g.env], use_iqm, reps) for g in groups]
     md = write_table(rows, out.with_suffix(".csv"), out.with_suffix(".md"))
     return out, md
