@@ -52,6 +52,9 @@ iapo sweep $SAC2 --set random-steps=10000,100 $E $F --out runs/sac-study/random-
 #    and the discount: SimbaV2's training configs (the repository that published the curves) set γ by
 #    TD-MPC2's heuristic, 0.995 for 1 000-step episodes; it does not say its SAC curves used them
 iapo sweep $SAC2 --set gamma=0.995 $E $F --out runs/sac-study/gamma || exit 1
+#    and configs/sac.yaml's new rates (CleanRL's) on Ant-v5 and Humanoid-v5, for the published-SAC table
+iapo sweep ${SAC/Walker2d-v5/Walker2d-v5 Ant-v5 Humanoid-v5} --set critic-lr=1e-3 alpha-lr=1e-3 $E $F \
+  --out runs/sac-study/cleanrl-lr || exit 1
 # 4-6. The paper's direct and iterative agents: the direct ones first (Walker2d-v5 is done), then
 #      the iterative ones
 for env in Walker2d-v5 Ant-v5; do
