@@ -113,6 +113,12 @@ def test_the_table_gives_each_seeds_final_the_final_iqm_and_the_wall_time(tmp_pa
     assert code == 0, err
     assert "IQM" not in stdout.splitlines()[0]
     assert stdout.splitlines()[2].endswith("| 2.0 | 1500 | 1.5 | not reached (≥ 3800; –) | — |")
+    # two runs of one seed (in two folders) are both listed
+    fake_run(tmp_path / "again" / "seed_0", [1.0, 4.0])
+    code, stdout, err = run_cli(["plot", str(tmp_path / "old"), str(tmp_path / "again"), "--out", str(out)], capsys)
+    assert code == 0, err
+    (row,) = csv.DictReader(open(out.with_suffix(".csv")))
+    assert row["seed_finals"] == "0:2 0:4" and row["seed_steps_to_threshold"] == "0:- 0:-"
 
 
 def test_groups_label_the_settings_that_differ(tmp_path):

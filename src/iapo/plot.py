@@ -172,7 +172,7 @@ def summarize(group: Group, threshold: float | None, use_iqm: bool = False, reps
     mean = returns.mean(axis=0)
     final = returns[:, -1]  # (S,)
     row.update(final_step=int(steps[-1]), final_mean=float(final.mean()), final_std=float(final.std()),
-               seed_finals={seed: float(value) for seed, value in zip(group.seeds, final)})
+               seed_finals=[(seed, float(value)) for seed, value in zip(group.seeds, final)])
     if use_iqm:
         center, low, high = iqm_interval(returns[:, -1:], reps)
         row.update(final_iqm=float(center[0]), final_iqm_low=float(low[0]), final_iqm_high=float(high[0]))
@@ -189,7 +189,7 @@ def summarize(group: Group, threshold: float | None, use_iqm: bool = False, reps
             return int(steps[reached[0]]) if len(reached) else None
 
         row["steps_to_threshold"] = first(mean)
-        row["seed_steps_to_threshold"] = {seed: first(curve) for seed, curve in zip(group.seeds, returns)}
+        row["seed_steps_to_threshold"] = [(seed, first(curve)) for seed, curve in zip(group.seeds, returns)]
     return row
 
 
@@ -233,25 +233,25 @@ TABLE_COLUMNS = ("env", "label", "seeds", "final_step", "final_mean", "final_std
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, dict):  # seed -> steps to threshold: "0:3000 1:2000 2:-" ("-": not reached), or -> return
-        return " ".join(f"{seed}:{'-' if v is None else _cell(v)}" for seed, v in value.items())
+    if isinstance(value, list):  # (seed, steps to threshold or return) pairs, a pair per run (two runs may share a
+        # seed): "0:3000 1:2000 2:-" ("-": not reached)
+        return " ".join(f"{seed}:{'-' if v is None else _cell(v) or 'nan'}" for seed, v in value)
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
 
 
-def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
-    """The results table as CSV (every column) and Markdown; returns the Markdown. The IQM column
-    is there when some row has an IQM (`iapo plot --iqm`)."""
+def write_table(rows: list[dict], csv_path: Path, md_path: Path, with_iqm: bool = False) -> str:
+    """The results table as CSV (every column) and Markdown, with the IQM column if `with_iqm`;
+    returns the Markdown."""
     write_csv_atomic(csv_path, list(TABLE_COLUMNS), [[_cell(row[c]) for c in TABLE_COLUMNS] for row in rows])
-    with_iqm = any(not math.isnan(row["final_iqm"]) for row in rows)
     lines = ["| env | agent / setting | seeds | final return (mean ± std) | at step | each seed's final "
              + ("| final IQM [95% CI] " if with_iqm else "") + "| AUC (return × steps) "
              "| mean return over training | steps to threshold: mean curve (each seed) | training wall time (s) |",
              "|" + " --- |" * (10 + with_iqm)]
     for row in rows:
         final = "—" if math.isnan(row["final_mean"]) else f"{row['final_mean']:.1f} ± {row['final_std']:.1f}"
-        finals = ", ".join(f"{v:.1f}" for v in (row["seed_finals"] or {}).values()) or "—"
+        finals = ", ".join(f"{v:.1f}" for _, v in row["seed_finals"] or []) or "—"
         iqm = ("—" if math.isnan(row["final_iqm"]) else
                f"{row['final_iqm']:.1f} [{row['final_iqm_low']:.1f}, {row['final_iqm_high']:.1f}]")
         wall = "—" if math.isnan(row["final_wall_s"]) else f"{row['final_wall_s']:.0f}"
@@ -261,7 +261,7 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> str:
             reach = "—"
         else:
             where = "not reached" if row["steps_to_threshold"] is None else str(row["steps_to_threshold"])
-            each = ", ".join("–" if step is None else str(step) for step in (row["seed_steps_to_threshold"] or {}).values())
+            each = ", ".join("–" if step is None else str(step) for _, step in (row["seed_steps_to_threshold"] or []))
             reach = f"{where} (≥ {row['threshold']:g}; {each})"
         lines.append(f"| {row['env']} | {row['label']} | {row['seeds']} | {final} | {_cell(row['final_step']) or '—'} "
                      f"| {finals} " + (f"| {iqm} " if with_iqm else "") + f"| {auc} | {over} | {reach} | {wall} |")
@@ -323,5 +323,5 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
     write_csv_atomic(curves, ["env", "label", "seeds", "step", "wall_time_s", "mean", "std", "center", "low", "high"],
                      [[_cell(v) if isinstance(v, float) else v for v in row] for row in curve_rows])
     rows = [summarize(g, limits[g.env], use_iqm, reps) for g in groups]
-    md = write_table(rows, out.with_suffix(".csv"), out.with_suffix(".md"))
+    md = write_table(rows, out.with_suffix(".csv"), out.with_suffix(".md"), use_iqm)
     return out, md
