@@ -14,8 +14,9 @@
 # main checkout would change a running queue):
 #   cp <main checkout>/benchmarks/issue35_runs.sh logs/queue.sh && nohup bash logs/queue.sh >> logs/evidence.log 2>&1 &
 # (ITER=<folder> names another second worktree.) Copy every seed's records into the main checkout
-# as they come:
+# as they come, and redraw the figures and tables from them (in the main checkout):
 #   bash <main checkout>/benchmarks/issue35_runs.sh --sync <main checkout>
+#   bash benchmarks/issue35_runs.sh --report
 # Order, as the issue asks: the SAC study and the direct agents first, then the iterative agents; SB3's
 # SAC (the study's last suspect) runs at the end, since the learning rates explained the gap.
 set -u
@@ -28,6 +29,18 @@ if [ "${1:-}" = "--sync" ]; then
       mkdir -p "$dst/$(dirname "$f")"; cp "$src/$f" "$dst/$f"
     done
   done
+  exit 0
+fi
+# Every figure and table of issue 35 from the records in the main checkout (run there, with its venv);
+# the amortization gaps need the snapshots under runs/suite/, so they are redrawn where the runs are:
+#   iapo analyze gap runs/suite/*/*/seed_* --mean-over-seeds --out <main checkout>/docs/results/suite-gap
+if [ "${1:-}" = "--report" ]; then
+  R=docs/results; D=$R/sac-study-runs
+  iapo plot $R/suite-runs --iqm --out $R/suite.png || exit 1
+  iapo plot $R/suite-runs --iqm --x wall-time --out $R/suite-wall.png || exit 1
+  learning=(); [ -d $D/sb3 ] && learning=(--learning $D/sb3)
+  settings=$(find $D -mindepth 2 -maxdepth 2 -type d -name "*_direct*" | sort)
+  python benchmarks/published_sac.py $settings "${learning[@]}" --out $R/sac-published || exit 1
   exit 0
 fi
 . .venv/bin/activate
