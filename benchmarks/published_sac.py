@@ -212,10 +212,12 @@ def figure(groups, published, out: Path, max_step: int) -> None:
     fig, axes = new_figure(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         mine = [g for g in groups if task_of(g.env) == task]
+        versions = len({g.env for g in mine}) > 1  # (e.g. Walker2d-v4 and -v5 in one panel: name each)
         for g, color in zip(mine, colors(len(mine) + 1)):
             seeds = g.returns.shape[0]
             mean, std = g.returns.mean(axis=0), g.returns.std(axis=0, ddof=1) if seeds > 1 else 0 * g.steps
-            ax.plot(g.steps, mean, color=color, label=f"{g.name} ({seeds} seeds)")
+            name = f"{g.name}, {g.env}" if versions else g.name
+            ax.plot(g.steps, mean, color=color, label=f"{name} ({seeds} seeds)")
             ax.fill_between(g.steps, mean - std, mean + std, color=color, alpha=0.2)
         ref = published.get(task)
         if ref is not None:

@@ -288,6 +288,13 @@ def test_published_sac_compares_like_steps(tmp_path, monkeypatch, capsys):
     ours, ref = drawn[0].axes[0].lines[0], drawn[0].axes[0].lines[1]
     assert list(ours.get_ydata()) == [20, 120] and list(ref.get_ydata()) == [0, 175]
     assert script.task_of("dm_control/cheetah-run-v0") == "cheetah-run" and script.task_of("Ant-v4") == "Ant"
+    # two versions of a task in one panel: each line names its version
+    fake_run(tmp_path / "v4" / "seed_0", [10.0, 100.0], env="Hopper-v4")
+    monkeypatch.setattr(sys, "argv", ["published_sac.py", str(tmp_path / "runs"), str(tmp_path / "v4"), "--published",
+                                      str(published), "--steps", "2000", "--out", str(tmp_path / "cmp_versions")])
+    script.main()
+    assert [line.get_label() for line in drawn[-1].axes[0].lines][:2] == ["iapo direct, Hopper-v4 (1 seeds)",
+                                                                        "iapo direct, Hopper-v5 (3 seeds)"]
     # a run with --action-repeat 2 is compared in environment steps: its evaluation at step 1000 at 2000
     fake_run(tmp_path / "ar" / "seed_0", [100.0, 200.0], seed=0)
     config = json.loads((tmp_path / "ar" / "seed_0" / "config.json").read_text())
