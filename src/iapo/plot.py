@@ -159,8 +159,9 @@ def iqm_interval(returns: np.ndarray, reps: int = 2000, confidence: float = 0.95
     return point["runs"], interval["runs"][0], interval["runs"][1]
 
 
-def summarize(group: Group, threshold: float | None, use_iqm: bool = False, reps: int = 2000) -> dict:
-    """The group's row of the results table (with `use_iqm`, the final IQM and its interval)."""
+def summarize(group: Group, threshold: float | None, final_iqm: tuple[float, float, float] | None = None) -> dict:
+    """The group's row of the results table; `final_iqm` is (IQM, low, high) at the last common
+    step, as the curve drew it (`iapo plot --iqm`)."""
     steps, returns = group.steps, group.returns
     row = {"env": group.env, "label": group.label, "seeds": len(group.runs), "final_step": None,
            "final_mean": math.nan, "final_std": math.nan, "seed_finals": None, "final_iqm": math.nan,
@@ -173,9 +174,8 @@ def summarize(group: Group, threshold: float | None, use_iqm: bool = False, reps
     final = returns[:, -1]  # (S,)
     row.update(final_step=int(steps[-1]), final_mean=float(final.mean()), final_std=float(final.std()),
                seed_finals=[(seed, float(value)) for seed, value in zip(group.seeds, final)])
-    if use_iqm:
-        center, low, high = iqm_interval(returns[:, -1:], reps)
-        row.update(final_iqm=float(center[0]), final_iqm_low=float(low[0]), final_iqm_high=float(high[0]))
+    if final_iqm is not None:
+        row.update(final_iqm=float(final_iqm[0]), final_iqm_low=float(final_iqm[1]), final_iqm_high=float(final_iqm[2]))
     wall = group.wall[:, -1]
     if not np.isnan(wall).any():  # (runs that predate wall_time_s have none)
         row["final_wall_s"] = float(wall.mean())
@@ -287,7 +287,7 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
     ncols = min(3, len(envs))
     nrows = math.ceil(len(envs) / ncols)
     fig, axes = new_figure(nrows, ncols, figsize=(5 * ncols, 3.8 * nrows), squeeze=False)
-    curve_rows = []
+    curve_rows, final_iqms = [], {}  # (final_iqms: the group's label and env -> its curve's last IQM and interval)
     for ax, env in zip(axes.flat, envs):
         for i, g in enumerate([g for g in groups if g.env == env]):
             if not len(g.steps):
@@ -298,6 +298,7 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
                 raise IapoError(f"--x wall-time: {g.runs[0]}'s metrics.csv has no wall_time_s at some evaluations")
             if use_iqm:
                 center, low, high = iqm_interval(g.returns, reps)
+                final_iqms[g.env, g.label] = (center[-1], low[-1], high[-1])
             else:
                 center, low, high = mean, mean - std, mean + std
             where = hours if x == "wall-time" else g.steps
@@ -322,6 +323,6 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
     curves = out.with_name(out.stem + "_curves.csv")
     write_csv_atomic(curves, ["env", "label", "seeds", "step", "wall_time_s", "mean", "std", "center", "low", "high"],
                      [[_cell(v) if isinstance(v, float) else v for v in row] for row in curve_rows])
-    rows = [summarize(g, limits[g.env], use_iqm, reps) for g in groups]
+    rows = [summarize(g, limits[g.env], final_iqms.get((g.env, g.label))) for g in groups]
     md = write_table(rows, out.with_suffix(".csv"), out.with_suffix(".md"), use_iqm)
     return out, md
