@@ -26,8 +26,8 @@ one after another. `run` skips what is finished and continues an unfinished iapo
 (`--resume`); an unfinished SBX run starts again (SBX has no exact resume), its rows so far
 written after every evaluation so that `report` shows them meanwhile.
 
-`report` writes OUT.png (return against steps, mean +- std over seeds, one panel per
-environment) and OUT.md (a table per environment: each contender's mean +- std at every
+`report` writes OUT.png (return against steps, mean +- sample std over seeds, one panel per
+environment) and OUT.md (a table per environment: each contender's mean +- sample std at every
 evaluation, SBX's min-max over seeds, and whether iapo's mean lies inside it, with the chance it
 would if both learned alike; then each seed's mean return after the random phase and Welch's
 t-test of iapo's seeds against SBX's), and OUT_curves.csv, the plotted means in the format of
@@ -51,6 +51,7 @@ import scipy.stats
 
 from iapo.atomic import write_csv_atomic
 from iapo.figures import new_figure, save_figure, steps_axis
+from iapo.plot import seed_std
 from iapo.trainer import EVAL_SEED_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +198,7 @@ def _inside_chance(n_mean: int, n_range: int, draws: int = 200_000) -> float:
 
 
 def _table(env: str, curves: dict, names: list[str], random_steps: int) -> list[str]:
-    """Markdown: each contender's mean +- std at every evaluation any of them has, SBX's min-max
+    """Markdown: each contender's mean +- sample std at every evaluation any of them has, SBX's min-max
     over seeds and whether each iapo mean lies inside it (after the random phase); then, for the
     contenders that reached the last step, each seed's mean return after the random phase."""
     if not curves:
@@ -210,7 +211,7 @@ def _table(env: str, curves: dict, names: list[str], random_steps: int) -> list[
     counts = {c: [0, 0] for c in names if c != "sbx"}
     for step in sorted({int(x) for steps, _ in curves.values() for x in steps}):
         columns = {c: np.flatnonzero(curves[c][0] == step) for c in names}
-        cells = [f"{curves[c][1][:, i[0]].mean():.0f} ± {curves[c][1][:, i[0]].std():.0f}" if i.size else "–"
+        cells = [f"{curves[c][1][:, i[0]].mean():.0f} ± {seed_std(curves[c][1][:, i[0]]):.0f}" if i.size else "–"
                  for c, i in columns.items()]
         extra = ""
         if sbx:
@@ -243,7 +244,7 @@ def _table(env: str, curves: dict, names: list[str], random_steps: int) -> list[
     if common:
         lines.append(f"Each seed's mean return over the {len(common)} evaluations after the random phase "
                      f"(steps {min(common)}–{max(common)}):\n")
-        lines.append("| contender | mean ± std over seeds | each seed |")
+        lines.append("| contender | mean ± sample std over seeds | each seed |")
         lines.append("| --- | --- | --- |")
         per_seed = {}
         for c in names:
@@ -252,7 +253,7 @@ def _table(env: str, curves: dict, names: list[str], random_steps: int) -> list[
                 lines.append(f"| {LABELS[c]} | unfinished (to step {int(steps[-1])}) | |")
                 continue
             per_seed[c] = returns[:, np.isin(steps, sorted(common))].mean(1)
-            lines.append(f"| {LABELS[c]} | {per_seed[c].mean():.0f} ± {per_seed[c].std():.0f} | "
+            lines.append(f"| {LABELS[c]} | {per_seed[c].mean():.0f} ± {seed_std(per_seed[c]):.0f} | "
                          + ", ".join(f"{v:.0f}" for v in per_seed[c]) + " |")
         lines.append("")
         if "sbx" in per_seed and len(per_seed["sbx"]) > 1:
@@ -279,7 +280,7 @@ def command_report(args) -> None:
         curves = {c: _curves(root / env / c) for c in CONTENDERS}
         curves = {c: v for c, v in curves.items() if v is not None}
         for c, (steps, returns) in curves.items():
-            mean, std = returns.mean(0), returns.std(0)
+            mean, std = returns.mean(0), seed_std(returns)
             ax.plot(steps, mean, label=f"{LABELS[c]} ({_seeds(returns.shape[0])})")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
             wall = _mean_wall(root / env / c, len(steps))

@@ -4,9 +4,9 @@ Runs are found under the given directories (a single run, a group of seeds, a sw
 by environment and by their configuration apart from the seed, and summarised per group over
 seeds at the evaluation steps every seed has reached:
 
-- curves: mean +- std over seeds (std with ddof = 0), or with `iqm`, the interquartile mean with
+- curves: mean +- sample std over seeds (ddof = 1; 0 for a single seed), or with `iqm`, the interquartile mean with
   a percentile-bootstrap confidence interval over seeds, computed by rliable (the `rliable` extra);
-- table: final return (mean +- std over seeds at the last common step, each seed's, and with
+- table: final return (mean +- sample std over seeds at the last common step, each seed's, and with
   `iqm` their IQM with its bootstrap interval), area under the mean curve (trapezoid over steps,
   return x steps) and that area over the steps spanned (the mean return over training), the first
   step at which the mean curve reaches a threshold, and at which each seed's curve does, and the
@@ -159,6 +159,12 @@ def iqm_interval(returns: np.ndarray, reps: int = 2000, confidence: float = 0.95
     return point["runs"], interval["runs"][0], interval["runs"][1]
 
 
+def seed_std(returns: np.ndarray) -> np.ndarray:
+    """The sample standard deviation over seeds (axis 0; ddof = 1, as Welch's t-test uses), 0 for a
+    single seed, which has no spread."""
+    return returns.std(axis=0, ddof=1) if len(returns) > 1 else np.zeros_like(returns[0])
+
+
 def summarize(group: Group, threshold: float | None, final_iqm: tuple[float, float, float] | None = None) -> dict:
     """The group's row of the results table; `final_iqm` is (IQM, low, high) at the last common
     step, as the curve drew it (`iapo plot --iqm`)."""
@@ -172,7 +178,7 @@ def summarize(group: Group, threshold: float | None, final_iqm: tuple[float, flo
         return row
     mean = returns.mean(axis=0)
     final = returns[:, -1]  # (S,)
-    row.update(final_step=int(steps[-1]), final_mean=float(final.mean()), final_std=float(final.std()),
+    row.update(final_step=int(steps[-1]), final_mean=float(final.mean()), final_std=float(seed_std(final)),
                seed_finals=[(seed, float(value)) for seed, value in zip(group.seeds, final)])
     if final_iqm is not None:
         row.update(final_iqm=float(final_iqm[0]), final_iqm_low=float(final_iqm[1]), final_iqm_high=float(final_iqm[2]))
@@ -245,7 +251,7 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path, with_iqm: bool 
     """The results table as CSV (every column) and Markdown, with the IQM column if `with_iqm`;
     returns the Markdown."""
     write_csv_atomic(csv_path, list(TABLE_COLUMNS), [[_cell(row[c]) for c in TABLE_COLUMNS] for row in rows])
-    lines = ["| env | agent / setting | seeds | final return (mean ± std) | at step | each seed's final "
+    lines = ["| env | agent / setting | seeds | final return (mean ± sample std) | at step | each seed's final "
              + ("| final IQM [95% CI] " if with_iqm else "") + "| AUC (return × steps) "
              "| mean return over training | steps to threshold: mean curve (each seed) | training wall time (s) |",
              "|" + " --- |" * (10 + with_iqm)]
@@ -292,7 +298,7 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
         for i, g in enumerate([g for g in groups if g.env == env]):
             if not len(g.steps):
                 continue
-            mean, std = g.returns.mean(axis=0), g.returns.std(axis=0)
+            mean, std = g.returns.mean(axis=0), seed_std(g.returns)
             hours = g.wall.mean(axis=0) / 3600
             if x == "wall-time" and np.isnan(hours).any():
                 raise IapoError(f"--x wall-time: {g.runs[0]}'s metrics.csv has no wall_time_s at some evaluations")
@@ -314,7 +320,7 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
             ax.set_xlabel("training wall time (hours)")
         else:
             steps_axis(ax)
-        ax.set_ylabel("evaluation return" + (" (IQM, 95% CI)" if use_iqm else " (mean ± std over seeds)"))
+        ax.set_ylabel("evaluation return" + (" (IQM, 95% CI)" if use_iqm else " (mean ± sample std over seeds)"))
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     for ax in list(axes.flat)[len(envs):]:
