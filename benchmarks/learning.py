@@ -50,8 +50,7 @@ import numpy as np
 import scipy.stats
 
 from iapo.atomic import write_csv_atomic
-from iapo.figures import new_figure, save_figure, steps_axis
-from iapo.plot import seed_std
+from iapo.figures import new_figure, save_figure, seed_std, steps_axis
 from iapo.trainer import EVAL_SEED_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]

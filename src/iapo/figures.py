@@ -1,9 +1,18 @@
-"""Figures written to files: matplotlib without a display, saved atomically."""
+"""Figures written to files: matplotlib without a display, saved atomically; the spread over seeds
+that figures and tables draw."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
+
+
+def seed_std(returns) -> np.ndarray:
+    """The sample standard deviation over seeds (axis 0; ddof = 1, as Welch's t-test uses), 0 for a
+    single seed, which has no spread."""
+    return returns.std(axis=0, ddof=1) if len(returns) > 1 else np.zeros_like(returns[0])
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, **kwargs):

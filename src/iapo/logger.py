@@ -11,7 +11,7 @@ import numpy as np
 
 from iapo.errors import IapoError, RunDirError
 from iapo.atomic import open_own, write_csv_atomic
-from iapo.figures import new_figure, save_figure, steps_axis
+from iapo.figures import new_figure, save_figure, seed_std, steps_axis
 from iapo.rundir import CURVE, METRICS, TENSORBOARD, WANDB
 
 # The columns of metrics.csv, in order, with their meaning (also in the README, "What a run directory holds").
@@ -236,7 +236,7 @@ def plot_seed_curves(csv_paths: list[Path], labels: list[str], out_path: Path, t
         ax.plot(m["step"], m["eval_return_mean"], lw=0.8, alpha=0.45, label=label)
     if n:
         returns = np.stack([m["eval_return_mean"][:n] for m, _ in curves])
-        step, mean, std = curves[0][0]["step"][:n], returns.mean(0), returns.std(0)
+        step, mean, std = curves[0][0]["step"][:n], returns.mean(0), seed_std(returns)
         ax.plot(step, mean, color="k", lw=2, label=f"mean of {len(curves)} seeds")
         ax.fill_between(step, mean - std, mean + std, color="k", alpha=0.15)
     steps_axis(ax)

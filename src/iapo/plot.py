@@ -28,7 +28,7 @@ from iapo.config import at_least_one
 from iapo.errors import ConfigError, IapoError
 from iapo.atomic import write_csv_atomic, write_text_atomic
 from iapo.logger import read_metrics
-from iapo.figures import new_figure, save_figure, steps_axis
+from iapo.figures import new_figure, save_figure, seed_std, steps_axis
 from iapo.rundir import CONFIG, METRICS
 from iapo.saved import Setting, settings_of
 
@@ -157,12 +157,6 @@ def iqm_interval(returns: np.ndarray, reps: int = 2000, confidence: float = 0.95
             {"runs": returns[:, None, :]}, per_step, reps=reps, confidence_interval_size=confidence,
             random_state=np.random.RandomState(seed))
     return point["runs"], interval["runs"][0], interval["runs"][1]
-
-
-def seed_std(returns: np.ndarray) -> np.ndarray:
-    """The sample standard deviation over seeds (axis 0; ddof = 1, as Welch's t-test uses), 0 for a
-    single seed, which has no spread."""
-    return returns.std(axis=0, ddof=1) if len(returns) > 1 else np.zeros_like(returns[0])
 
 
 def summarize(group: Group, threshold: float | None, final_iqm: tuple[float, float, float] | None = None) -> dict:

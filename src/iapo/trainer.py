@@ -23,6 +23,7 @@ from iapo.agent import Agent, act_seeds
 from iapo.config import TrainConfig
 from iapo.envs import check_env_id, check_observation_layout, dims, probe_run_env
 from iapo.errors import ConfigError, EnvError, IapoError, NumericError
+from iapo.figures import seed_std
 from iapo.logger import RunLogger, check_wandb, plot_seed_curves, read_metrics
 from iapo.env_state import get_state, set_state
 from iapo.rollout import RolloutStopped, rollout, seeds_policy
@@ -516,7 +517,7 @@ class Trainer:
             mean, std, over = rows[0]["eval_return_mean"], rows[0]["eval_return_std"], "episodes"
         else:
             means = [r["eval_return_mean"] for r in rows]
-            mean, std, over = float(np.mean(means)), float(np.std(means)), f"{len(rows)} seeds"
+            mean, std, over = float(np.mean(means)), float(seed_std(np.array(means))), f"{len(rows)} seeds"
         rate = rows[0]["env_steps_per_s"]  # (environment steps; `step` counts actions of --action-repeat of them)
         eta = _format_time((total - step) * self.config.action_repeat / rate) if rate > 0 and step < total else "0:00:00"
         return (f"{self.title}  step {step}/{total}  return {mean:.1f} ± {std:.1f} ({over})  "

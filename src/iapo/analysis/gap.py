@@ -26,7 +26,7 @@ from iapo.errors import ConfigError, IapoError
 from iapo.kinds import kind
 from iapo.objective import Objective
 from iapo.optimizers.nonamortized import ascend_to_optimum
-from iapo.figures import colors, new_figure, save_figure, steps_axis
+from iapo.figures import colors, new_figure, save_figure, seed_std, steps_axis
 from iapo.rundir import seed_of
 from iapo.saved import load_agent, load_run_config, load_state, settings_of, snapshots
 
@@ -163,7 +163,7 @@ def run_settings(run_dirs: list[Path]) -> dict[str, str]:
 def gap_over_seeds(rows: list[dict], settings: dict[str, str]) -> list[dict]:
     """One row per setting (`settings`: each run's setting label), iterations evaluated and
     snapshot that all of the setting's runs have: the mean over seeds of the per-run mean gap
-    (and of J), and the std of the per-run mean gaps over seeds."""
+    (and of J), and the sample std of the per-run mean gaps over seeds."""
     out = []
     for setting, agent, iterations in dict.fromkeys((settings[r["run"]], r["agent"], r["iterations"]) for r in rows):
         mine = [r for r in rows if settings[r["run"]] == setting and r["iterations"] == iterations]
@@ -173,7 +173,7 @@ def gap_over_seeds(rows: list[dict], settings: dict[str, str]) -> list[dict]:
             objective = np.array([steps[step]["objective_mean"] for steps in per_run])
             out.append({"setting": setting, "agent": agent, "iterations": iterations, "step": step,
                         "seeds": len(per_run), "gap_mean": float(gaps.mean()),
-                        "gap_std_over_seeds": float(gaps.std()), "objective_mean": float(objective.mean())})
+                        "gap_std_over_seeds": float(seed_std(gaps)), "objective_mean": float(objective.mean())})
     return out
 
 
