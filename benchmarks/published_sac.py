@@ -35,6 +35,7 @@ import dataclasses
 import datetime
 import math
 import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -209,7 +210,9 @@ def table(groups, published, at_steps: list[int]) -> list[str]:
 
 def figure(groups, published, out: Path, max_step: int) -> None:
     tasks = sorted({task_of(g.env) for g in groups})
-    fig, axes = new_figure(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    # the legend goes below each panel, its long setting names wrapped: the figure grows with it
+    entries = max(sum(1 for g in groups if task_of(g.env) == t) for t in tasks) + 1
+    fig, axes = new_figure(1, len(tasks), figsize=(5 * len(tasks), 3.4 + 0.28 * entries), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         mine = [g for g in groups if task_of(g.env) == task]
         versions = len({g.env for g in mine}) > 1  # (e.g. Walker2d-v4 and -v5 in one panel: name each)
@@ -217,7 +220,7 @@ def figure(groups, published, out: Path, max_step: int) -> None:
             seeds = g.returns.shape[0]
             mean, std = g.returns.mean(axis=0), g.returns.std(axis=0, ddof=1) if seeds > 1 else 0 * g.steps
             name = f"{g.name}, {g.env}" if versions else g.name
-            ax.plot(g.steps, mean, color=color, label=f"{name} ({seeds} seeds)")
+            ax.plot(g.steps, mean, color=color, label=textwrap.fill(f"{name} ({seeds} seeds)", 75))
             ax.fill_between(g.steps, mean - std, mean + std, color=color, alpha=0.2)
         ref = published.get(task)
         if ref is not None:
@@ -229,7 +232,7 @@ def figure(groups, published, out: Path, max_step: int) -> None:
         ax.set_title(task)
         ax.set_ylabel("evaluation return")
         steps_axis(ax)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     save_figure(fig, out)
 
 
