@@ -76,9 +76,9 @@ def main() -> None:
         cells = []
         for d in args.dims:
             errors = [final_error(form, d, seed) for seed in args.seeds]
-            cells.append(f"{np.mean(errors):.3f} ± {np.std(errors):.3f}")
+            cells.append(f"{np.mean(errors):.3f} ± {np.std(errors, ddof=1):.3f}")
         print(f"| {form} | " + " | ".join(cells) + " |", flush=True)
-    print(f"(mean ± std over seeds {' '.join(map(str, args.seeds))}; {time.perf_counter() - start:.0f} s)")
+    print(f"(mean ± sample std over seeds {' '.join(map(str, args.seeds))}; {time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

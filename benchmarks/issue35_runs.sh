@@ -4,7 +4,7 @@
 # pinned to one commit, with its own venv, so that the code under the runs does not change:
 #   git worktree add --detach ../evidence c99a54e && cd ../evidence
 #   python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[rliable]" "stable-baselines3>=2.3"
-#   mkdir -p logs && cp <main checkout>/benchmarks/learning.py logs/    # step 8 needs the sb3 contender
+#   mkdir -p logs && cp <main checkout>/benchmarks/learning.py logs/    # step 9 needs the sb3 contender
 # The iterative agents run the code of a second pinned worktree, d65aed4 (the iterative network
 # computes its state input once per state: Humanoid's update 38.4 -> 18.1 GFLOP, same numbers up to
 # rounding), and write into the first one's runs/ all the same:
@@ -39,7 +39,10 @@ if [ "${1:-}" = "--report" ]; then
   iapo plot $R/suite-runs --iqm --out $R/suite.png || exit 1
   iapo plot $R/suite-runs --iqm --x wall-time --out $R/suite-wall.png || exit 1
   learning=(); [ -d $D/sb3 ] && learning=(--learning $D/sb3)
-  settings=$(find $D -mindepth 2 -maxdepth 2 -type d -name "*_direct*" | sort)
+  # the finished trials only: every seed's last evaluation at 100 000 steps
+  settings=$(for t in $(find $D -mindepth 2 -maxdepth 2 -type d -name "*_direct*" | sort); do
+    for m in "$t"/seed_*/metrics.csv; do [ "$(tail -n 1 "$m" | cut -d, -f1)" = 100000 ] || continue 2; done; echo "$t"
+  done)
   python benchmarks/published_sac.py $settings "${learning[@]}" --out $R/sac-published || exit 1
   exit 0
 fi
@@ -67,7 +70,8 @@ iapo sweep --config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 Walker2d-v5
 SAC2="--config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 --seeds 0-4 --total-steps 100000 --cpus-per-trial 2 --no-progress"
 iapo sweep $SAC2 --set random-steps=10000,100 $E $F --out runs/sac-study/random-steps || exit 1
 iapo sweep $SAC2 --set gamma=0.995 $E $F --out runs/sac-study/gamma || exit 1
-#    and which of CleanRL's two learning rates matters: the critics' 1e-3 alone (α's stays 3e-4)
+#    and which of CleanRL's two learning rates matters: the critics' 1e-3 alone (α's stays at the worktree's
+#    configs/sac.yaml's 3e-4)
 iapo sweep $SAC2 --set critic-lr=1e-3 $E $F --out runs/sac-study/critic-lr || exit 1
 # 4-5. The paper's direct and iterative agents (issue 35's item 2, ahead of the -v4 SAC runs, which it asks
 #      for only if time allows): the direct ones first (Walker2d-v5 is done), then the iterative ones

@@ -288,7 +288,7 @@ def command_report(args) -> None:
         ax.axvline(args.random_steps, color="grey", linestyle=":", linewidth=1)  # the random phase ends
         ax.set_title(env)
         steps_axis(ax)
-        ax.set_ylabel("evaluation return (mean ± std over seeds)")
+        ax.set_ylabel("evaluation return (mean ± sample std over seeds)")
         ax.grid(alpha=0.3)
         if curves:
             ax.legend(fontsize=8)

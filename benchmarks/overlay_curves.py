@@ -6,7 +6,7 @@ directories are no longer at hand (another machine, an earlier session), in one 
 
 Each argument is a curves file, optionally `:WHICH` to keep only its lines whose label contains
 WHICH, and `=LABEL` to rename them (several lines keep their own labels, LABEL in front). One panel per environment; mean +- std over seeds
-as the file holds them, against steps or (`--x wall-time`) the runs' mean training wall time in hours.
+as the file holds them (the sample std since iapo commit a850f6f, the population std before), against steps or (`--x wall-time`) the runs' mean training wall time in hours.
 `benchmarks/learning.py report` writes its curves (SBX's among them) in the same format.
 """
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from iapo.errors import IapoError
-from iapo.figures import colors, new_figure, save_figure, steps_axis
+from iapo.figures import colors, new_figure, save_figure, seed_std, steps_axis
 from iapo.plot import find_runs, group_runs
 
 from update_cost import machine
@@ -218,7 +218,7 @@ def figure(groups, published, out: Path, max_step: int) -> None:
         versions = len({g.env for g in mine}) > 1  # (e.g. Walker2d-v4 and -v5 in one panel: name each)
         for g, color in zip(mine, colors(len(mine) + 1)):
             seeds = g.returns.shape[0]
-            mean, std = g.returns.mean(axis=0), g.returns.std(axis=0, ddof=1) if seeds > 1 else 0 * g.steps
+            mean, std = g.returns.mean(axis=0), seed_std(g.returns)
             name = f"{g.name}, {g.env}" if versions else g.name
             ax.plot(g.steps, mean, color=color, label=textwrap.fill(f"{name} ({seeds} seeds)", 75))
             ax.fill_between(g.steps, mean - std, mean + std, color=color, alpha=0.2)

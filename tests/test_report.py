@@ -406,3 +406,17 @@ def test_the_gpu_script_runs_in_its_cpu_mode(tmp_path):
     assert '"ms_one_scan"' in text
     assert len(statuses) == 6 and all(line == "(exit 0)" for line in statuses), statuses
     assert '"agent": "iterative"' in text and "| iapo direct |" in text
+
+
+def test_seed_std_is_the_sample_std_over_seeds():
+    """The spread over seeds that every table and figure draws: ddof = 1 over axis 0, 0 for one
+    seed, from arrays or lists, ints included."""
+    from iapo.figures import seed_std
+
+    returns = np.array([[0.0, 10.0], [2.0, 20.0], [4.0, 60.0]])  # (seeds, steps)
+    assert seed_std(returns) == pytest.approx([2.0, np.std([10, 20, 60], ddof=1)])
+    assert seed_std([1, 3]) == pytest.approx(2 ** 0.5) and isinstance(float(seed_std([1, 3])), float)
+    assert seed_std([[5, 7]]).tolist() == [0.0, 0.0]  # one seed: no spread, floats
+    assert seed_std([4]) == 0.0
+    with pytest.raises(ValueError, match="no seeds"):
+        seed_std([])

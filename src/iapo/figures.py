@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 
 
-def seed_std(returns) -> np.ndarray:
-    """The sample standard deviation over seeds (axis 0; ddof = 1, as Welch's t-test uses), 0 for a
-    single seed, which has no spread."""
+def seed_std(returns):
+    """The sample standard deviation over seeds, axis 0 of `returns` (seeds, ...): ddof = 1, as
+    Welch's t-test uses; 0 for a single seed, which has no spread. An array (...) of floats, or a
+    float for 1-D `returns`."""
+    returns = np.asarray(returns, dtype=float)
+    if len(returns) < 1:
+        raise ValueError("seed_std: no seeds")
     return returns.std(axis=0, ddof=1) if len(returns) > 1 else np.zeros_like(returns[0])
 
 

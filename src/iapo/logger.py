@@ -225,7 +225,7 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: str) -> None:
 
 
 def plot_seed_curves(csv_paths: list[Path], labels: list[str], out_path: Path, title: str) -> None:
-    """Evaluation return of several seeds: mean +- std over seeds, and each seed thinly."""
+    """Evaluation return of several seeds: mean +- sample std over seeds, and each seed thinly."""
     curves = [read_metrics(p) for p in csv_paths]
     curves = [(m, label) for m, label in zip(curves, labels) if m]
     if not curves:

@@ -511,13 +511,13 @@ class Trainer:
 
     def evaluation_line(self, rows: list[dict]) -> str:
         """One plain line for an evaluation: step, return (mean +- std over the episodes of one
-        seed, or over the seeds' means), env-steps/s and the time left at that rate."""
+        seed, or mean +- sample std over the seeds' means), env-steps/s and the time left at that rate."""
         step, total = rows[0]["step"], self.config.total_steps
         if len(rows) == 1:
             mean, std, over = rows[0]["eval_return_mean"], rows[0]["eval_return_std"], "episodes"
         else:
             means = [r["eval_return_mean"] for r in rows]
-            mean, std, over = float(np.mean(means)), float(seed_std(np.array(means))), f"{len(rows)} seeds"
+            mean, std, over = float(np.mean(means)), float(seed_std(means)), f"{len(rows)} seeds"
         rate = rows[0]["env_steps_per_s"]  # (environment steps; `step` counts actions of --action-repeat of them)
         eta = _format_time((total - step) * self.config.action_repeat / rate) if rate > 0 and step < total else "0:00:00"
         return (f"{self.title}  step {step}/{total}  return {mean:.1f} ± {std:.1f} ({over})  "

@@ -67,7 +67,7 @@ class Config(AnalysisConfig):
     mean_over_seeds: bool = False
     """Draw one curve per setting instead of one per run: runs that differ only in the seed (grouped
     as `iapo plot` groups them), the mean over seeds of each seed's mean gap at the snapshots all
-    of them have, shaded +- its std over seeds (Fig. 6, 8). Also writes those numbers to
+    of them have, shaded +- its sample std over seeds (Fig. 6, 8). Also writes those numbers to
     gap_over_seeds.csv."""
 
     counts = ("states", "max_steps", "patience", "samples")
@@ -179,8 +179,8 @@ def gap_over_seeds(rows: list[dict], settings: dict[str, str]) -> list[dict]:
 
 def plot_gap(rows: list[dict], out_path: Path, over_seeds: bool = False) -> None:
     """Gap over training (Fig. 6), one curve per run (`rows` from `gap_over_training`: mean +- std
-    over states), or with `over_seeds` one per setting (`rows` from `gap_over_seeds`: mean +- std
-    over seeds)."""
+    over states), or with `over_seeds` one per setting (`rows` from `gap_over_seeds`: mean +- sample
+    std over seeds)."""
     fig, ax = new_figure(figsize=(6, 4))
     key, spread = ("setting", "gap_std_over_seeds") if over_seeds else ("run", "gap_std")
     for name, iterations in dict.fromkeys((r[key], r["iterations"]) for r in rows):
