@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from iapo.errors import IapoError
-from iapo.figures import colors, new_figure, save_figure, seed_std, steps_axis
+from iapo.figures import new_figure, save_figure, seed_std, steps_axis
 from iapo.plot import find_runs, group_runs
 
 from update_cost import machine
@@ -216,7 +216,8 @@ def figure(groups, published, out: Path, max_step: int) -> None:
     for ax, task in zip(axes[0], tasks):
         mine = [g for g in groups if task_of(g.env) == task]
         versions = len({g.env for g in mine}) > 1  # (e.g. Walker2d-v4 and -v5 in one panel: name each)
-        for g, color in zip(mine, colors(len(mine) + 1)):
+        for i, g in enumerate(mine):  # settings are categories, not a sequence: the default qualitative cycle
+            color = f"C{i % 10}"
             seeds = g.returns.shape[0]
             mean, std = g.returns.mean(axis=0), seed_std(g.returns)
             name = f"{g.name}, {g.env}" if versions else g.name
