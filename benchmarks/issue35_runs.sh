@@ -13,7 +13,11 @@
 # and start a copy of this script (bash reads a script as it runs it, so editing the original in the
 # main checkout would change a running queue):
 #   cp <main checkout>/benchmarks/issue35_runs.sh logs/queue.sh && nohup bash logs/queue.sh >> logs/evidence.log 2>&1 &
-# (ITER=<folder> names another second worktree.) Copy every seed's records into the main checkout
+# (ITER=<folder> names another second worktree.) On a new machine, where runs/ (and the checkpoints in it)
+# did not carry over, START=<n> skips the numbered steps before n whose records are already in the main
+# checkout; a trial that was cut off there starts again from step 0:
+#   START=5 nohup bash logs/queue.sh >> logs/evidence.log 2>&1 &
+# Copy every seed's records into the main checkout
 # as they come, and redraw the figures and tables from them (in the main checkout):
 #   bash <main checkout>/benchmarks/issue35_runs.sh --sync <main checkout>
 #   bash benchmarks/issue35_runs.sh --report
@@ -51,47 +55,48 @@ ITER=${ITER:-../evidence-iter}
 [ -x "$ITER/.venv/bin/iapo" ] || { echo "no iapo in $ITER/.venv: set up the second worktree (see the header)"; exit 1; }
 # wait for a sweep started by an earlier copy of this script
 while pgrep -f "iapo sweep" > /dev/null; do sleep 30; done
+# step <n> <command...>: run the command unless n < START; stop the queue if it fails
+step() { local n=$1; shift; [ "$n" -ge "${START:-1}" ] || return 0; "$@" || exit 1; }
 E="eval-every=5000 eval-episodes=10 checkpoint-every=5000"
 SAC="--config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 Walker2d-v5 --seeds 0-4 --total-steps 100000 --cpus-per-trial 2 --no-progress"
 SUITE="--seeds 0-2 --total-steps 100000 --cpus-per-trial 2 --no-progress"
 F="matmul-precision=float32 snapshot-every=0"
 # 1. SAC study: the initial temperature (SB3/SBX's 1.0 against 0.1). The worktree's configs/sac.yaml
 #    has SB3's learning rates, 3e-4 for everything
-iapo sweep $SAC --set init-alpha=1.0,0.1 $E $F --out runs/sac-study/alpha || exit 1
+step 1 iapo sweep $SAC --set init-alpha=1.0,0.1 $E $F --out runs/sac-study/alpha
 # 2. SAC study: CleanRL's learning rates (critics and temperature 1e-3), which reproduce published SAC
 #    and which configs/sac.yaml has since taken
-iapo sweep --config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 Walker2d-v5 --seeds 0-4 --total-steps 100000 \
-  --cpus-per-trial 2 --no-progress --set critic-lr=1e-3 alpha-lr=1e-3 $E $F --out runs/sac-study/cleanrl-lr || exit 1
+step 2 iapo sweep --config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 Walker2d-v5 --seeds 0-4 --total-steps 100000 \
+  --cpus-per-trial 2 --no-progress --set critic-lr=1e-3 alpha-lr=1e-3 $E $F --out runs/sac-study/cleanrl-lr
 # 3. SAC study, one change each from SB3's settings, on HalfCheetah-v5 and Hopper-v5 (Walker2d-v5 already
 #    lay within published SAC's spread at SB3's settings): random steps as RL Zoo (10 000) and as SB3's
 #    default (100); the discount, as SimbaV2's training configs (the repository that published the
 #    curves) set it by TD-MPC2's heuristic, 0.995 for 1 000-step episodes (it does not say its SAC
 #    curves used them)
 SAC2="--config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 --seeds 0-4 --total-steps 100000 --cpus-per-trial 2 --no-progress"
-iapo sweep $SAC2 --set random-steps=10000,100 $E $F --out runs/sac-study/random-steps || exit 1
-iapo sweep $SAC2 --set gamma=0.995 $E $F --out runs/sac-study/gamma || exit 1
+step 3 iapo sweep $SAC2 --set random-steps=10000,100 $E $F --out runs/sac-study/random-steps
+step 3 iapo sweep $SAC2 --set gamma=0.995 $E $F --out runs/sac-study/gamma
 #    and which of CleanRL's two learning rates matters: the critics' 1e-3 alone (α's stays at the worktree's
 #    configs/sac.yaml's 3e-4)
-iapo sweep $SAC2 --set critic-lr=1e-3 $E $F --out runs/sac-study/critic-lr || exit 1
-# 4-5. The paper's direct and iterative agents (issue 35's item 2, ahead of the -v4 SAC runs, which it asks
-#      for only if time allows): the direct ones first (Walker2d-v5 is done), then the iterative ones
+step 3 iapo sweep $SAC2 --set critic-lr=1e-3 $E $F --out runs/sac-study/critic-lr
+# 4-7. The paper's direct and iterative agents (issue 35's items 2 and 3, ahead of the -v4 SAC runs, which
+#      it asks for only if time allows): the direct ones first, Humanoid-v5's too (Walker2d-v5's took 1.7 hours, so
+#      one can finish within a session; an iterative one takes about 10 hours), then the iterative ones
+step 4 iapo sweep --config configs/direct.yaml $SUITE --envs Walker2d-v5 --set $E snapshot-every=25000 --out runs/suite/direct
+step 5 iapo sweep --config configs/direct.yaml $SUITE --envs Ant-v5 --set $E snapshot-every=25000 --out runs/suite/direct
+step 6 iapo sweep --config configs/direct.yaml $SUITE --envs Humanoid-v5 --set $E snapshot-every=25000 --out runs/suite/direct
 for env in Walker2d-v5 Ant-v5; do
-  iapo sweep --config configs/direct.yaml $SUITE --envs $env --set $E snapshot-every=25000 --out runs/suite/direct || exit 1
+  step 7 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs $env --set $E snapshot-every=25000 \
+    --out runs/suite/iterative
 done
-for env in Walker2d-v5 Ant-v5; do
-  "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs $env --set $E snapshot-every=25000 \
-    --out runs/suite/iterative || exit 1
-done
-# 6. Humanoid-v5's direct agent
-iapo sweep --config configs/direct.yaml $SUITE --envs Humanoid-v5 --set $E snapshot-every=25000 --out runs/suite/direct || exit 1
-# 7. configs/sac.yaml's new rates on the -v4 tasks that -v5 changed (docs/results/env-versions.md: Walker2d's
+# 8. configs/sac.yaml's new rates on the -v4 tasks that -v5 changed (docs/results/env-versions.md: Walker2d's
 #    and Humanoid's dynamics, Ant's reward and observation), like with like with the published -v4 curves
-iapo sweep --config configs/sac.yaml --envs HalfCheetah-v5 Hopper-v5 Walker2d-v5 Walker2d-v4 Ant-v4 Humanoid-v4 --seeds 0-4 \
+step 8 iapo sweep --config configs/sac.yaml --envs Walker2d-v4 Ant-v4 Humanoid-v4 --seeds 0-4 \
   --total-steps 100000 --cpus-per-trial 2 --no-progress --set critic-lr=1e-3 alpha-lr=1e-3 $E $F \
-  --out runs/sac-study/cleanrl-lr || exit 1
-# 8. Humanoid-v5's iterative agent (about 10 hours for 3 seeds on the Zen 5)
-"$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs Humanoid-v5 --set $E snapshot-every=25000 \
-  --out runs/suite/iterative || exit 1
-# 9. SAC study, last: Stable-Baselines3's SAC (PyTorch's initialization), SB3's settings, HalfCheetah-v5 and
-#    Hopper-v5. Moved behind the paper's agents once the learning rates explained the gap to published SAC
-python logs/learning.py run --envs HalfCheetah-v5 Hopper-v5 --contenders sb3 --seeds 0 1 2 --steps 100000 --out runs/sac-study/sb3 || exit 1
+  --out runs/sac-study/cleanrl-lr-v4
+# 9. Humanoid-v5's iterative agent (about 10 hours for 3 seeds on the Zen 5)
+step 9 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs Humanoid-v5 --set $E snapshot-every=25000 \
+  --out runs/suite/iterative
+# 10. SAC study, last: Stable-Baselines3's SAC (PyTorch's initialization), SB3's settings, HalfCheetah-v5 and
+#     Hopper-v5. Moved behind the paper's agents once the learning rates explained the gap to published SAC
+step 10 python logs/learning.py run --envs HalfCheetah-v5 Hopper-v5 --contenders sb3 --seeds 0 1 2 --steps 100000 --out runs/sac-study/sb3

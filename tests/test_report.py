@@ -106,13 +106,24 @@ def test_the_table_gives_each_seeds_final_the_final_iqm_and_the_wall_time(tmp_pa
     assert float(row["final_iqm_low"]) <= 30.0 <= float(row["final_iqm_high"])
     assert float(row["final_wall_s"]) == pytest.approx(102.0)
     table_row = stdout.splitlines()[2]
-    assert "| 10.0, 20.0, 30.0, 40.0, 1000.0 | 30.0 [" in table_row and table_row.endswith("| 102 |")
+    assert "| 10.0, 20.0, 30.0, 40.0, 1000.0 | 30.0 [" in table_row and table_row.endswith("| 102 | — |")
+    # the machines the seeds trained on (machine.json: each start and resume), each named once
+    cpu = {"backend": "cpu", "cpu": "CPU A", "devices": ["cpu"]}
+    sessions = {0: [cpu], 1: [cpu, {**cpu, "cpu": "CPU B"}], 2: [{"backend": "gpu", "cpu": "CPU A", "devices": ["H100"]}]}
+    for seed, records in sessions.items():
+        (tmp_path / "runs" / f"seed_{seed}" / "machine.json").write_text(json.dumps({"sessions": records}))
+    (tmp_path / "runs" / "seed_3" / "machine.json").write_text("not json")  # (not iapo's: left out)
+    code, stdout, err = run_cli(["plot", str(tmp_path / "runs"), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert stdout.splitlines()[2].endswith("| 102 | CPU A; CPU B; H100 |")
+    (row,) = csv.DictReader(open(out.with_suffix(".csv")))
+    assert row["trained_on"] == "CPU A; CPU B; H100"
     # without --iqm the IQM column is left out, and so is a wall time that was never logged
     fake_run(tmp_path / "old" / "seed_0", [1.0, 2.0])
     code, stdout, err = run_cli(["plot", str(tmp_path / "old"), "--out", str(out)], capsys)
     assert code == 0, err
     assert "IQM" not in stdout.splitlines()[0]
-    assert stdout.splitlines()[2].endswith("| 2.0 | 1500 | 1.5 | not reached (≥ 3800; –) | — |")
+    assert stdout.splitlines()[2].endswith("| 2.0 | 1500 | 1.5 | not reached (≥ 3800; –) | — | — |")
     # two runs of one seed (in two folders) are both listed
     fake_run(tmp_path / "again" / "seed_0", [1.0, 4.0])
     code, stdout, err = run_cli(["plot", str(tmp_path / "old"), str(tmp_path / "again"), "--out", str(out)], capsys)

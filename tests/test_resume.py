@@ -282,6 +282,38 @@ def test_wall_time_goes_on_across_a_resume(tmp_path):
     assert resumed.wall_seconds >= again[90]
 
 
+def test_machine_json_records_each_start_and_resume_and_a_damaged_one_is_kept(tmp_path):
+    """Each start and resume appends where it trained, from which step; a machine.json that is not
+    iapo's is a warning, left untouched, and the run trains."""
+    import iapo
+    from iapo import machine
+    from iapo.config import AgentConfig, TrainConfig
+    from iapo.trainer import Trainer
+
+    algo = AgentConfig(agent="direct", hidden_sizes=(16,), critic_hidden_sizes=(16,), action_samples=1, batch_size=8)
+    config = TrainConfig(env="Pendulum-v1", total_steps=60, random_steps=20, eval_every=30, eval_episodes=1,
+                         checkpoint_every=30, seeds=(0, 1), run_dir=str(tmp_path / "run"), progress=False, quiet=True,
+                         algo=algo)
+    Trainer(config).run()
+    seed_dirs = [tmp_path / "run" / "seed_0", tmp_path / "run" / "seed_1"]
+    for seed_dir in seed_dirs:
+        first, = machine.read(seed_dir)
+        assert first["from_step"] == 0 and first["cores"] >= 1 and first["cpu"]
+        assert first["versions"]["iapo"] == iapo.__version__ and first["backend"] == "cpu"
+    for seed_dir in seed_dirs:
+        checkpoint.checkpoint_path(seed_dir, 60).unlink()  # as if killed between steps 30 and 60
+    Trainer(config, resume=True).run()
+    for seed_dir in seed_dirs:
+        assert [s["from_step"] for s in machine.read(seed_dir)] == [0, 30]
+        checkpoint.checkpoint_path(seed_dir, 60).unlink()
+    (seed_dirs[0] / "machine.json").write_text("not json")
+    with pytest.warns(UserWarning, match="seed_0.machine.json is not valid JSON; machine.json was left as it is"):
+        Trainer(config, resume=True).run()
+    assert (seed_dirs[0] / "machine.json").read_text() == "not json"
+    assert [s["from_step"] for s in machine.read(seed_dirs[1])] == [0, 30, 30]
+    assert checkpoint.list_checkpoints(seed_dirs[0])[-1][0] == 60
+
+
 SLOW_EVAL_ENV = '''
 import time
 

@@ -9,8 +9,9 @@ seeds at the evaluation steps every seed has reached:
 - table: final return (mean +- sample std over seeds at the last common step, each seed's, and with
   `iqm` their IQM with its bootstrap interval), area under the mean curve (trapezoid over steps,
   return x steps) and that area over the steps spanned (the mean return over training), the first
-  step at which the mean curve reaches a threshold, and at which each seed's curve does, and the
-  training wall time to the last common step (mean over the seeds' runs).
+  step at which the mean curve reaches a threshold, and at which each seed's curve does, the
+  training wall time to the last common step (mean over the seeds' runs), and the CPUs (or
+  accelerators) the seeds trained on, from their machine.json, without which a wall time says little.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Annotated, Literal
 import numpy as np
 import tyro
 
+from iapo import machine
 from iapo.config import at_least_one
 from iapo.errors import ConfigError, IapoError
 from iapo.atomic import write_csv_atomic, write_text_atomic
@@ -167,7 +169,7 @@ def summarize(group: Group, threshold: float | None, final_iqm: tuple[float, flo
            "final_mean": math.nan, "final_std": math.nan, "seed_finals": None, "final_iqm": math.nan,
            "final_iqm_low": math.nan, "final_iqm_high": math.nan, "auc": math.nan, "mean_over_training": math.nan,
            "threshold": threshold, "steps_to_threshold": None, "seed_steps_to_threshold": None,
-           "final_wall_s": math.nan}
+           "final_wall_s": math.nan, "trained_on": trained_on(group.runs)}
     if steps is None or not len(steps):
         return row
     mean = returns.mean(axis=0)
@@ -227,15 +229,36 @@ def thresholds_for(envs: list[str], given: tuple[str, ...]) -> dict[str, float |
 # -- outputs -------------------------------------------------------------------------------------
 TABLE_COLUMNS = ("env", "label", "seeds", "final_step", "final_mean", "final_std", "seed_finals", "final_iqm",
                  "final_iqm_low", "final_iqm_high", "auc", "mean_over_training", "threshold", "steps_to_threshold",
-                 "seed_steps_to_threshold", "final_wall_s")
+                 "seed_steps_to_threshold", "final_wall_s", "trained_on")
+
+
+def trained_on(runs: list[Path]) -> list[str]:
+    """The machines the runs trained on (each start and resume, from machine.json; `iapo.machine`):
+    the CPU, or for an accelerator backend its devices, in order of first use; [] for runs of a
+    version that did not record them."""
+    names: list[str] = []
+    for run in runs:
+        try:
+            sessions = machine.read(run)
+        except ValueError:
+            continue
+        for s in sessions:
+            devices = s.get("devices") or []
+            name = str(s.get("cpu")) if s.get("backend", "cpu") == "cpu" else " + ".join(map(str, devices))
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, list):  # (seed, steps to threshold or return) pairs, a pair per run (two runs may share a
-        # seed): "0:3000 1:2000 2:-" ("-": not reached)
+    if isinstance(value, list) and all(isinstance(v, tuple) for v in value):
+        # (seed, steps to threshold or return) pairs, a pair per run (two runs may share a seed):
+        # "0:3000 1:2000 2:-" ("-": not reached)
         return " ".join(f"{seed}:{'-' if v is None else _cell(v) or 'nan'}" for seed, v in value)
+    if isinstance(value, list):  # machine names
+        return "; ".join(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
@@ -247,8 +270,8 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path, with_iqm: bool 
     write_csv_atomic(csv_path, list(TABLE_COLUMNS), [[_cell(row[c]) for c in TABLE_COLUMNS] for row in rows])
     lines = ["| env | agent / setting | seeds | final return (mean ± sample std) | at step | each seed's final "
              + ("| final IQM [95% CI] " if with_iqm else "") + "| AUC (return × steps) "
-             "| mean return over training | steps to threshold: mean curve (each seed) | training wall time (s) |",
-             "|" + " --- |" * (10 + with_iqm)]
+             "| mean return over training | steps to threshold: mean curve (each seed) | training wall time (s) | trained on |",
+             "|" + " --- |" * (11 + with_iqm)]
     for row in rows:
         final = "—" if math.isnan(row["final_mean"]) else f"{row['final_mean']:.1f} ± {row['final_std']:.1f}"
         finals = ", ".join(f"{v:.1f}" for _, v in row["seed_finals"] or []) or "—"
@@ -264,7 +287,8 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path, with_iqm: bool 
             each = ", ".join("–" if step is None else str(step) for _, step in (row["seed_steps_to_threshold"] or []))
             reach = f"{where} (≥ {row['threshold']:g}; {each})"
         lines.append(f"| {row['env']} | {row['label']} | {row['seeds']} | {final} | {_cell(row['final_step']) or '—'} "
-                     f"| {finals} " + (f"| {iqm} " if with_iqm else "") + f"| {auc} | {over} | {reach} | {wall} |")
+                     f"| {finals} " + (f"| {iqm} " if with_iqm else "") + f"| {auc} | {over} | {reach} | {wall} "
+                     f"| {'; '.join(row['trained_on']) or '—'} |")
     md = "\n".join(lines) + "\n"
     write_text_atomic(md_path, md)
     return md

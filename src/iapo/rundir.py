@@ -41,6 +41,7 @@ RESOLVED = "resolved"  # config.json's record of what the "auto" settings resolv
 # the flat observation, [[key path, size], ...] (`envs.observation_layout`).
 OBSERVATION_LAYOUT = "observation_layout"
 METRICS = "metrics.csv"
+MACHINE = "machine.json"  # where the run trained: one record per start or resume (`iapo.machine`)
 CURVE = "learning_curve.png"
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
@@ -50,7 +51,7 @@ WANDB = "wandb"
 LOCK = ".iapo.lock"
 WRITE_PROBE = ".iapo-write-test"
 SEED_PREFIX = "seed_"
-RUN_FILES = (CONFIG, METRICS, CURVE, TENSORBOARD, CHECKPOINTS, SNAPSHOTS, WANDB)  # what --overwrite removes
+RUN_FILES = (CONFIG, METRICS, MACHINE, CURVE, TENSORBOARD, CHECKPOINTS, SNAPSHOTS, WANDB)  # what --overwrite removes
 
 CHECKPOINT_FILE = re.compile(r"ckpt_(\d{9})\.ckpt")
 SNAPSHOT_FILE = re.compile(r"agent_(\d{9})\.ckpt")
@@ -92,7 +93,7 @@ def run_dirs(config: TrainConfig) -> list[Path]:
 # same); `--overwrite` deletes these and nothing else.
 _TMP = r"(\.tmp)?"
 OWN_FILES = [re.compile(p) for p in (
-    re.escape(CONFIG) + _TMP, re.escape(METRICS) + _TMP, re.escape(CURVE) + _TMP, re.escape(LOCK),
+    re.escape(CONFIG) + _TMP, re.escape(METRICS) + _TMP, re.escape(MACHINE) + _TMP, re.escape(CURVE) + _TMP, re.escape(LOCK),
     re.escape(WRITE_PROBE), f"{CHECKPOINTS}/{CHECKPOINT_FILE.pattern}{_TMP}",
     f"{CHECKPOINTS}/{PARTS}/{PART_FILE.pattern}{_TMP}", f"{SNAPSHOTS}/{SNAPSHOT_FILE.pattern}{_TMP}",
     rf"{TENSORBOARD}/events\.out\.tfevents\.[^/]+", rf"{WANDB}/.+",

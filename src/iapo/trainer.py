@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iapo import checkpoint, resolve, rundir, signals
+from iapo import checkpoint, machine, resolve, rundir, signals
 from iapo.agent import Agent, act_seeds
 from iapo.config import TrainConfig
 from iapo.envs import check_env_id, check_observation_layout, dims, probe_run_env
@@ -159,6 +159,7 @@ class Trainer:
         elif not recorded:  # a run of a version that did not record them: from now on it does
             for path in ([self.run_dir] if self.group else []) + [run.run_dir for run in self.runs]:
                 write_config(path, read_config(path)[0], self.resolved)
+        machine.record([run.run_dir for run in self.runs], self.runs[0].loop.step)  # where it trains, from which step
         label = f"seeds {' '.join(map(str, seeds))}" if self.group else f"seed {config.seed}"
         self.title = f"{config.env} · {config.algo.agent} · {label}"
         for run in self.runs:
