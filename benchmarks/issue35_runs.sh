@@ -37,7 +37,9 @@ if [ "${1:-}" = "--sync" ]; then
 fi
 # Every figure and table of issue 35 from the records in the main checkout (run there, with its venv);
 # the amortization gaps need the snapshots under runs/suite/, so they are redrawn where the runs are:
-#   iapo analyze gap runs/suite/*/*/seed_* --mean-over-seeds --out <main checkout>/docs/results/suite-gap
+#   for env in Walker2d-v5 Ant-v5 Humanoid-v5; do
+#     iapo analyze gap runs/suite/*/${env}_*/seed_* --mean-over-seeds --out <main checkout>/docs/results/suite-gap/$env
+#   done
 if [ "${1:-}" = "--report" ]; then
   R=docs/results; D=$R/sac-study-runs
   iapo plot $R/suite-runs --iqm --out $R/suite.png || exit 1

@@ -326,8 +326,13 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
             else:
                 center, low, high = mean, mean - std, mean + std
             where = hours if x == "wall-time" else g.steps
-            ax.plot(where, center, color=f"C{i}", lw=1.8, label=f"{g.label} ({len(g.runs)} seeds)")
-            ax.fill_between(where, low, high, color=f"C{i}", alpha=0.2)
+            # (a curve of one evaluation so far, a run just started, is a point with its interval as a bar)
+            ax.plot(where, center, color=f"C{i}", lw=1.8, marker="o" if len(where) == 1 else None,
+                    label=f"{g.label} ({len(g.runs)} seeds)")
+            if len(where) == 1:
+                ax.errorbar(where, center, yerr=[center - low, high - center], color=f"C{i}", capsize=4)
+            else:
+                ax.fill_between(where, low, high, color=f"C{i}", alpha=0.2)
             for j, step in enumerate(g.steps):
                 curve_rows.append([env, g.label, len(g.runs), int(step), hours[j] * 3600, mean[j], std[j], center[j],
                                    low[j], high[j]])
