@@ -431,3 +431,21 @@ def test_seed_std_is_the_sample_std_over_seeds():
     assert seed_std([4]) == 0.0
     with pytest.raises(ValueError, match="no seeds"):
         seed_std([])
+
+
+def test_a_curve_of_one_evaluation_is_drawn_as_a_point_with_its_interval(tmp_path, monkeypatch):
+    """A setting whose seeds have one evaluation in common so far (a run just started) is a marker with
+    an error bar over its seeds, not a line of one point that draws nothing."""
+    figures = []
+    monkeypatch.setattr(plot, "save_figure", lambda fig, path, *a, **k: figures.append(fig))
+    fake_run(tmp_path / "new" / "seed_0", [10.0], seed=0)
+    fake_run(tmp_path / "new" / "seed_1", [20.0], seed=1)
+    fake_run(tmp_path / "old" / "seed_0", [1.0, 2.0], agent="iterative")
+    plot.plot_runs([tmp_path], tmp_path / "out.png")
+    ax = figures[0].axes[0]
+    one, two = ax.lines[0], [line for line in ax.lines if len(line.get_xdata()) == 2][0]
+    assert one.get_marker() == "o" and list(one.get_xdata()) == [1000] and list(one.get_ydata()) == [15.0]
+    (bar,) = ax.containers  # the error bar over the two seeds: 15 ± 7.07 (sample std)
+    segment = bar.lines[2][0].get_segments()[0]
+    assert segment[:, 1] == pytest.approx([15 - 50 ** 0.5, 15 + 50 ** 0.5])
+    assert two.get_marker() in ("None", None, "")
