@@ -373,3 +373,38 @@ def test_a_signal_during_an_evaluation_checkpoints_before_it_and_the_resumed_run
     assert _rows(run_dir) == _rows(reference) and len(_rows(run_dir)) == 2
     with open(run_dir / "metrics.csv") as f:  # (the training time before it was another process's: unknown)
         assert next(csv.DictReader(f))["env_steps_per_s"] == ""
+
+
+def test_machine_json_names_iapos_commit_only_where_its_source_is_tracked(tmp_path):
+    """iapo's git commit is recorded where machine.py is tracked by the repository around it (a
+    checkout of iapo), with whether it was modified; a copy inside another repository (a venv in a
+    project folder) records none."""
+    import importlib.util
+    import shutil
+
+    from iapo import machine
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def load(path):
+        spec = importlib.util.spec_from_file_location("machine_copy", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "README").write_text("a project\n")
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    copy = tmp_path / "lib" / "machine.py"
+    copy.parent.mkdir()
+    shutil.copy(machine.__file__, copy)
+    assert load(copy)._source() is None  # untracked there: not the project's commit
+    subprocess.run([*git, "add", "lib/machine.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "second"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert load(copy)._source() == {"commit": head, "modified": False}
+    copy.write_text(copy.read_text() + "\n# changed\n")
+    assert load(copy)._source() == {"commit": head, "modified": True}

@@ -61,6 +61,11 @@ def _source() -> dict | None:
     (None for an installed copy outside a git checkout, or without git)."""
     here = Path(__file__).resolve().parent
     try:
+        # (a copy installed inside someone's repository, a venv in a project folder, is not tracked there)
+        tracked = subprocess.run(["git", "-C", str(here), "ls-files", "--", Path(__file__).name], capture_output=True,
+                                 text=True, timeout=10)
+        if tracked.returncode != 0 or not tracked.stdout.strip():
+            return None
         commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10)
         if commit.returncode != 0:
