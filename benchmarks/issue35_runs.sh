@@ -17,6 +17,9 @@
 # did not carry over, START=<n> skips the numbered steps before n whose records are already in the main
 # checkout; a trial that was cut off there starts again from step 0:
 #   START=5 nohup bash logs/queue.sh >> logs/evidence.log 2>&1 &
+# A session that stops the queue for its test suite (kill -STOP, then -CONT) adds that time to the running
+# trial's wall_time_s, which counts a stopped process's time: write each pause beside the run's figures
+# in docs/results.md, so that its wall time can be corrected.
 # Copy every seed's records into the main checkout
 # as they come, and redraw the figures and tables from them (in the main checkout):
 #   bash <main checkout>/benchmarks/issue35_runs.sh --sync <main checkout>
