@@ -282,6 +282,44 @@ def test_wall_time_goes_on_across_a_resume(tmp_path):
     assert resumed.wall_seconds >= again[90]
 
 
+class _SlowSteps(gym.Env):
+    """Each step sleeps 20 ms: no process can step it faster than 50 steps per second."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        time.sleep(0.02)
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+
+gym.register("IapoSlowSteps-v0", entry_point=_SlowSteps, max_episode_steps=50)
+
+
+def test_a_resume_within_a_window_rates_only_the_steps_it_took(tmp_path):
+    """env_steps_per_s after a resume between two evaluations counts the resumed process's steps
+    over its own training time: the steps before the checkpoint took another process's time."""
+    from iapo.config import AgentConfig, TrainConfig
+    from iapo.trainer import Trainer
+
+    algo = AgentConfig(agent="direct", hidden_sizes=(8,), critic_hidden_sizes=(8,), action_samples=1, batch_size=8)
+    config = TrainConfig(env="IapoSlowSteps-v0", total_steps=120, random_steps=20, updates_per_step=0, eval_every=60,
+                         eval_episodes=1, checkpoint_every=40, run_dir=str(tmp_path / "run"), progress=False,
+                         quiet=True, algo=algo)
+    Trainer(config).run()
+    # as if killed after the checkpoint at 80 (the newest but one): 40 of the window's 60 steps are left
+    checkpoint.checkpoint_path(tmp_path / "run", 120).unlink()
+    Trainer(config, resume=True).run()
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rates = {int(r["step"]): float(r["env_steps_per_s"]) for r in csv.DictReader(f)}
+    assert sorted(rates) == [60, 120]
+    assert 0 < rates[60] <= 50 and 0 < rates[120] <= 50  # (counting the window's 60 steps would give about 75)
+
+
 def test_machine_json_records_each_start_and_resume_and_a_damaged_one_is_kept(tmp_path):
     """Each start and resume appends where it trained, from which step; a machine.json that is not
     iapo's is a warning, left untouched, and the run trains."""

@@ -31,7 +31,8 @@ COLUMNS = {
     "objective": "mean objective J at the final policy estimate on replayed states",
     "objective_improvement": "J(lambda_K) - J(lambda_1): gain of the iterations after the first (0 for direct)",
     "updates": "gradient updates done so far",
-    "env_steps_per_s": "training environment steps per second since the last evaluation (evaluation time excluded)",
+    "env_steps_per_s": "training environment steps per second since the last evaluation, or since the resume where a run "
+                       "resumed after it (evaluation time excluded)",
     "wall_time_s": "seconds of training wall time since the run started, over every process that ran it",
 }
 

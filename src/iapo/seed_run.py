@@ -32,7 +32,7 @@ class Loop:
     episode_return: float = 0.0
     finished_returns: list = dataclasses.field(default_factory=list)  # since the last evaluation
     infos: list = dataclasses.field(default_factory=list)  # update infos since the last evaluation
-    window_steps: int = 0
+    window_steps: int = 0  # steps this process took since the last evaluation (for env_steps_per_s)
     eval_seeded: bool = False
     obs: np.ndarray | None = None
     action: np.ndarray | None = None  # (1, d): the next training action, computed with the last update

@@ -433,6 +433,8 @@ class Trainer:
             previous = {sig: signal.signal(sig, self._on_signal) for sig in signals.STOP_SIGNALS}
         window_start = time.perf_counter()
         self._clock = (self.runs[0].loop.wall_seconds, window_start)
+        for run in self.runs:  # a window's rate counts this process's steps over this process's time
+            run.loop.window_steps = 0
         bar = cfg.progress and not cfg.quiet and sys.stdout.isatty()
         lines = not cfg.quiet and not bar  # (a cluster job, `| tee`, --no-progress: one line per evaluation)
         try:
