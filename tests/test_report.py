@@ -109,7 +109,9 @@ def test_the_table_gives_each_seeds_final_the_final_iqm_and_the_wall_time(tmp_pa
     assert "| 10.0, 20.0, 30.0, 40.0, 1000.0 | 30.0 [" in table_row and table_row.endswith("| 102 | — |")
     # the machines the seeds trained on (machine.json: each start and resume), each named once
     cpu = {"backend": "cpu", "cpu": "CPU A", "devices": ["cpu"]}
-    sessions = {0: [cpu], 1: [cpu, {**cpu, "cpu": "CPU B"}], 2: [{"backend": "gpu", "cpu": "CPU A", "devices": ["H100"]}]}
+    sessions = {0: [cpu, {**cpu, "cpu": "CPU C", "from_step": 2000}],  # (a resume of the finished run: trained nothing)
+                1: [cpu, {**cpu, "cpu": "CPU B", "from_step": 1000}],
+                2: [{"backend": "gpu", "cpu": "CPU A", "devices": ["H100"]}]}
     for seed, records in sessions.items():
         (tmp_path / "runs" / f"seed_{seed}" / "machine.json").write_text(json.dumps({"sessions": records}))
     (tmp_path / "runs" / "seed_3" / "machine.json").write_text("not json")  # (not iapo's: left out)
@@ -118,6 +120,10 @@ def test_the_table_gives_each_seeds_final_the_final_iqm_and_the_wall_time(tmp_pa
     assert stdout.splitlines()[2].endswith("| 102 | CPU A; CPU B; H100 |")
     (row,) = csv.DictReader(open(out.with_suffix(".csv")))
     assert row["trained_on"] == "CPU A; CPU B; H100"
+    code, stdout, err = run_cli(["plot", str(tmp_path / "runs"), "--max-step", "1000", "--out", str(out)], capsys)
+    assert code == 0, err  # (CPU B trained seed 1 from step 1000 on)
+    (row,) = csv.DictReader(open(out.with_suffix(".csv")))
+    assert row["trained_on"] == "CPU A; H100"
     # without --iqm the IQM column is left out, and so is a wall time that was never logged
     fake_run(tmp_path / "old" / "seed_0", [1.0, 2.0])
     code, stdout, err = run_cli(["plot", str(tmp_path / "old"), "--out", str(out)], capsys)
@@ -147,6 +153,25 @@ def test_groups_label_the_settings_that_differ(tmp_path):
     (tmp_path / "other_env_2" / "config.json").write_text(json.dumps({**config, "eval_every": 500}))
     groups = plot.group_runs(plot.find_runs([tmp_path / "other_env", tmp_path / "other_env_2"]))
     assert [g.label for g in groups] == ["direct eval_every=1000", "direct eval_every=500"]
+
+
+def test_auto_precision_groups_by_what_it_resolved_to(tmp_path):
+    """Runs at matmul_precision "auto" that resolved to bfloat16 on one machine and float32 on
+    another are two settings, labelled by it; one that names the precision it resolved to joins
+    its group, and a run that predates the record stays "auto"."""
+    def resolved(path, precision):
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "resolved": {"matmul_precision": precision}}))
+
+    for seed, precision in ((0, "bfloat16"), (1, "bfloat16"), (2, "float32")):
+        fake_run(tmp_path / f"seed_{seed}", [seed, seed], seed=seed)
+        resolved(tmp_path / f"seed_{seed}", precision)
+    fake_run(tmp_path / "named" / "seed_3", [3, 3], seed=3, matmul_precision="float32")
+    fake_run(tmp_path / "old" / "seed_4", [4, 4], seed=4)
+    groups = plot.group_runs(plot.find_runs([tmp_path]))
+    assert sorted((g.label, sorted(g.seeds)) for g in groups) == [
+        ("direct matmul_precision=auto", [4]), ("direct matmul_precision=bfloat16", [0, 1]),
+        ("direct matmul_precision=float32", [2, 3])]
 
 
 def test_iqm_and_its_bootstrap():

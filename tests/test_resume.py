@@ -413,6 +413,80 @@ def test_a_signal_during_an_evaluation_checkpoints_before_it_and_the_resumed_run
         assert next(csv.DictReader(f))["env_steps_per_s"] == ""
 
 
+def test_a_kill_after_the_first_evaluation_and_before_the_next_checkpoint_writes_each_row_once(tmp_path):
+    """The checkpoint taken before the first evaluation is written again once that evaluation is
+    logged, so a run killed later, before its next checkpoint, resumes after that evaluation: it
+    does not evaluate again and every row is written once, as in a run never interrupted."""
+    from iapo.config import AgentConfig, TrainConfig
+    from iapo.trainer import Trainer
+
+    algo = AgentConfig(agent="direct", hidden_sizes=(8,), critic_hidden_sizes=(8,), action_samples=1, batch_size=8)
+    config = TrainConfig(env="Pendulum-v1", total_steps=120, random_steps=20, eval_every=40, eval_episodes=1,
+                         checkpoint_every=120, run_dir=str(tmp_path / "run"), progress=False, quiet=True, algo=algo)
+    Trainer(config).run()
+    reference = _rows(tmp_path / "run")
+    assert [int(r["step"]) for r in reference] == [40, 80, 120]
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "run")] == [40, 120]
+    checkpoint.checkpoint_path(tmp_path / "run", 120).unlink()  # as if killed between steps 40 and 120
+    Trainer(config, resume=True).run()
+    assert _rows(tmp_path / "run") == reference
+
+
+def test_tensorboard_update_means_after_a_resume_are_those_of_a_run_never_interrupted(tmp_path, monkeypatch):
+    """The first `updates/` means that a resumed run writes average the updates since the last
+    time they were written, as in a run never interrupted, not those since the last evaluation."""
+    from iapo.config import AgentConfig, TrainConfig
+    from iapo.logger import RunLogger
+    from iapo.trainer import Trainer
+
+    written = {}  # (run, step) -> the updates' mean critic loss
+    monkeypatch.setattr(RunLogger, "scalars", lambda self, step, values, prefix="updates": written.__setitem__(
+        (self.run_dir.parent.name, step), float(values["critic_loss"])))
+    algo = AgentConfig(agent="direct", hidden_sizes=(8,), critic_hidden_sizes=(8,), action_samples=1, batch_size=8)
+    for name in ("reference", "resumed"):
+        config = TrainConfig(env="Pendulum-v1", total_steps=60, random_steps=20, log_every=10, eval_every=60,
+                             eval_episodes=1, checkpoint_every=15, run_dir=str(tmp_path / name / "run"),
+                             progress=False, quiet=True, algo=algo)
+        Trainer(config).run()
+    checkpoint.checkpoint_path(tmp_path / "resumed" / "run", 60).unlink()  # as if killed after step 45
+    written = {k: v for k, v in written.items() if k[0] == "reference"}
+    Trainer(config, resume=True).run()
+    assert sorted(s for run, s in written if run == "resumed") == [50, 60]
+    for step in (50, 60):  # (the checkpoint at 45 holds the updates since step 20; 41-45 were not written yet)
+        assert written["resumed", step] == pytest.approx(written["reference", step], rel=1e-5)
+
+
+def test_a_trial_stopped_during_its_final_evaluation_is_not_done_until_resumed(tmp_path):
+    """A signal during the final step's evaluation leaves a checkpoint of the final step taken
+    before it: the trial is not done (a sweep resumes it rather than skip it), and the resumed run
+    writes the final row."""
+    from iapo import trial
+    from iapo.rundir import read_config
+
+    (tmp_path / "iapo_slow_env.py").write_text(SLOW_EVAL_ENV)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(_cli("train", "--env", "iapo_slow_env:IapoSlowEvaluation-v0", "--agent", "direct",
+                                 "--hidden-sizes", "16", "--critic-hidden-sizes", "16", "--batch-size", "16",
+                                 "--total-steps", "150", "--random-steps", "100", "--eval-every", "150",
+                                 "--eval-episodes", "2", "--no-progress", "--run-dir", str(run_dir)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    while not checkpoint.list_checkpoints(run_dir):  # the one before the evaluation of the final step
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and "during the evaluation at step 150" in out, (out, err)
+    config = read_config(run_dir)[0]
+    assert [s for s, _ in checkpoint.list_checkpoints(run_dir)] == [150]
+    assert not trial.is_done(config)
+    subprocess.run(_cli("train", "--resume", str(run_dir), "--no-progress"), check=True, capture_output=True,
+                   timeout=600, env=env)
+    assert trial.is_done(config)
+    assert [int(r["step"]) for r in _rows(run_dir)] == [150]
+
+
 def test_machine_json_names_iapos_commit_only_where_its_source_is_tracked(tmp_path):
     """iapo's git commit is recorded where machine.py is tracked by the repository around it (a
     checkout of iapo), with whether it was modified; a copy inside another repository (a venv in a

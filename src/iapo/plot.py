@@ -172,6 +172,8 @@ def summarize(group: Group, threshold: float | None, final_iqm: tuple[float, flo
            "final_wall_s": math.nan, "trained_on": trained_on(group.runs)}
     if steps is None or not len(steps):
         return row
+    # (the sessions that trained up to the last step shown: `steps` counts environment steps)
+    row["trained_on"] = trained_on(group.runs, before=int(steps[-1]) // group.identity.get("action_repeat", 1))
     mean = returns.mean(axis=0)
     final = returns[:, -1]  # (S,)
     row.update(final_step=int(steps[-1]), final_mean=float(final.mean()), final_std=float(seed_std(final)),
@@ -232,10 +234,11 @@ TABLE_COLUMNS = ("env", "label", "seeds", "final_step", "final_mean", "final_std
                  "seed_steps_to_threshold", "final_wall_s", "trained_on")
 
 
-def trained_on(runs: list[Path]) -> list[str]:
+def trained_on(runs: list[Path], before: int | None = None) -> list[str]:
     """The machines the runs trained on (each start and resume, from machine.json; `iapo.machine`):
-    the CPU, or for an accelerator backend its devices, in order of first use; [] for runs of a
-    version that did not record them."""
+    the CPU, or for an accelerator backend its devices, in order of first use; with `before`, only
+    the sessions that started before that step (a resume at or after it trained none of the steps
+    before it); [] for runs of a version that did not record them."""
     names: list[str] = []
     for run in runs:
         try:
@@ -243,6 +246,8 @@ def trained_on(runs: list[Path]) -> list[str]:
         except ValueError:
             continue
         for s in sessions:
+            if before is not None and isinstance(s.get("from_step"), int) and s["from_step"] >= before:
+                continue
             devices = s.get("devices") or []
             name = str(s.get("cpu")) if s.get("backend", "cpu") == "cpu" else " + ".join(map(str, devices))
             if name not in names:

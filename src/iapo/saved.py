@@ -121,7 +121,10 @@ class Setting:
 
 
 def _flatten(config: dict) -> dict:
-    """The configuration as one flat dict, the fields an older run lacks at their defaults."""
+    """The configuration as one flat dict, the fields an older run lacks at their defaults, and
+    `matmul_precision` "auto" as it resolved where the run started, where its config.json records
+    that: bfloat16 and float32 runs compute different things, so they are different settings."""
+    resolved = config.get("resolved") if isinstance(config, dict) else None  # (upgrade drops this record)
     try:
         config = upgrade(config)
     except (ValueError, IapoError) as exc:
@@ -129,6 +132,8 @@ def _flatten(config: dict) -> dict:
     flat = {k: v for k, v in config.items() if k != "algo" and k not in IGNORED}
     flat.update(config.get("algo", {}))
     flat["pessimism"] = train_config_from_dict(config).algo.beta  # the beta in force (unset: the agent's default)
+    if isinstance(resolved, dict) and resolved.get("matmul_precision") in ("float32", "bfloat16"):
+        flat["matmul_precision"] = resolved["matmul_precision"]
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 

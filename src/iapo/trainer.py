@@ -170,6 +170,10 @@ class Trainer:
             run.logger = RunLogger(run.run_dir, f"{config.env} · {config.algo.agent} · seed {run.config.seed}",
                                    resume_after=run.loop.step if resume else None, wandb=wandb)
         self.logged = 0  # infos[:logged] were written by `log_updates`
+        if resume:  # of the updates restored (one info each), those up to the last `log_updates` were written
+            step = self.step_count
+            after = config.updates_per_step * max(0, step - max(step - step % config.log_every, config.random_steps))
+            self.logged = max(0, len(self.infos) - after)
         self.stop_signal: int | None = None
         self.checkpointed = resume  # a checkpoint of this run exists (before the first one: none)
 
@@ -452,6 +456,7 @@ class Trainer:
                     if not resuming:  # (resumed before this step's evaluation: the step itself is done)
                         self.step()
                     step = self.step_count
+                    rewrite = False  # the newest checkpoint was taken before this step's evaluation
                     if step % cfg.log_every == 0 and step > cfg.random_steps and cfg.updates_per_step and not resuming:
                         self.log_updates()
                     if step % cfg.eval_every == 0 or step == cfg.total_steps:
@@ -469,6 +474,9 @@ class Trainer:
                             print(f"{name} during the evaluation at step {step}: checkpoint written; resume with: "
                                   f"iapo train --resume {self.run_dir}")
                             break
+                        # a checkpoint marked as taken before this evaluation would make a resumed run
+                        # evaluate again, writing this step's rows twice: it is written again below
+                        rewrite = self.runs[0].loop.pending_evaluation
                         for run in self.runs:
                             run.loop.pending_evaluation = False
                         if self.on_evaluation is not None:
@@ -490,7 +498,7 @@ class Trainer:
                     end = step == cfg.total_steps or self.runs[0].loop.stopped
                     if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or end):
                         self.save_snapshots()
-                    saved = step % cfg.checkpoint_every == 0 or end
+                    saved = step % cfg.checkpoint_every == 0 or end or rewrite
                     if saved:
                         self.save()
                     if step % 100 == 0 or end:

@@ -33,21 +33,22 @@ def common_checkpoint(config: TrainConfig) -> int | None:
 
 def is_done(config: TrainConfig) -> bool:
     """Every seed has a checkpoint of the final step (--total-steps, or the step at which
-    --stop-return ended the run), and none of them is an empty file."""
+    --stop-return ended the run), taken after that step's evaluation, and none of them is an empty file."""
     step = common_checkpoint(config)
     if step is None:
         return False
     paths = [checkpoint.checkpoint_path(d, step) for d in rundir.run_dirs(config)]
     if not all(path.stat().st_size > 0 for path in paths):
         return False
-    if step == config.total_steps:
-        return True
-    if config.stop_return is None:
+    if step != config.total_steps and config.stop_return is None:
         return False
-    try:  # ended early: its checkpoints say so
-        return all(checkpoint.read(path).get("extra", {}).get("loop", {}).get("stopped", False) for path in paths)
+    try:
+        loops = [checkpoint.read(path).get("extra", {}).get("loop", {}) for path in paths]
     except checkpoint.CheckpointError:
         return False
+    if any(loop.get("pending_evaluation", False) for loop in loops):  # stopped before its final evaluation
+        return False
+    return step == config.total_steps or all(loop.get("stopped", False) for loop in loops)  # (ended early: they say so)
 
 
 def last_eval(config: TrainConfig) -> tuple[int, float | None]:
