@@ -64,6 +64,24 @@ def test_gap_over_seeds_averages_the_runs_of_one_setting():
     assert math.isclose(out[0]["objective_mean"], 3.0) and out[1]["gap_std_over_seeds"] == 0.0
 
 
+def test_an_ascent_that_reaches_max_steps_is_flagged_a_lower_bound(runs, tmp_path, capsys):
+    """A gap whose ascent stopped at --max-steps with J still improving is marked in gap.csv and
+    gap_over_seeds.csv, and the command warns that those gaps are lower bounds."""
+    out = tmp_path / "gap"
+    with pytest.warns(UserWarning, match=r"reached --max-steps 2 with J still improving at 2 of 2 snapshots"):
+        code, _, err = run_cli(["analyze", "gap", str(runs / "direct"), "--out", str(out), "--states", "4",
+                                "--max-steps", "2", "--patience", "50", "--samples", "4", "--mean-over-seeds"], capsys)
+    assert code == 0, err
+    for name in ("gap.csv", "gap_over_seeds.csv"):
+        with open(out / name) as f:
+            assert [r["ascent_converged"] for r in csv.DictReader(f)] == ["False", "False"]
+    code, _, err = run_cli(["analyze", "gap", str(runs / "direct"), "--out", str(out), "--states", "4",
+                            "--max-steps", "5000", "--patience", "5", "--samples", "4"], capsys)
+    assert code == 0, err
+    with open(out / "gap.csv") as f:
+        assert [r["ascent_converged"] for r in csv.DictReader(f)] == ["True", "True"]
+
+
 def test_gap_mean_over_seeds_from_the_cli(runs, tmp_path, capsys):
     import json
     import shutil

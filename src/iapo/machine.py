@@ -28,7 +28,7 @@ _FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 _PACKAGES = ("iapo", "jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco")
 
 
-def _cpu() -> str:
+def cpu_name() -> str:
     """The CPU's model name, with the family and model numbers that tell CPUs of one name apart
     (AMD's EPYC generations, Intel's Xeons): "AMD EPYC 9B45 (family 26, model 2)"."""
     try:
@@ -84,7 +84,7 @@ def describe() -> dict:
     flags = cpu_flags()
     return {
         "host": platform.node(),
-        "cpu": _cpu(),
+        "cpu": cpu_name(),
         "cpu_flags": [f for f in _FLAGS if f in flags],
         "cores": cores,
         "memory_gib": _memory_gib(),
