@@ -82,6 +82,25 @@ def test_an_ascent_that_reaches_max_steps_is_flagged_a_lower_bound(runs, tmp_pat
         assert [r["ascent_converged"] for r in csv.DictReader(f)] == ["True", "True"]
 
 
+def test_the_gap_ascent_benchmark_tells_a_capped_ascent_from_one_that_stopped_by_itself(runs, tmp_path, monkeypatch,
+                                                                                         capsys):
+    """benchmarks/gap_ascent.py measures each snapshot with each ascent on the same states and
+    writes one row each, saying which stopped at their cap (a lower bound)."""
+    import sys
+
+    from test_report import _benchmark_script
+
+    script = _benchmark_script("gap_ascent")
+    monkeypatch.setattr(script, "ASCENTS", {"capped": dict(optimizer="sgd", lr=1e-4, patience=50, max_steps=2),
+                                            "free": dict(optimizer="adam", lr=1e-2, patience=5, max_steps=5000)})
+    out = tmp_path / "ascent.md"
+    monkeypatch.setattr(sys, "argv", ["gap_ascent.py", f"{runs / 'direct'}:300", "--states", "4", "--out", str(out)])
+    script.main()
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| InvertedPendulum")]
+    assert [r.split(" | ")[1:4:2] for r in rows] == [["300", "capped"], ["300", "free"]]
+    assert "| 2 | no: a lower bound |" in rows[0] and "| yes |" in rows[1]
+
+
 def test_gap_mean_over_seeds_from_the_cli(runs, tmp_path, capsys):
     import json
     import shutil
