@@ -165,15 +165,16 @@ def summarize(group: Group, threshold: float | None, final_iqm: tuple[float, flo
     """The group's row of the results table; `final_iqm` is (IQM, low, high) at the last common
     step, as the curve drew it (`iapo plot --iqm`)."""
     steps, returns = group.steps, group.returns
+    shown = steps is not None and len(steps) > 0
+    # (the sessions that trained up to the last step shown: `steps` counts environment steps)
+    before = int(steps[-1]) // group.identity.get("action_repeat", 1) if shown else None
     row = {"env": group.env, "label": group.label, "seeds": len(group.runs), "final_step": None,
            "final_mean": math.nan, "final_std": math.nan, "seed_finals": None, "final_iqm": math.nan,
            "final_iqm_low": math.nan, "final_iqm_high": math.nan, "auc": math.nan, "mean_over_training": math.nan,
            "threshold": threshold, "steps_to_threshold": None, "seed_steps_to_threshold": None,
-           "final_wall_s": math.nan, "trained_on": trained_on(group.runs)}
-    if steps is None or not len(steps):
+           "final_wall_s": math.nan, "trained_on": trained_on(group.runs, before)}
+    if not shown:
         return row
-    # (the sessions that trained up to the last step shown: `steps` counts environment steps)
-    row["trained_on"] = trained_on(group.runs, before=int(steps[-1]) // group.identity.get("action_repeat", 1))
     mean = returns.mean(axis=0)
     final = returns[:, -1]  # (S,)
     row.update(final_step=int(steps[-1]), final_mean=float(final.mean()), final_std=float(seed_std(final)),
