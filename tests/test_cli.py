@@ -112,7 +112,8 @@ def _assert_one_line_error(code, err, *needles):
         (["--tau", "2"], ["--tau must be in (0, 1]"]),
         (["--pessimism", "-1"], ["--pessimism must be >= 0"]),
         (["--batch-size", "0"], ["--batch-size must be >= 1"]),
-        (["--buffer-capacity", "100000000000000"], ["--buffer-capacity"]),
+        (["--buffer-capacity", "100000000000000"], ["--buffer-capacity is too large: 100000000000000"]),
+        (["--buffer-capacity", "10000000000"], ["--buffer-capacity 10000000000 is too large (at most 2**31)"]),
         (["--hidden-sizes", "0"], ["--hidden-sizes"]),
     ],
 )

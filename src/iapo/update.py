@@ -88,7 +88,7 @@ def policy_step(agent: Agent, state: AgentState, batch: Batch, key: jax.Array) -
     (loss, pinfo), grads = jax.value_and_grad(agent.optimizer.loss, has_aux=True)(
         state.policy_params, batch.obs, objective, key
     )
-    per_iteration = pinfo["objective_per_iteration"]  # (K + 1,): J at λ_0 … λ_K (direct: at λ, twice)
+    per_iteration = pinfo["objective_per_iteration"]  # (K + 1,): J at λ_0 … λ_K (direct: (1,), J at λ)
     _, log_scale = dist.split(pinfo["lam"])
     info = {
         "policy_loss": loss,
