@@ -47,7 +47,7 @@ fi
 #     --mean-over-seeds --out <main checkout>/docs/results/suite-gap/Walker2d-v5     # (step 8's snapshots)
 if [ "${1:-}" = "--report" ]; then
   R=docs/results; D=$R/sac-study-runs
-  iapo plot $R/suite-runs --iqm --out $R/suite.png || exit 1
+  iapo plot $R/suite-runs --iqm --against direct --out $R/suite.png || exit 1
   iapo plot $R/suite-runs --iqm --x wall-time --out $R/suite-wall.png || exit 1
   learning=(); [ -d $D/sb3 ] && learning=(--learning $D/sb3)
   # the finished trials only: every seed's last evaluation at 100 000 steps

@@ -474,3 +474,33 @@ def test_a_curve_of_one_evaluation_is_drawn_as_a_point_with_its_interval(tmp_pat
     segment = bar.lines[2][0].get_segments()[0]
     assert segment[:, 1] == pytest.approx([15 - 50 ** 0.5, 15 + 50 ** 0.5])
     assert two.get_marker() in ("None", None, "")
+
+
+def test_against_tests_each_setting_against_the_reference_at_their_last_common_step(tmp_path, capsys):
+    """--against: Welch's t-test of each setting's seeds against the reference setting's, at the last
+    step both have evaluated (the reference still training at 2000 steps: compared there)."""
+    direct = {0: [0.0, 10.0], 1: [0.0, 14.0], 2: [0.0, 12.0]}
+    iterative = {0: [0.0, 20.0, 50.0], 1: [0.0, 25.0, 60.0], 2: [0.0, 18.0, 55.0]}
+    for seed in range(3):
+        fake_run(tmp_path / "d" / f"seed_{seed}", direct[seed], seed=seed)
+        fake_run(tmp_path / "i" / f"seed_{seed}", iterative[seed], agent="iterative", seed=seed)
+    fake_run(tmp_path / "other" / "seed_0", [1.0, 2.0], agent="iterative", env="Walker2d-v5")  # (no reference there)
+    out = tmp_path / "t.png"
+    code, stdout, err = run_cli(["plot", str(tmp_path), "--out", str(out), "--against", "direct"], capsys)
+    assert code == 0, err
+    rows = {(r["env"], r["label"]): r for r in csv.DictReader(open(out.with_suffix(".csv")))}
+    want = stats.ttest_ind([20.0, 25.0, 18.0], [10.0, 14.0, 12.0], equal_var=False).pvalue
+    row = rows["Hopper-v5", "iterative pessimism=2.5"]
+    assert row["against"] == "direct pessimism=1.0" and int(row["against_step"]) == 2000
+    assert float(row["against_p"]) == pytest.approx(want, rel=1e-5)  # (6 digits in the CSV)
+    assert rows["Hopper-v5", "direct pessimism=1.0"]["against_p"] == ""
+    assert rows["Walker2d-v5", "iterative"]["against"] == ""  # (no test where the env has no reference)
+    assert "Welch's p against `direct` (at step)" in stdout.splitlines()[0]
+    assert f"| {want:.2g} (2000) |" in stdout and "| (the reference) |" in stdout
+    # an exact label wins over one that contains it; text matching two settings of an env is refused
+    code, stdout, err = run_cli(["plot", str(tmp_path / "d"), str(tmp_path / "i"), "--out", str(out),
+                                 "--against", "pessimism"], capsys)
+    assert code == 2 and "--against 'pessimism' matches 2 settings of Hopper-v5" in err
+    assert "Traceback" not in err
+    code, stdout, err = run_cli(["plot", str(tmp_path / "d"), "--out", str(out), "--against", "flow"], capsys)
+    assert code == 2 and "--against 'flow' matches no setting; the settings are: direct" in err

@@ -11,7 +11,9 @@ seeds at the evaluation steps every seed has reached:
   return x steps) and that area over the steps spanned (the mean return over training), the first
   step at which the mean curve reaches a threshold, and at which each seed's curve does, the
   training wall time to the last common step (mean over the seeds' runs), and the CPUs (or
-  accelerators) the seeds trained on, from their machine.json, without which a wall time says little.
+  accelerators) the seeds trained on, from their machine.json, without which a wall time says little;
+  with `against`, each setting's Welch's t-test against a reference setting of its environment, at
+  the last step both have evaluated.
 """
 
 from __future__ import annotations
@@ -67,8 +69,16 @@ class Config:
     `wall_time_s`, which goes on across resumes; mean over a group's seeds), for agents whose
     steps cost different amounts of time."""
 
+    against: Annotated[str | None, tyro.conf.arg(metavar="LABEL")] = None
+    """A setting to test the others against, in each environment: the one whose label is this
+    text, or else contains it (e.g. `direct`). Each other setting's row gets Welch's t-test of its
+    seeds' returns against that setting's seeds' at the last step both have evaluated (a run still
+    training is compared at its last evaluation)."""
+
     def validate(self) -> None:
         at_least_one(self, "bootstrap")
+        if self.against is not None and not self.against.strip():
+            raise ConfigError("--against must name a setting (its label or part of it), got an empty text")
         if not self.dirs:
             raise ConfigError("iapo plot needs at least one directory")
         if self.max_step is not None:
@@ -79,7 +89,8 @@ def plot(cfg: Config) -> tuple[Path, str]:
     """`iapo plot`: the figure and its tables; returns (figure path, Markdown table)."""
     cfg.validate()
     out = Path(cfg.out) if cfg.out else (Path(cfg.dirs[0]) if len(cfg.dirs) == 1 else Path(".")) / "results.png"
-    return plot_runs([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap, cfg.max_step, cfg.x)
+    return plot_runs([Path(d) for d in cfg.dirs], out, cfg.iqm, cfg.threshold, cfg.bootstrap, cfg.max_step, cfg.x,
+                     cfg.against)
 
 
 @dataclasses.dataclass
@@ -172,7 +183,8 @@ def summarize(group: Group, threshold: float | None, final_iqm: tuple[float, flo
            "final_mean": math.nan, "final_std": math.nan, "seed_finals": None, "final_iqm": math.nan,
            "final_iqm_low": math.nan, "final_iqm_high": math.nan, "auc": math.nan, "mean_over_training": math.nan,
            "threshold": threshold, "steps_to_threshold": None, "seed_steps_to_threshold": None,
-           "final_wall_s": math.nan, "trained_on": trained_on(group.runs, before)}
+           "final_wall_s": math.nan, "trained_on": trained_on(group.runs, before), "against": None,
+           "against_step": None, "against_p": math.nan}
     if not shown:
         return row
     mean = returns.mean(axis=0)
@@ -196,6 +208,48 @@ def summarize(group: Group, threshold: float | None, final_iqm: tuple[float, flo
         row["steps_to_threshold"] = first(mean)
         row["seed_steps_to_threshold"] = [(seed, first(curve)) for seed, curve in zip(group.seeds, returns)]
     return row
+
+
+def welch_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch's t-test (unequal variances) of two samples' means: its two-sided p; NaN with fewer
+    than two values on a side, or none of spread on both."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    import scipy.stats  # (a dependency of JAX)
+
+    return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def compare_against(groups: list[Group], against: str) -> dict[tuple[str, str], tuple[str, int | None, float]]:
+    """(env, label) -> (the reference's label, the step compared, Welch's p) for every group of an
+    env that has a reference: the group whose label is `against`, or else the one that contains it;
+    the reference itself maps to (its label, None, NaN). Errors when `against` names two groups of
+    an env, or a group of none."""
+    result = {}
+    for env in sorted({g.env for g in groups}):
+        mine = [g for g in groups if g.env == env]
+        refs = [g for g in mine if g.label == against] or [g for g in mine if against in g.label]
+        if len(refs) > 1:
+            raise ConfigError(f"--against {against!r} matches {len(refs)} settings of {env} ("
+                              + "; ".join(g.label for g in refs) + "): give text that matches one")
+        if not refs:
+            continue
+        ref = refs[0]
+        result[env, ref.label] = (ref.label, None, math.nan)
+        for g in mine:
+            if g is ref:
+                continue
+            common = np.intersect1d(g.steps, ref.steps)
+            if not len(common):
+                result[env, g.label] = (ref.label, None, math.nan)
+                continue
+            step = common[-1]
+            result[env, g.label] = (ref.label, int(step), welch_p(g.returns[:, g.steps == step][:, 0],
+                                                                  ref.returns[:, ref.steps == step][:, 0]))
+    if not result:
+        labels = sorted({g.label for g in groups})
+        raise ConfigError(f"--against {against!r} matches no setting; the settings are: " + "; ".join(labels))
+    return result
 
 
 def thresholds_for(envs: list[str], given: tuple[str, ...]) -> dict[str, float | None]:
@@ -232,7 +286,7 @@ def thresholds_for(envs: list[str], given: tuple[str, ...]) -> dict[str, float |
 # -- outputs -------------------------------------------------------------------------------------
 TABLE_COLUMNS = ("env", "label", "seeds", "final_step", "final_mean", "final_std", "seed_finals", "final_iqm",
                  "final_iqm_low", "final_iqm_high", "auc", "mean_over_training", "threshold", "steps_to_threshold",
-                 "seed_steps_to_threshold", "final_wall_s", "trained_on")
+                 "seed_steps_to_threshold", "final_wall_s", "trained_on", "against", "against_step", "against_p")
 
 
 def trained_on(runs: list[Path], before: int | None = None) -> list[str]:
@@ -270,14 +324,16 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_table(rows: list[dict], csv_path: Path, md_path: Path, with_iqm: bool = False) -> str:
-    """The results table as CSV (every column) and Markdown, with the IQM column if `with_iqm`;
-    returns the Markdown."""
+def write_table(rows: list[dict], csv_path: Path, md_path: Path, with_iqm: bool = False,
+                against: str | None = None) -> str:
+    """The results table as CSV (every column) and Markdown, with the IQM column if `with_iqm` and
+    Welch's p against the reference setting if `against`; returns the Markdown."""
     write_csv_atomic(csv_path, list(TABLE_COLUMNS), [[_cell(row[c]) for c in TABLE_COLUMNS] for row in rows])
     lines = ["| env | agent / setting | seeds | final return (mean ± sample std) | at step | each seed's final "
-             + ("| final IQM [95% CI] " if with_iqm else "") + "| AUC (return × steps) "
+             + ("| final IQM [95% CI] " if with_iqm else "")
+             + (f"| Welch's p against `{against}` (at step) " if against else "") + "| AUC (return × steps) "
              "| mean return over training | steps to threshold: mean curve (each seed) | training wall time (s) | trained on |",
-             "|" + " --- |" * (11 + with_iqm)]
+             "|" + " --- |" * (11 + with_iqm + bool(against))]
     for row in rows:
         final = "—" if math.isnan(row["final_mean"]) else f"{row['final_mean']:.1f} ± {row['final_std']:.1f}"
         finals = ", ".join(f"{v:.1f}" for _, v in row["seed_finals"] or []) or "—"
@@ -292,8 +348,17 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path, with_iqm: bool 
             where = "not reached" if row["steps_to_threshold"] is None else str(row["steps_to_threshold"])
             each = ", ".join("–" if step is None else str(step) for _, step in (row["seed_steps_to_threshold"] or []))
             reach = f"{where} (≥ {row['threshold']:g}; {each})"
+        if row["against"] is None:
+            test = "—"
+        elif row["against"] == row["label"]:
+            test = "(the reference)"
+        elif row["against_step"] is None:
+            test = "no common step"
+        else:
+            test = ("—" if math.isnan(row["against_p"]) else f"{row['against_p']:.2g}") + f" ({row['against_step']})"
         lines.append(f"| {row['env']} | {row['label']} | {row['seeds']} | {final} | {_cell(row['final_step']) or '—'} "
-                     f"| {finals} " + (f"| {iqm} " if with_iqm else "") + f"| {auc} | {over} | {reach} | {wall} "
+                     f"| {finals} " + (f"| {iqm} " if with_iqm else "") + (f"| {test} " if against else "")
+                     + f"| {auc} | {over} | {reach} | {wall} "
                      f"| {'; '.join(row['trained_on']) or '—'} |")
     md = "\n".join(lines) + "\n"
     write_text_atomic(md_path, md)
@@ -301,7 +366,8 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path, with_iqm: bool 
 
 
 def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tuple[str, ...] = (),
-         reps: int = 2000, max_step: int | None = None, x: str = "steps") -> tuple[Path, str]:
+         reps: int = 2000, max_step: int | None = None, x: str = "steps",
+         against: str | None = None) -> tuple[Path, str]:
     """Curves (one panel per env, one line per group), the table beside them; returns
     (figure path, Markdown table). The plotted arrays are in `<out stem>_curves.csv`."""
     out = Path(out)
@@ -310,6 +376,7 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
     groups = group_runs(find_runs(dirs), max_step)
     envs = sorted({g.env for g in groups})
     limits = thresholds_for(envs, thresholds)
+    tests = compare_against(groups, against) if against else {}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -359,5 +426,8 @@ def plot_runs(dirs: list[Path], out: Path, use_iqm: bool = False, thresholds: tu
     write_csv_atomic(curves, ["env", "label", "seeds", "step", "wall_time_s", "mean", "std", "center", "low", "high"],
                      [[_cell(v) if isinstance(v, float) else v for v in row] for row in curve_rows])
     rows = [summarize(g, limits[g.env], final_iqms.get((g.env, g.label))) for g in groups]
-    md = write_table(rows, out.with_suffix(".csv"), out.with_suffix(".md"), use_iqm)
+    for row in rows:
+        if (row["env"], row["label"]) in tests:
+            row["against"], row["against_step"], row["against_p"] = tests[row["env"], row["label"]]
+    md = write_table(rows, out.with_suffix(".csv"), out.with_suffix(".md"), use_iqm, against)
     return out, md
