@@ -97,7 +97,7 @@ step 7 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUI
 # 8. Walker2d-v5's direct agent again, the same seeds and commit, for snapshots: the first run's stayed on the
 #    Zen 5 of that session, and its gap had been measured with the reference's SGD ascent, which stops short of
 #    lambda* (docs/analyses.md). Into runs/suite-again, so that the first run's records are not replaced. Ahead
-#    of Ant-v5's iterative agent, so that Walker2d-v5 is complete first (1.7 hours against about 8)
+#    of Ant-v5's iterative agent, so that Walker2d-v5 is complete first (1.7 hours against about 5)
 step 8 iapo sweep --config configs/direct.yaml $SUITE --envs Walker2d-v5 --set $E snapshot-every=25000 --out runs/suite-again/direct
 # 9. Ant-v5's iterative agent
 step 9 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs Ant-v5 --set $E snapshot-every=25000 \
@@ -107,7 +107,7 @@ step 9 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUI
 step 10 iapo sweep --config configs/sac.yaml --envs Walker2d-v4 Ant-v4 Humanoid-v4 --seeds 0-4 \
   --total-steps 100000 --cpus-per-trial 2 --no-progress --set critic-lr=1e-3 alpha-lr=1e-3 $E $F \
   --out runs/sac-study/cleanrl-lr-v4
-# 11. Humanoid-v5's iterative agent (about 10 hours for 3 seeds on the Zen 5)
+# 11. Humanoid-v5's iterative agent (about 10 hours for 3 seeds on the Zen 5, 6.5 on the AMX Xeon)
 step 11 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs Humanoid-v5 --set $E snapshot-every=25000 \
   --out runs/suite/iterative
 # 12. SAC study, last: Stable-Baselines3's SAC (PyTorch's initialization), SB3's settings, HalfCheetah-v5 and
