@@ -43,7 +43,7 @@ import numpy as np
 
 from iapo.errors import IapoError
 from iapo.figures import new_figure, save_figure, seed_std, steps_axis
-from iapo.plot import find_runs, group_runs
+from iapo.plot import find_runs, group_runs, welch_p
 
 from update_cost import machine
 
@@ -162,14 +162,6 @@ def nearest(steps: np.ndarray, step: int) -> int | None:
     return i if abs(int(steps[i]) - step) <= 0.01 * step else None
 
 
-def welch(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    import scipy.stats
-
-    return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def stats(x: np.ndarray) -> str:
     return f"{x.mean():.0f} ± {x.std(ddof=1):.0f}" if len(x) > 1 else f"{x.mean():.0f}"
 
@@ -201,7 +193,7 @@ def table(groups, published, at_steps: list[int]) -> list[str]:
                 inside = "yes" if lo <= ours.mean() <= hi else "no"
             lines.append(
                 f"| {g.env} | {g.label} | {stats(ours)} ({len(ours)}) | {', '.join(f'{v:.0f}' for v in ours)} "
-                f"| {ref['env']} at {int(ref['steps'][j])} | {stats(theirs)} ({len(theirs)}) | {welch(ours, theirs):.2g} "
+                f"| {ref['env']} at {int(ref['steps'][j])} | {stats(theirs)} ({len(theirs)}) | {welch_p(ours, theirs):.2g} "
                 f"| {inside} |"
             )
         lines.append("")
