@@ -497,7 +497,16 @@ def test_against_tests_each_setting_against_the_reference_at_their_last_common_s
     assert rows["Walker2d-v5", "iterative"]["against"] == ""  # (no test where the env has no reference)
     assert "Welch's p against `direct` (at step)" in stdout.splitlines()[0]
     assert f"| {want:.2g} (2000) |" in stdout and "| (the reference) |" in stdout
-    # an exact label wins over one that contains it; text matching two settings of an env is refused
+    # an exact label wins over one that contains it ("direct" over "direct-flow")...
+    for seed in range(2):
+        fake_run(tmp_path / "flow" / "d" / f"seed_{seed}", [1.0, 2.0 + seed], seed=seed, env="Pendulum-v1")
+        fake_run(tmp_path / "flow" / "f" / f"seed_{seed}", [1.0, 4.0 + seed], agent="direct-flow", seed=seed,
+                 env="Pendulum-v1")
+    code, stdout, err = run_cli(["plot", str(tmp_path / "flow"), "--out", str(out), "--against", "direct"], capsys)
+    assert code == 0, err
+    rows = {r["label"]: r for r in csv.DictReader(open(out.with_suffix(".csv")))}
+    assert set(rows) == {"direct", "direct-flow"} and rows["direct-flow"]["against"] == "direct"
+    # ...and text matching two settings of an env is refused
     code, stdout, err = run_cli(["plot", str(tmp_path / "d"), str(tmp_path / "i"), "--out", str(out),
                                  "--against", "pessimism"], capsys)
     assert code == 2 and "--against 'pessimism' matches 2 settings of Hopper-v5" in err
