@@ -125,3 +125,44 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     checkpoint.save(tmp_path, 1, state)
     with pytest.raises(IapoError, match="does not match"):
         checkpoint.load_latest(tmp_path, _agent("iterative").init(jax.random.PRNGKey(0)))
+
+
+@pytest.mark.parametrize("kind", ["direct", "iterative"])
+def test_weight_init_schemes_start_the_networks_as_named(kind):
+    """lecun is the default, and draws what it drew before the choice existed; torch draws
+    PyTorch's nn.Linear default; reference the reference code's (hidden biases 0.1, output
+    layers within 1e-3 for the policy and 3e-3 for the critics)."""
+    def layers(params):  # {layer name: (kernel, bias)} of one network, critics' member 0
+        flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+                for path, v in jax.tree_util.tree_leaves_with_path(params)}
+        names = sorted({p.rsplit("/", 1)[0] for p in flat})
+        return {n: (flat[n + "/kernel"], flat[n + "/bias"]) for n in names}
+
+    key = jax.random.PRNGKey(3)
+    states = {s: _agent(kind, weight_init=s).init(key) for s in ("lecun", "torch", "reference")}
+    assert AgentConfig().weight_init == "lecun"
+    default = _agent(kind).init(key)
+    for a, b in zip(jax.tree.leaves(default.critic_params), jax.tree.leaves(states["lecun"].critic_params)):
+        np.testing.assert_array_equal(a, b)
+
+    for scheme, state in states.items():
+        for net, params in (("critic", state.critic_params), ("policy", state.policy_params)):
+            for name, (w, b) in layers(params).items():
+                w, b = (w[0], b[0]) if net == "critic" else (w, b)  # the first of the two critics
+                fan_in = w.shape[0]
+                output = name.endswith("Dense_1") or name.endswith(("update", "gate"))
+                if net == "policy" and name.endswith(("update", "gate")):
+                    assert not w.any() and not b.any(), (scheme, name)  # zero under every scheme
+                elif scheme == "lecun":
+                    assert not b.any() and 0.5 < w.std() * np.sqrt(fan_in) < 1.5, (name, w.std())
+                elif scheme == "torch":
+                    bound = 1 / np.sqrt(fan_in)
+                    assert np.abs(w).max() <= bound and np.abs(b).max() <= bound and b.any(), name
+                    assert w.std() < 0.75 * bound, name  # uniform: std bound/sqrt(3), not lecun's
+                elif output:
+                    bound = 3e-3 if net == "critic" else 1e-3
+                    assert np.abs(w).max() <= bound and np.abs(b).max() <= bound and b.any(), name
+                else:
+                    np.testing.assert_allclose(b, 0.1)
+                    xavier = np.sqrt(2 * 2 / (fan_in + w.shape[1]))  # Xavier normal, gain sqrt(2)
+                    assert 0.7 < w.std() / xavier < 1.3, (name, w.std(), xavier)

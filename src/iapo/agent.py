@@ -64,7 +64,8 @@ class Agent:
     def critic(self) -> TwinCritic:
         """The twin critics, float32: their TD regression and targets."""
         separate = resolve.critic_layout(self.config) == "separate"
-        return TwinCritic(tuple(self.config.critic_hidden_sizes), separate=separate)
+        return TwinCritic(tuple(self.config.critic_hidden_sizes), separate=separate,
+                          weight_init=self.config.weight_init)
 
     @functools.cached_property
     def seed_mapping(self) -> str:

@@ -23,6 +23,7 @@ Critics = Literal["target", "online"]
 InputNorm = Literal["reference", "joint", "none", "log"]
 PessimismStd = Literal["biased", "unbiased"]
 ValueKind = Literal["model-free", "model-based"]
+WeightInit = Literal["lecun", "torch", "reference"]  # iapo.networks.layer_init
 
 
 # The reference's numbers that several modules take as defaults (ALGORITHM.md), written once.
@@ -151,6 +152,15 @@ class AgentConfig:
 
     critic_hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of each of the two critics."""
+
+    weight_init: WeightInit = "lecun"
+    """How the critics' and the policy network's dense layers start: `lecun` (Flax's default:
+    truncated normal weights of variance 1/fan_in, zero biases), `torch` (PyTorch's nn.Linear
+    default, which SB3's and CleanRL's SAC use: weights and biases uniform in ±1/sqrt(fan_in)) or
+    `reference` (the reference code's: hidden layers Xavier normal with gain sqrt(2) and biases 0.1,
+    the policy's output layer uniform in ±1e-3 and the critics' in ±3e-3). The iterative network's
+    update and gate layers start at zero under all three; the flow's transforms and the
+    model-based agent's model keep Flax's default."""
 
     init_mean: float = 0.0
     """Initial mean (before the tanh) of the iterative optimizer's lambda_0 (reference: 0)."""

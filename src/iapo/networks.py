@@ -4,12 +4,48 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from iapo.precision import bf16_dot_general
+
+WeightInit = Literal["lecun", "torch", "reference"]
+Layer = Literal["hidden", "policy", "critic"]  # a ReLU hidden layer, or the policy's or a critic's output layer
+
+
+def _uniform(bound: float) -> Callable:
+    """U(-bound, bound) elementwise, as an initializer."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def layer_init(scheme: WeightInit, layer: Layer, fan_in: int) -> dict[str, Callable]:
+    """`kernel_init` and `bias_init` of one dense layer under a weight-initialization scheme:
+
+    - lecun: Flax's default, truncated normal of variance 1/fan_in, zero biases (iapo's default);
+    - torch: PyTorch's `nn.Linear` default, weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)):
+      the networks of SB3's and CleanRL's SAC;
+    - reference: the reference code's (variational_rl): hidden ReLU layers Xavier normal with gain
+      sqrt(2) (variance 2 / fan_avg) and biases 0.1; the policy's output layer U(-1e-3, 1e-3) and a
+      critic's U(-3e-3, 3e-3), weights and biases."""
+    if scheme == "lecun":
+        return {"kernel_init": nn.initializers.lecun_normal(), "bias_init": nn.initializers.zeros_init()}
+    if scheme == "torch":
+        bound = 1.0 / math.sqrt(fan_in)
+        return {"kernel_init": _uniform(bound), "bias_init": _uniform(bound)}
+    if scheme == "reference":
+        if layer == "hidden":
+            return {"kernel_init": nn.initializers.variance_scaling(2.0, "fan_avg", "normal"),
+                    "bias_init": nn.initializers.constant(0.1)}
+        bound = 1e-3 if layer == "policy" else 3e-3
+        return {"kernel_init": _uniform(bound), "bias_init": _uniform(bound)}
+    raise ValueError(f"unknown weight_init {scheme!r}: expected lecun, torch or reference")
 
 
 class MLP(nn.Module):
@@ -24,19 +60,22 @@ class MLP(nn.Module):
 
     hidden_sizes: Sequence[int]
     out_dim: int
-    zero_init_output: bool = False
     bf16_hidden: bool = False
+    weight_init: WeightInit = "lecun"
+    output_layer: Layer = "policy"  # which output layer this is, for `weight_init`
 
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
         dot = bf16_dot_general if self.bf16_hidden else None
         for i, width in enumerate(self.hidden_sizes):
+            fan_in = x.shape[-1] + (0 if y is None or i > 0 else y.shape[-1])
+            init = layer_init(self.weight_init, "hidden", fan_in)
             if i == 0 and y is not None:
-                x = nn.relu(PairDense(width, dot_general=dot, name="Dense_0")(x, y))
+                x = nn.relu(PairDense(width, dot_general=dot, name="Dense_0", **init)(x, y))
             else:
-                x = nn.relu(nn.Dense(width, dot_general=dot, name=f"Dense_{i}")(x))
-        init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
-        return nn.Dense(self.out_dim, kernel_init=init, name=f"Dense_{len(self.hidden_sizes)}")(x)
+                x = nn.relu(nn.Dense(width, dot_general=dot, name=f"Dense_{i}", **init)(x))
+        init = layer_init(self.weight_init, self.output_layer, x.shape[-1])
+        return nn.Dense(self.out_dim, name=f"Dense_{len(self.hidden_sizes)}", **init)(x)
 
 
 class PairDense(nn.Module):
@@ -52,12 +91,14 @@ class PairDense(nn.Module):
     features: int
     dot_general: Callable | None = None
     split: bool = False  # always the two products (x's part then reused across calls at the same x)
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
 
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
         dx = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (dx + y.shape[-1], self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        kernel = self.param("kernel", self.kernel_init, (dx + y.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
         dot = self.dot_general or jax.lax.dot_general
 
         def matmul(a, w):
@@ -77,10 +118,13 @@ class Critic(nn.Module):
 
     hidden_sizes: Sequence[int]
     bf16_hidden: bool = False
+    weight_init: WeightInit = "lecun"
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        return MLP(self.hidden_sizes, 1, bf16_hidden=self.bf16_hidden)(obs, action)[..., 0]
+        mlp = MLP(self.hidden_sizes, 1, bf16_hidden=self.bf16_hidden, weight_init=self.weight_init,
+                  output_layer="critic")
+        return mlp(obs, action)[..., 0]
 
 
 class TwinCritic(nn.Module):
@@ -93,12 +137,13 @@ class TwinCritic(nn.Module):
     n_critics: int = 2
     separate: bool = False
     bf16_hidden: bool = False
+    weight_init: WeightInit = "lecun"
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         if self.separate and not self.is_initializing():
             members = self.variables["params"]["VmapCritic_0"]
-            critic = Critic(self.hidden_sizes, self.bf16_hidden)
+            critic = Critic(self.hidden_sizes, self.bf16_hidden, self.weight_init)
             return jnp.stack([critic.apply({"params": jax.tree.map(lambda x, i=i: x[i], members)}, obs, action)
                               for i in range(self.n_critics)])
         ensemble = nn.vmap(
@@ -109,7 +154,7 @@ class TwinCritic(nn.Module):
             out_axes=0,
             axis_size=self.n_critics,
         )
-        return ensemble(self.hidden_sizes, self.bf16_hidden)(obs, action)
+        return ensemble(self.hidden_sizes, self.bf16_hidden, self.weight_init)(obs, action)
 
 
 class DirectPolicyNet(nn.Module):
@@ -117,26 +162,34 @@ class DirectPolicyNet(nn.Module):
 
     hidden_sizes: Sequence[int]
     act_dim: int
+    weight_init: WeightInit = "lecun"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        return MLP(self.hidden_sizes, 2 * self.act_dim)(obs)
+        return MLP(self.hidden_sizes, 2 * self.act_dim, weight_init=self.weight_init)(obs)
 
 
 class IterativeNet(nn.Module):
     """f_phi(s, lambda, grad J) -> update delta and gate logits, each (..., 2d) (Eq. 11-12).
 
-    Both output layers start at zero, so initially the gate is 0.5 and the update 0.
+    Both output layers start at zero, so initially the gate is 0.5 and the update 0, under every
+    `weight_init` (which sets the hidden layers').
     """
 
     hidden_sizes: Sequence[int]
     act_dim: int
+    weight_init: WeightInit = "lecun"
 
     @nn.compact
     def __call__(self, obs: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = obs
         for i, width in enumerate(self.hidden_sizes):
-            layer = PairDense(width, split=True, name="Dense_0") if i == 0 else nn.Dense(width, name=f"Dense_{i}")
+            fan_in = h.shape[-1] + (z.shape[-1] if i == 0 else 0)
+            init = layer_init(self.weight_init, "hidden", fan_in)
+            if i == 0:
+                layer = PairDense(width, split=True, name="Dense_0", **init)
+            else:
+                layer = nn.Dense(width, name=f"Dense_{i}", **init)
             h = nn.relu(layer(h, z) if i == 0 else layer(h))
         zeros = nn.initializers.zeros
         delta = nn.Dense(2 * self.act_dim, kernel_init=zeros, name="update")(h)

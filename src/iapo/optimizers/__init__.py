@@ -40,8 +40,8 @@ def make_policy_optimizer(config: AgentConfig, act_dim: int) -> PolicyOptimizer:
     if not traits.iterates:  # direct, direct-flow
         if not traits.gaussian_policy:
             return FlowOptimizer(act_dim, tuple(config.hidden_sizes), bounds, config.flow_transforms,
-                                 tuple(config.flow_hidden_sizes))
-        return DirectOptimizer(act_dim, tuple(config.hidden_sizes), bounds)
+                                 tuple(config.flow_hidden_sizes), config.weight_init)
+        return DirectOptimizer(act_dim, tuple(config.hidden_sizes), bounds, config.weight_init)
     return IterativeOptimizer(
         act_dim=act_dim,
         hidden_sizes=tuple(config.hidden_sizes),
@@ -52,4 +52,5 @@ def make_policy_optimizer(config: AgentConfig, act_dim: int) -> PolicyOptimizer:
         final_iterate_loss=config.final_iterate_loss,
         input_norm=config.input_norm,
         unroll=config.unroll_iterations,
+        weight_init=config.weight_init,
     )

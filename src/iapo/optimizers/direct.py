@@ -33,10 +33,11 @@ class DirectOptimizer(LambdaPolicy):
     act_dim: int
     hidden_sizes: tuple[int, ...] = (256, 256)
     log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS
+    weight_init: str = "lecun"  # networks.layer_init's scheme
 
     @property
     def net(self) -> DirectPolicyNet:
-        return DirectPolicyNet(self.hidden_sizes, self.act_dim)
+        return DirectPolicyNet(self.hidden_sizes, self.act_dim, self.weight_init)
 
     def init(self, key: jax.Array, obs_dim: int):
         return self.net.init(key, jnp.zeros((1, obs_dim)))

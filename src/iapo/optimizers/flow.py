@@ -92,9 +92,10 @@ class FlowPolicy(nn.Module):
     transforms: int = 2
     flow_hidden_sizes: tuple[int, ...] = (64, 64)
     log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS
+    weight_init: str = "lecun"  # the base network's (networks.layer_init); the flow's own layers keep Flax's
 
     def setup(self):
-        self.base = DirectPolicyNet(self.hidden_sizes, self.act_dim)
+        self.base = DirectPolicyNet(self.hidden_sizes, self.act_dim, self.weight_init)
         self.flows = [AffineIAF(self.act_dim, self.flow_hidden_sizes) for _ in range(self.transforms)]
 
     def lam(self, obs: jax.Array) -> jax.Array:
@@ -149,11 +150,12 @@ class FlowOptimizer(LambdaPolicy):
     log_scale_bounds: tuple[float, float] = LOG_SCALE_BOUNDS
     transforms: int = 2
     flow_hidden_sizes: tuple[int, ...] = (64, 64)
+    weight_init: str = "lecun"
 
     @property
     def net(self) -> FlowPolicy:
         return FlowPolicy(self.hidden_sizes, self.act_dim, self.transforms, self.flow_hidden_sizes,
-                          self.log_scale_bounds)
+                          self.log_scale_bounds, self.weight_init)
 
     def init(self, key: jax.Array, obs_dim: int):
         return self.net.init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, self.act_dim)))

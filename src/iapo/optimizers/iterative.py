@@ -75,10 +75,11 @@ class IterativeOptimizer(LambdaPolicy):
     final_iterate_loss: bool = False
     input_norm: str = "reference"  # normalize_input's form for lambda_k and grad_lambda J
     unroll: bool = False  # unroll the K iterations in the compiled program (same numbers)
+    weight_init: str = "lecun"  # networks.layer_init's scheme, for the hidden layers
 
     @property
     def net(self) -> IterativeNet:
-        return IterativeNet(self.hidden_sizes, self.act_dim)
+        return IterativeNet(self.hidden_sizes, self.act_dim, self.weight_init)
 
     def init(self, key: jax.Array, obs_dim: int):
         return self.net.init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, 4 * self.act_dim)))
