@@ -60,6 +60,8 @@ fi
 . .venv/bin/activate
 ITER=${ITER:-../evidence-iter}
 [ -x "$ITER/.venv/bin/iapo" ] || { echo "no iapo in $ITER/.venv: set up the second worktree (see the header)"; exit 1; }
+INIT=${INIT:-../evidence-init}
+[ -x "$INIT/.venv/bin/iapo" ] || { echo "no iapo in $INIT/.venv: set up the third worktree (see step 8)"; exit 1; }
 # wait for a sweep started by an earlier copy of this script
 while pgrep -f "iapo sweep" > /dev/null; do sleep 30; done
 # step <n> <command...>: run the command unless n < START; stop the queue if it fails
@@ -98,6 +100,12 @@ step 7 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUI
 #    meet the published 10 where 5 left p = 0.049 (10% below); about 35 minutes
 step 8 iapo sweep --config configs/sac.yaml --envs HalfCheetah-v5 --seeds 5-9 --total-steps 100000 --cpus-per-trial 2 \
   --no-progress --set critic-lr=1e-3 alpha-lr=1e-3 $E $F --out runs/sac-study/cleanrl-lr-seeds-5-9
+#    and the networks' initialization: PyTorch's nn.Linear default (weights and biases uniform in ±1/sqrt(fan_in),
+#    what SB3's and CleanRL's SAC start from) in place of Flax's lecun normal, configs/sac.yaml (CleanRL's rates),
+#    seeds 0-4, about 35 minutes. It needs a third worktree, whose commit has --weight-init:
+#      git worktree add --detach ../evidence-init a0b7d8f && (cd ../evidence-init && python3 -m venv .venv && .venv/bin/pip install -e .)
+step 8 "$INIT/.venv/bin/iapo" sweep --config "$INIT/configs/sac.yaml" --envs HalfCheetah-v5 --seeds 0-4 --total-steps 100000 \
+  --cpus-per-trial 2 --no-progress --set weight-init=torch $E $F --out runs/sac-study/weight-init
 # 9. Walker2d-v5's direct agent again, the same seeds and commit, for snapshots: the first run's stayed on the
 #    Zen 5 of that session, and its gap had been measured with the reference's SGD ascent, which stops short of
 #    lambda* (docs/analyses.md). Into runs/suite-again, so that the first run's records are not replaced. Ahead
