@@ -90,7 +90,7 @@ step 3 iapo sweep $SAC2 --set gamma=0.995 $E $F --out runs/sac-study/gamma
 step 3 iapo sweep $SAC2 --set critic-lr=1e-3 $E $F --out runs/sac-study/critic-lr
 # 4-7. The paper's direct and iterative agents (issue 35's items 2 and 3, ahead of the -v4 SAC runs, which
 #      it asks for only if time allows): the direct ones first, Humanoid-v5's too (Walker2d-v5's took 1.7 hours, so
-#      one can finish within a session; an iterative one takes about 10 hours), then the iterative ones
+#      one can finish within a session; an iterative one takes 4.4 hours or more on the AMX Xeon), then the iterative ones
 step 4 iapo sweep --config configs/direct.yaml $SUITE --envs Walker2d-v5 --set $E snapshot-every=25000 --out runs/suite/direct
 step 5 iapo sweep --config configs/direct.yaml $SUITE --envs Ant-v5 --set $E snapshot-every=25000 --out runs/suite/direct
 step 6 iapo sweep --config configs/direct.yaml $SUITE --envs Humanoid-v5 --set $E snapshot-every=25000 --out runs/suite/direct
@@ -109,7 +109,7 @@ step 8 "$INIT/.venv/bin/iapo" sweep --config "$INIT/configs/sac.yaml" --envs Hal
 # 9. Walker2d-v5's direct agent again, the same seeds and commit, for snapshots: the first run's stayed on the
 #    Zen 5 of that session, and its gap had been measured with the reference's SGD ascent, which stops short of
 #    lambda* (docs/analyses.md). Into runs/suite-again, so that the first run's records are not replaced. Ahead
-#    of Ant-v5's iterative agent, so that Walker2d-v5 is complete first (1.7 hours against about 5)
+#    of Ant-v5's iterative agent, so that Walker2d-v5 is complete first (1.7 hours against about 4.5)
 step 9 iapo sweep --config configs/direct.yaml $SUITE --envs Walker2d-v5 --set $E snapshot-every=25000 --out runs/suite-again/direct
 # 10. Ant-v5's iterative agent
 step 10 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs Ant-v5 --set $E snapshot-every=25000 \
@@ -119,7 +119,7 @@ step 10 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SU
 step 11 iapo sweep --config configs/sac.yaml --envs Walker2d-v4 Ant-v4 Humanoid-v4 --seeds 0-4 \
   --total-steps 100000 --cpus-per-trial 2 --no-progress --set critic-lr=1e-3 alpha-lr=1e-3 $E $F \
   --out runs/sac-study/cleanrl-lr-v4
-# 12. Humanoid-v5's iterative agent (about 10 hours for 3 seeds on the Zen 5, 6.5 on the AMX Xeon)
+# 12. Humanoid-v5's iterative agent (about 10 hours for 3 seeds on the Zen 5, 5.6 on the AMX Xeon)
 step 12 "$ITER/.venv/bin/iapo" sweep --config "$ITER/configs/iterative.yaml" $SUITE --envs Humanoid-v5 --set $E snapshot-every=25000 \
   --out runs/suite/iterative
 # 13. SAC study, last: Stable-Baselines3's SAC (PyTorch's initialization), SB3's settings, HalfCheetah-v5 and
