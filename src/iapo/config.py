@@ -23,7 +23,7 @@ Critics = Literal["target", "online"]
 InputNorm = Literal["reference", "joint", "none", "log"]
 PessimismStd = Literal["biased", "unbiased"]
 ValueKind = Literal["model-free", "model-based"]
-WeightInit = Literal["lecun", "torch", "reference"]  # iapo.networks.layer_init
+WeightInit = Literal["lecun", "torch", "reference"]  # how networks start: iapo.networks.layer_init
 
 
 # The reference's numbers that several modules take as defaults (ALGORITHM.md), written once.

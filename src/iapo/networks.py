@@ -10,9 +10,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from iapo.config import WeightInit
 from iapo.precision import bf16_dot_general
 
-WeightInit = Literal["lecun", "torch", "reference"]
 Layer = Literal["hidden", "policy", "critic"]  # a ReLU hidden layer, or the policy's or a critic's output layer
 
 
@@ -49,7 +49,7 @@ def layer_init(scheme: WeightInit, layer: Layer, fan_in: int) -> dict[str, Calla
 
 
 class MLP(nn.Module):
-    """ReLU hidden layers, then a linear output layer (zero-initialized when asked). With
+    """ReLU hidden layers, then a linear output layer, initialized by `weight_init` (`layer_init`). With
     `bf16_hidden`, the hidden layers multiply bfloat16 operands into float32 results (the same
     parameters; `iapo.precision`); the output layer stays float32 (a narrow output multiplies no
     faster in bfloat16, and XLA:CPU's matrix-vector path rejects bfloat16 operands).
