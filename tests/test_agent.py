@@ -129,9 +129,9 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
 
 @pytest.mark.parametrize("kind", ["direct", "iterative"])
 def test_weight_init_schemes_start_the_networks_as_named(kind):
-    """lecun is the default, and draws what it drew before the choice existed; torch draws
-    PyTorch's nn.Linear default; reference the reference code's (hidden biases 0.1, output
-    layers within 1e-3 for the policy and 3e-3 for the critics)."""
+    """lecun is the default (the same draws as naming it); torch draws PyTorch's nn.Linear
+    default; reference the reference code's (hidden biases 0.1, output layers within 1e-3 for the
+    policy and 3e-3 for the critics); the iterative heads start at zero under every scheme."""
     def layers(params):  # {layer name: (kernel, bias)} of one network, critics' member 0
         flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
                 for path, v in jax.tree_util.tree_leaves_with_path(params)}
