@@ -9,7 +9,8 @@ Contenders (`--contenders`, default all four):
 - `iapo-float32`: `configs/sac.yaml` (the direct agent with one action sample, beta = 1 so J and
   the targets use min(Q1, Q2), the online critics in J as SAC has them) with SB3's and SBX's
   learning rates, 3e-4 for every network and the temperature (the config's own are CleanRL's,
-  1e-3 for the critics and the temperature), `--matmul-precision float32`;
+  1e-3 for the critics and the temperature), and SBX's initialization, Flax's lecun normal (the
+  config's own is PyTorch's), `--matmul-precision float32`;
 - `iapo-auto`: the same with the default precision (`auto`); skipped where `auto` resolves to
   float32 (a CPU without AMX), since it is then the same run;
 - `sbx`: SBX's SAC with the same hyperparameters: batch 256, 2x256 networks, Adam 3e-4 for
@@ -91,7 +92,8 @@ def run_iapo(env: str, seeds: list[int], steps: int, out: Path, precision: str, 
     fields = dict(env=env, seeds=tuple(seeds), total_steps=steps, random_steps=5_000, eval_every=args.eval_every,
                   eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every, snapshot_every=0,
                   matmul_precision=precision, run_dir=str(run_dir), progress=False,
-                  critic_lr=3e-4, alpha_lr=3e-4)  # SB3's and SBX's rates, not configs/sac.yaml's
+                  critic_lr=3e-4, alpha_lr=3e-4,  # SB3's and SBX's rates, not configs/sac.yaml's
+                  weight_init="lecun")  # SBX's initialization (Flax's default), not configs/sac.yaml's
     start = time.perf_counter()
     if (run_dir / "config.json").is_file():
         result = iapo.train(resume=str(run_dir), progress=False)

@@ -30,6 +30,7 @@ def test_every_shipped_config_file_reads(tmp_path):
                                                                                                   "online")
     # CleanRL's learning rates, with which iapo's SAC reproduces published SAC (docs/results.md, section 2)
     assert (sac.algo.policy_lr, sac.algo.critic_lr, sac.algo.alpha_lr) == (3e-4, 1e-3, 1e-3)
+    assert sac.algo.weight_init == "torch"  # PyTorch's nn.Linear default, as SB3's and CleanRL's SAC
 
 
 def test_a_config_file_with_flags_overriding_it(tmp_path, capsys):

@@ -156,7 +156,8 @@ class AgentConfig:
     weight_init: WeightInit = "lecun"
     """How the critics' and the policy network's dense layers start: `lecun` (Flax's default:
     truncated normal weights of variance 1/fan_in, zero biases), `torch` (PyTorch's nn.Linear
-    default, which SB3's and CleanRL's SAC use: weights and biases uniform in ±1/sqrt(fan_in)) or
+    default, which SB3's and CleanRL's SAC use, and configs/sac.yaml: weights and biases uniform in
+    ±1/sqrt(fan_in)) or
     `reference` (the reference code's: hidden layers Xavier normal with gain sqrt(2) and biases 0.1,
     the policy's output layer uniform in ±1e-3 and the critics' in ±3e-3). The iterative network's
     update and gate layers start at zero under all three; the flow's transforms and the
