@@ -458,6 +458,27 @@ def test_seed_std_is_the_sample_std_over_seeds():
         seed_std([])
 
 
+def test_a_legend_wider_than_its_axes_is_saved_whole(tmp_path):
+    """save_figure grows the image to a legend that runs past the figure's right edge (the labels of
+    `iapo analyze gap --mean-over-seeds` name a setting's every field), instead of cutting it off."""
+    import matplotlib.image
+
+    from iapo.figures import new_figure, save_figure
+
+    widths, legends = {}, {}
+    for name, label in (("short", "direct"), ("long", "iterative matmul_precision=bfloat16 " * 4)):
+        fig, ax = new_figure(figsize=(6, 4))  # 600 x 400 pixels
+        ax.plot([0, 1], [0, 1], label=label)
+        legend = ax.legend(loc="lower left", fontsize="small")
+        fig.canvas.draw()
+        legends[name] = legend.get_window_extent()
+        save_figure(fig, tmp_path / f"{name}.png")
+        widths[name] = matplotlib.image.imread(tmp_path / f"{name}.png").shape[1]
+    assert legends["short"].x1 < 600 < legends["long"].x1  # the long legend runs past the figure's edge
+    assert widths["short"] <= 600 < widths["long"] and widths["long"] >= legends["long"].width
+    assert not list(tmp_path.glob("*.tmp.png"))
+
+
 def test_a_curve_of_one_evaluation_is_drawn_as_a_point_with_its_interval(tmp_path, monkeypatch):
     """A setting whose seeds have one evaluation in common so far (a run just started) is a marker with
     an error bar over its seeds, not a line of one point that draws nothing."""

@@ -30,13 +30,15 @@ def new_figure(nrows: int = 1, ncols: int = 1, **kwargs):
 
 
 def save_figure(fig, path: Path) -> None:
-    """Lay out, write to a temporary file, rename over `path`, and free the figure."""
+    """Lay out, write to a temporary file, rename over `path`, and free the figure. The image is
+    cropped or grown to what was drawn (`bbox_inches="tight"`), so that a legend wider than its axes,
+    as the long setting labels of a sweep make, is saved whole rather than cut at the figure's edge."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp)
+    fig.savefig(tmp, bbox_inches="tight")
     plt.close(fig)
     os.replace(tmp, path)
 
